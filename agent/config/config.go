@@ -1,0 +1,232 @@
+// Package config reads shadowgate.yaml: a strict decode (unknown keys, wrong
+// types and duplicates are errors), then defaults, then validation of the
+// whole file, reporting every problem at once with file:line and key path.
+// Driver options are kept as YAML nodes for the drivers to check.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"reflect"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration of one gateway.
+type Config struct {
+	Gateway   Gateway              `yaml:"gateway"`
+	Cloud     Cloud                `yaml:"cloud"`
+	Broker    Broker               `yaml:"broker"`
+	Store     Store                `yaml:"store"`
+	History   int                  `yaml:"history"`
+	API       API                  `yaml:"api"`
+	Log       Log                  `yaml:"log"`
+	Actuators map[string]*Actuator `yaml:"actuators"`
+	Commands  Commands             `yaml:"commands"`
+
+	// File is the path the configuration was read from.
+	File string `yaml:"-"`
+	// Reporter places problems found after loading (by drivers) in the file.
+	Reporter *Reporter `yaml:"-"`
+}
+
+// Gateway names this gateway.
+type Gateway struct {
+	Thing string `yaml:"thing"`
+}
+
+// Conflict policies: what wins when the cloud's desired state changed while a
+// local change (rollback, physical switch) waited to be reported.
+const (
+	CloudWins = "cloud_wins"
+	LocalWins = "local_wins"
+)
+
+// Cloud is the MQTT link to AWS IoT Core or another broker.
+type Cloud struct {
+	Broker       string   `yaml:"broker"`
+	ClientID     string   `yaml:"client_id"`
+	TLS          TLS      `yaml:"tls"`
+	Username     string   `yaml:"username"`
+	PasswordFile string   `yaml:"password_file"`
+	TopicRoot    string   `yaml:"topic_root"`
+	Keepalive    Duration `yaml:"keepalive"`
+	Conflict     string   `yaml:"conflict"`
+}
+
+// TLS holds paths of PEM files; secrets are never written inline.
+type TLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Broker is the embedded loopback broker and shadow service of the demo.
+type Broker struct {
+	Embedded bool   `yaml:"embedded"`
+	Listen   string `yaml:"listen"`
+}
+
+// Store is the bbolt file and its quotas.
+type Store struct {
+	Path            string   `yaml:"path"`
+	Outbox          Quota    `yaml:"outbox"`
+	HistoryMaxBytes ByteSize `yaml:"history_max_bytes"`
+}
+
+// Quota caps a queue in entries and bytes.
+type Quota struct {
+	MaxItems int      `yaml:"max_items"`
+	MaxBytes ByteSize `yaml:"max_bytes"`
+}
+
+// API is the local API for shadowctl.
+type API struct {
+	Socket string `yaml:"socket"`
+	Group  string `yaml:"group"`
+}
+
+// Log sets the daemon's logging.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Power-on policies: what an actuator is driven to when the daemon starts.
+const (
+	PowerOnKeep    = "keep"    // leave the hardware as it is and report it
+	PowerOnRestore = "restore" // the newest state in history
+	PowerOnDesired = "desired" // nothing until the shadow's desired arrives
+	PowerOnSafe    = "safe"    // safe_state
+)
+
+// Shutdown policies.
+const (
+	ShutdownKeep = "keep"
+	ShutdownSafe = "safe"
+)
+
+// Actuator is one device driven through a driver. Options holds the keys the
+// actuator block has besides the common ones, for the driver to read.
+type Actuator struct {
+	Driver     string         `yaml:"driver"`
+	Shadow     string         `yaml:"shadow"`
+	Key        string         `yaml:"key"`
+	PowerOn    string         `yaml:"power_on"`
+	OnShutdown string         `yaml:"on_shutdown"`
+	SafeState  map[string]any `yaml:"safe_state"`
+	Options    *yaml.Node     `yaml:",remain"`
+
+	// Name is the actuator's key under actuators.
+	Name string `yaml:"-"`
+}
+
+// Commands declares the command types operators may send.
+type Commands struct {
+	Heartbeat Duration                `yaml:"heartbeat"`
+	Retention Duration                `yaml:"retention"`
+	Types     map[string]*CommandType `yaml:"types"`
+}
+
+// CommandType maps a command name to a change of state. With Actuator set,
+// Set is that actuator's state; without, Set maps actuator names to states
+// (a group, applied atomically). A string value "{name}" in Set takes the
+// argument of that name.
+type CommandType struct {
+	Actuator         string             `yaml:"actuator"`
+	Set              map[string]any     `yaml:"set"`
+	Args             map[string]ArgSpec `yaml:"args"`
+	RequiresApproval bool               `yaml:"requires_approval"`
+	Idempotent       bool               `yaml:"idempotent"`
+	Timeout          Duration           `yaml:"timeout"`
+}
+
+// ArgSpec declares one command argument.
+type ArgSpec struct {
+	Type     string   `yaml:"type"` // string, int, number, bool
+	Min      *float64 `yaml:"min"`
+	Max      *float64 `yaml:"max"`
+	Required bool     `yaml:"required"`
+}
+
+// Checker adds problems that need more than this package knows (drivers).
+type Checker func(c *Config, r *Reporter)
+
+// Load reads, decodes, defaults and validates the file at path, then runs
+// the checkers. An invalid file gives Problems (errors.Is ErrInvalid) listing
+// every problem; an unreadable one a wrapped fs error.
+func Load(path string, checkers ...Checker) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("config file %s does not exist: %w", path, err)
+		}
+		return nil, fmt.Errorf("read config file %s: %w", path, err)
+	}
+	return Parse(path, data, checkers...)
+}
+
+// Parse is Load for bytes already read; name is used in messages.
+func Parse(name string, data []byte, checkers ...Checker) (*Config, error) {
+	r := &Reporter{file: name, lines: map[string]int{}}
+	c := &Config{File: name, Reporter: r}
+	if len(bytes.TrimSpace(data)) == 0 {
+		r.Addf(0, "", "the file is empty; start from configs/shadowgate.yaml")
+		return nil, r.Err()
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		line, msg := yamlSyntaxError(err, data)
+		r.Addf(line, "", "%s", msg)
+		return nil, r.Err()
+	}
+	if len(root.Content) == 0 {
+		r.Addf(0, "", "the file holds only comments; start from configs/shadowgate.yaml")
+		return nil, r.Err()
+	}
+	doc := root.Content[0]
+	if doc.Kind != yaml.MappingNode {
+		r.Addf(doc.Line, "", "the top level must be a mapping of keys (gateway:, cloud:, actuators: …), got %s", kindName(doc))
+		return nil, r.Err()
+	}
+	// Validation runs even after decode problems, so that one run shows
+	// everything; a key path with a decode problem gets no second one.
+	(&decoder{r: r}).decode(doc, reflect.ValueOf(c).Elem(), "")
+	c.applyDefaults()
+	c.validate(r)
+	for _, check := range checkers {
+		check(c, r)
+	}
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// yamlSyntaxError turns a yaml.v3 parse error into a line and a message a
+// technician can act on.
+func yamlSyntaxError(err error, data []byte) (int, string) {
+	msg := err.Error()
+	line := 0
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		fmt.Sscan(m[1], &line)
+		msg = m[2]
+	} else {
+		msg = strings.TrimPrefix(msg, "yaml: ")
+	}
+	lines := strings.Split(string(data), "\n")
+	if line > 0 && line <= len(lines) && strings.HasPrefix(strings.TrimLeft(lines[line-1], " "), "\t") {
+		return line, "a tab is used for indentation; YAML needs spaces (" + msg + ")"
+	}
+	for i, l := range lines {
+		indent := l[:len(l)-len(strings.TrimLeft(l, " \t"))]
+		if strings.Contains(indent, "\t") {
+			return i + 1, "a tab is used for indentation; YAML needs spaces (" + msg + ")"
+		}
+	}
+	return line, "YAML syntax: " + msg
+}

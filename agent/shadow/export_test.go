@@ -1,0 +1,4 @@
+package shadow
+
+// StateSize exposes stateSize to the external tests.
+var StateSize = stateSize

@@ -1,0 +1,7 @@
+// Package all registers every shadowgate driver. Import it for its side
+// effect: import _ "github.com/shadowgate/shadowgate/drivers/all".
+package all
+
+import (
+	_ "github.com/shadowgate/shadowgate/drivers/sim" // sim
+)

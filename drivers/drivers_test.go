@@ -1,0 +1,93 @@
+package drivers_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/drivers"
+	_ "github.com/shadowgate/shadowgate/drivers/all"
+)
+
+func TestRegisterTwicePanics(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("registering sim twice did not panic")
+		}
+	}()
+	drivers.Register("sim", nil)
+}
+
+func TestExampleConfigsPassDriverChecks(t *testing.T) {
+	for _, f := range []string{"../configs/shadowgate.yaml", "../configs/demo.yaml"} {
+		c, err := config.Load(f, drivers.Check)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		p, err := drivers.Prepare(c)
+		if err != nil || len(p) != len(c.Actuators) {
+			t.Fatalf("%s: prepared %d of %d: %v", f, len(p), len(c.Actuators), err)
+		}
+		for name, op := range p {
+			a, err := op.Open(context.Background(), &drivers.Hardware{})
+			if err != nil {
+				t.Fatalf("%s: open %s: %v", f, name, err)
+			}
+			if _, err := a.Read(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			a.Close()
+		}
+	}
+}
+
+func TestDriverOptionProblems(t *testing.T) {
+	y := `
+gateway: {thing: gw}
+cloud: {broker: "tcp://127.0.0.1:1883"}
+actuators:
+  a: {driver: sim, state: {on: false}, latncy: 5ms}
+  b: {driver: sim}
+  c: {driver: sim, state: {on: false}, fail_rate: 2}
+  d: {driver: gpio.banana}
+  e: {driver: sim, state: {x: [1]}}
+`
+	_, err := config.Parse("t.yaml", []byte(y), drivers.Check)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, w := range []string{
+		`t.yaml:5: actuators.a: unknown key "latncy" (did you mean "latency"?)`,
+		`t.yaml:6: actuators.b.state: is required`,
+		`t.yaml:7: actuators.c.fail_rate: must be between 0 and 1`,
+		`t.yaml:8: actuators.d.driver: unknown driver "gpio.banana"`,
+		`t.yaml:9: actuators.e.state: key "x": sim states hold booleans, numbers and strings`,
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in\n%v", w, err)
+		}
+	}
+}
+
+func TestSchemaCheck(t *testing.T) {
+	sc := drivers.Schema{
+		"on":         {Kind: drivers.Bool},
+		"brightness": {Kind: drivers.Int, Min: drivers.Ptr(0), Max: drivers.Ptr(100)},
+		"label":      {Kind: drivers.String},
+	}
+	got, err := sc.Check(drivers.State{"on": true, "brightness": json.Number("60")})
+	if err != nil || got["brightness"] != int64(60) {
+		t.Fatalf("good state: %v %v", got, err)
+	}
+	for _, bad := range []drivers.State{
+		{"on": "yes"}, {"brightness": json.Number("101")}, {"brightness": json.Number("2.5")},
+		{"colour": "red"}, {"label": 3}, {"brightness": nil},
+	} {
+		if _, err := sc.Check(bad); !errors.Is(err, drivers.ErrBadState) {
+			t.Errorf("%v: want ErrBadState, got %v", bad, err)
+		}
+	}
+}
