@@ -1,0 +1,112 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The whole schema of the store file. Bump SchemaVersion and add a migration
+// for every change to what is stored or how.
+//
+//	meta         "schema" → uint64 version; counters
+//	shadows      "<thing>/<shadow>" → shadow document JSON (agent/shadow's stored form)
+//	outbox       seq (8 bytes BE) → encoded OutItem
+//	outbox_keys  coalescing key → seq of the queued item with that key
+//	inbox        tid → Command JSON
+//	inbox_order  seq (8 bytes BE) → tid, arrival order of commands
+//	inbox_done   finished time (8 bytes BE unix nanos) + tid → nil, for expiry
+//	history      actuator → bucket of id (8 bytes BE) → Change JSON
+//	history_ids  id (8 bytes BE) → actuator, global age order and lookup by id
+//	journal      group id → journal entry JSON (multi-actuator changes in flight)
+const SchemaVersion = 1
+
+var (
+	bucketMeta       = []byte("meta")
+	bucketShadows    = []byte("shadows")
+	bucketOutbox     = []byte("outbox")
+	bucketOutboxKeys = []byte("outbox_keys")
+	bucketInbox      = []byte("inbox")
+	bucketInboxOrder = []byte("inbox_order")
+	bucketInboxDone  = []byte("inbox_done")
+	bucketHistory    = []byte("history")
+	bucketHistoryIDs = []byte("history_ids")
+	bucketJournal    = []byte("journal")
+
+	allBuckets = [][]byte{bucketMeta, bucketShadows, bucketOutbox, bucketOutboxKeys, bucketInbox,
+		bucketInboxOrder, bucketInboxDone, bucketHistory, bucketHistoryIDs, bucketJournal}
+
+	keySchema = []byte("schema")
+)
+
+// migrations[i] upgrades a file of schema version i to i+1. Version 0 is a
+// new, empty file.
+var migrations = []func(tx *bolt.Tx) error{
+	0: func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		return nil
+	},
+}
+
+func migrate(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return err
+	}
+	var v uint64
+	if b := meta.Get(keySchema); b != nil {
+		if len(b) != 8 {
+			return fmt.Errorf("schema version record has %d bytes", len(b))
+		}
+		v = binary.BigEndian.Uint64(b)
+	}
+	if v > SchemaVersion {
+		return fmt.Errorf("%w: file schema %d, this build knows up to %d; upgrade shadowgate", ErrNewerSchema, v, SchemaVersion)
+	}
+	if v == SchemaVersion {
+		return nil // nothing to write: no needless SD-card wear on every start
+	}
+	for ; v < SchemaVersion; v++ {
+		if err := migrations[v](tx); err != nil {
+			return fmt.Errorf("migrate schema %d to %d: %w", v, v+1, err)
+		}
+	}
+	return meta.Put(keySchema, u64(SchemaVersion))
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// counters in meta
+const (
+	counterDropped = "outbox_dropped"
+)
+
+func (t *Tx) counter(name string) uint64 {
+	b := t.tx.Bucket(bucketMeta).Get([]byte("counter/" + name))
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+func (t *Tx) addCounter(name string, n uint64) error {
+	return t.tx.Bucket(bucketMeta).Put([]byte("counter/"+name), u64(t.counter(name)+n))
+}
+
+// SchemaVersion returns the schema version recorded in the file.
+func (t *Tx) SchemaVersion() uint64 {
+	b := t.tx.Bucket(bucketMeta).Get(keySchema)
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}

@@ -1,0 +1,211 @@
+// Package store is the gateway's memory across power cuts: one bbolt file
+// holding shadow replicas, the outbox of everything waiting for the uplink,
+// the command inbox, actuator history and the group journal.
+//
+// Every typed operation is a method of Tx, so a caller can make several
+// changes durable in one fsync (persist a command and queue its ack);
+// Store's methods of the same names run one in a transaction of its own.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// Sentinel errors callers branch on.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrLocked       = errors.New("store is locked by another process")
+	ErrCorrupt      = errors.New("store file is damaged")
+	ErrNewerSchema  = errors.New("store was written by a newer shadowgate")
+	ErrClosed       = errors.New("store is closed")
+	ErrDuplicateTID = errors.New("command tid already known")
+)
+
+// Options are the store's quotas and behaviour.
+type Options struct {
+	OutboxMaxItems  int   // default 100000
+	OutboxMaxBytes  int64 // default 64 MiB
+	HistoryDepth    int   // prior states kept per actuator, default 100
+	HistoryMaxBytes int64 // all actuators together, default 8 MiB
+	// LockTimeout is how long Open waits for another process's lock.
+	LockTimeout time.Duration // default 2s
+	Logger      *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.OutboxMaxItems <= 0 {
+		o.OutboxMaxItems = 100000
+	}
+	if o.OutboxMaxBytes <= 0 {
+		o.OutboxMaxBytes = 64 << 20
+	}
+	if o.HistoryDepth <= 0 {
+		o.HistoryDepth = 100
+	}
+	if o.HistoryMaxBytes <= 0 {
+		o.HistoryMaxBytes = 8 << 20
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Store is an open store file. It is safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	path string
+	opts Options
+	log  *slog.Logger
+
+	// Counters kept in memory, rebuilt at open, changed only inside write
+	// transactions (bbolt runs one at a time) and published after commit.
+	mu      sync.Mutex
+	outbox  OutboxStats
+	histLen int64 // bytes of history
+}
+
+// Open opens (creating if needed) the store file at path. A file locked by
+// another process fails with ErrLocked after opts.LockTimeout; a damaged file
+// with ErrCorrupt, and the daemon must not start over it; a file of a newer
+// schema with ErrNewerSchema.
+func Open(path string, opts Options) (s *Store, err error) {
+	opts.setDefaults()
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("open store %s: create directory: %w", path, err)
+	}
+	defer func() {
+		// bbolt panics on some damaged pages; a damaged file must end in an
+		// error that says what to do, never in a crash loop.
+		if r := recover(); r != nil {
+			s, err = nil, corrupt(path, fmt.Errorf("%v", r))
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, fmt.Errorf("open store %s: %w (is another shadowgated running? waited %s)", path, ErrLocked, opts.LockTimeout)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
+		errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrInvalidMapping):
+		return nil, corrupt(path, err)
+	case err != nil:
+		if fi, serr := os.Stat(path); serr == nil && fi.Size() > 0 && !errors.Is(err, os.ErrPermission) {
+			return nil, corrupt(path, err)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s = &Store{db: db, path: path, opts: opts, log: opts.Logger}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func corrupt(path string, cause error) error {
+	return fmt.Errorf("open store %s: %w (%v); shadowgated will not start over it: move it aside (mv %s %s.broken) to start with an empty store, or restore a backup",
+		path, ErrCorrupt, cause, path, path)
+}
+
+// init checks consistency, migrates the schema and rebuilds the counters.
+func (s *Store) init() error {
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		for cerr := range tx.Check() {
+			return cerr
+		}
+		return nil
+	}); err != nil {
+		return corrupt(s.path, err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return migrate(tx) }); err != nil {
+		if errors.Is(err, ErrNewerSchema) {
+			return fmt.Errorf("open store %s: %w", s.path, err)
+		}
+		return corrupt(s.path, err)
+	}
+	return s.db.View(func(btx *bolt.Tx) error {
+		tx := &Tx{tx: btx, s: s}
+		st, err := tx.scanOutbox()
+		if err != nil {
+			return corrupt(s.path, err)
+		}
+		st.Dropped = tx.counter(counterDropped)
+		s.outbox = st
+		s.histLen = tx.historyBytes()
+		return nil
+	})
+}
+
+// Path is the file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close flushes and closes the file.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Size is the file's size in bytes.
+func (s *Store) Size() int64 {
+	var n int64
+	s.db.View(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
+	return n
+}
+
+// Tx is one transaction; its typed methods are the store's API.
+type Tx struct {
+	tx *bolt.Tx
+	s  *Store
+	// pending counter changes, published when the transaction commits
+	outboxDelta OutboxStats
+	histDelta   int64
+	dropped     []string
+}
+
+// Update runs fn in a write transaction, made durable (fsync) before it
+// returns nil.
+func (s *Store) Update(fn func(tx *Tx) error) error {
+	var t *Tx
+	err := s.db.Update(func(btx *bolt.Tx) error {
+		t = &Tx{tx: btx, s: s}
+		return fn(t)
+	})
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.outbox.Items += t.outboxDelta.Items
+	s.outbox.Bytes += t.outboxDelta.Bytes
+	s.outbox.Dropped += t.outboxDelta.Dropped
+	s.histLen += t.histDelta
+	s.mu.Unlock()
+	for _, d := range t.dropped {
+		s.log.Warn("store quota reached, dropped an item", "what", d)
+	}
+	return nil
+}
+
+// View runs fn in a read transaction.
+func (s *Store) View(fn func(tx *Tx) error) error {
+	err := s.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx, s: s}) })
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}

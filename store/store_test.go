@@ -1,0 +1,466 @@
+package store_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shadowgate/shadowgate/store"
+)
+
+func open(t testing.TB, opts store.Options) *store.Store {
+	t.Helper()
+	s, err := store.Open(filepath.Join(t.TempDir(), "state.db"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestShadows(t *testing.T) {
+	s := open(t, store.Options{})
+	k := store.ShadowKey{Thing: "gw", Name: "doors"}
+	if _, err := s.GetShadow(k); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("want ErrNotFound, got %v", err)
+	}
+	if w, err := s.PutShadow(k, []byte(`{"v":1}`)); err != nil || !w {
+		t.Fatalf("first put: %v %v", w, err)
+	}
+	if w, _ := s.PutShadow(k, []byte(`{"v":1}`)); w {
+		t.Fatal("an unchanged document was written again")
+	}
+	got, err := s.GetShadow(k)
+	if err != nil || string(got) != `{"v":1}` {
+		t.Fatalf("get: %s %v", got, err)
+	}
+	var keys []store.ShadowKey
+	s.View(func(tx *store.Tx) error {
+		return tx.Shadows(func(k store.ShadowKey, _ []byte) error { keys = append(keys, k); return nil })
+	})
+	if len(keys) != 1 || keys[0] != k {
+		t.Fatalf("list: %v", keys)
+	}
+}
+
+func TestOutboxOrderAndRemove(t *testing.T) {
+	s := open(t, store.Options{})
+	var seqs []uint64
+	for i := 0; i < 50; i++ {
+		seq, err := s.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "commands/gw/ack", Payload: []byte(strconv.Itoa(i)), QoS: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	items, _ := s.Peek(100)
+	if len(items) != 50 {
+		t.Fatalf("peek %d", len(items))
+	}
+	for i, it := range items {
+		if string(it.Payload) != strconv.Itoa(i) || it.Seq != seqs[i] || it.Topic != "commands/gw/ack" || it.QoS != 1 || it.Kind != store.KindAck {
+			t.Fatalf("item %d: %+v", i, it)
+		}
+	}
+	for _, seq := range seqs[:10] {
+		if err := s.Remove(seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Remove(seqs[0]); err != nil {
+		t.Fatalf("removing a removed item: %v", err)
+	}
+	items, _ = s.Peek(1)
+	if string(items[0].Payload) != "10" {
+		t.Fatalf("oldest after removes: %s", items[0].Payload)
+	}
+	if st := s.OutboxStats(); st.Items != 40 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestOutboxCoalescing(t *testing.T) {
+	s := open(t, store.Options{})
+	s.Enqueue(store.OutItem{Kind: store.KindReport, Topic: "t/update", Key: "gw//lamp", Payload: []byte("1")})
+	s.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "c/ack", Payload: []byte("ack")})
+	s.Enqueue(store.OutItem{Kind: store.KindReport, Topic: "t/update", Key: "gw//lamp", Payload: []byte("2")})
+	s.Enqueue(store.OutItem{Kind: store.KindReport, Topic: "t/update", Key: "gw//door", Payload: []byte("d")})
+	items, _ := s.Peek(10)
+	var got []string
+	for _, it := range items {
+		got = append(got, string(it.Payload))
+	}
+	if strings.Join(got, ",") != "ack,2,d" {
+		t.Fatalf("coalesced queue = %v, want ack,2,d", got)
+	}
+	if st := s.OutboxStats(); st.Items != 3 || st.Dropped != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, err := s.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "c/ack", Key: "x"}); err == nil {
+		t.Fatal("a coalescable ack was accepted")
+	}
+}
+
+func TestOutboxQuotaDropsReportsBeforeAcks(t *testing.T) {
+	dir := t.TempDir()
+	s, err := store.Open(filepath.Join(dir, "s.db"), store.Options{OutboxMaxItems: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		s.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "ack", Payload: []byte(fmt.Sprint("a", i))})
+		s.Enqueue(store.OutItem{Kind: store.KindReport, Topic: "rep", Key: fmt.Sprint("k", i), Payload: []byte(fmt.Sprint("r", i))})
+	}
+	// 6 enqueued into 5: the oldest report (r0) went.
+	for i := 3; i < 6; i++ {
+		s.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "ack", Payload: []byte(fmt.Sprint("a", i))})
+	}
+	// 3 more acks: r1, r2 dropped, then the oldest ack a0.
+	items, _ := s.Peek(10)
+	var got []string
+	for _, it := range items {
+		got = append(got, string(it.Payload))
+	}
+	if strings.Join(got, ",") != "a1,a2,a3,a4,a5" {
+		t.Fatalf("queue = %v", got)
+	}
+	if st := s.OutboxStats(); st.Dropped != 4 || st.Items != 5 {
+		t.Fatalf("stats %+v", st)
+	}
+	s.Close()
+	// The drop count and depth survive a restart.
+	s, err = store.Open(filepath.Join(dir, "s.db"), store.Options{OutboxMaxItems: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if st := s.OutboxStats(); st.Dropped != 4 || st.Items != 5 {
+		t.Fatalf("stats after reopen %+v", st)
+	}
+}
+
+func TestOutboxByteQuota(t *testing.T) {
+	s := open(t, store.Options{OutboxMaxBytes: 4096})
+	big := bytes.Repeat([]byte("x"), 1000)
+	for i := 0; i < 10; i++ {
+		if _, err := s.Enqueue(store.OutItem{Kind: store.KindReport, Topic: "r", Payload: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.OutboxStats(); st.Bytes > 4096 || st.Dropped == 0 {
+		t.Fatalf("byte quota not kept: %+v", st)
+	}
+	if _, err := s.Enqueue(store.OutItem{Kind: store.KindReport, Topic: "r", Payload: make([]byte, 5000)}); err == nil {
+		t.Fatal("an item larger than the quota was accepted")
+	}
+}
+
+// A random mix of enqueues, coalescing enqueues and removes never reorders
+// or duplicates anything: the queue always equals a plain model of it.
+func TestOutboxMatchesModel(t *testing.T) {
+	s := open(t, store.Options{})
+	r := rand.New(rand.NewPCG(1, 2))
+	type entry struct {
+		seq uint64
+		key string
+		val string
+	}
+	var model []entry
+	for step := 0; step < 400; step++ {
+		switch n := r.IntN(10); {
+		case n < 4:
+			val := fmt.Sprint("v", step)
+			seq, err := s.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "a", Payload: []byte(val)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			model = append(model, entry{seq, "", val})
+		case n < 7:
+			key := fmt.Sprint("k", r.IntN(4))
+			val := fmt.Sprint("v", step)
+			seq, err := s.Enqueue(store.OutItem{Kind: store.KindReport, Topic: "r", Key: key, Payload: []byte(val)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, e := range model {
+				if e.key == key {
+					model = append(model[:i], model[i+1:]...)
+					break
+				}
+			}
+			model = append(model, entry{seq, key, val})
+		default:
+			if len(model) == 0 {
+				continue
+			}
+			i := r.IntN(len(model))
+			if err := s.Remove(model[i].seq); err != nil {
+				t.Fatal(err)
+			}
+			model = append(model[:i], model[i+1:]...)
+		}
+		items, _ := s.Peek(1000)
+		if len(items) != len(model) {
+			t.Fatalf("step %d: %d items, model %d", step, len(items), len(model))
+		}
+		for i := range items {
+			if items[i].Seq != model[i].seq || string(items[i].Payload) != model[i].val {
+				t.Fatalf("step %d item %d: %+v vs %+v", step, i, items[i], model[i])
+			}
+			if i > 0 && items[i].Seq <= items[i-1].Seq {
+				t.Fatalf("out of order at %d", i)
+			}
+		}
+		if st := s.OutboxStats(); st.Items != int64(len(model)) {
+			t.Fatalf("step %d: stats %+v, model %d", step, st, len(model))
+		}
+	}
+}
+
+func TestInbox(t *testing.T) {
+	s := open(t, store.Options{})
+	now := time.Now()
+	for i, tid := range []string{"t1", "t2", "t3"} {
+		err := s.Update(func(tx *store.Tx) error {
+			_, err := tx.PutCommand(&store.Command{TID: tid, Cmd: "GO", Request: json.RawMessage(`{}`), Received: now.Add(time.Duration(i))})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A duplicate returns the stored one and ErrDuplicateTID.
+	s.Update(func(tx *store.Tx) error {
+		_, err := tx.UpdateCommand("t1", func(c *store.Command) error {
+			c.Status, c.LastAck = store.StatusSuccess, json.RawMessage(`{"tid":"t1","status":"SUCCESS"}`)
+			c.Finished = now.Add(-2 * time.Hour)
+			return nil
+		})
+		return err
+	})
+	err := s.Update(func(tx *store.Tx) error {
+		old, err := tx.PutCommand(&store.Command{TID: "t1", Cmd: "OTHER"})
+		if !errors.Is(err, store.ErrDuplicateTID) || old.Cmd != "GO" || string(old.LastAck) != `{"tid":"t1","status":"SUCCESS"}` {
+			t.Fatalf("duplicate: %+v %v", old, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.View(func(tx *store.Tx) error {
+		un, _ := tx.Unfinished()
+		if len(un) != 2 || un[0].TID != "t2" || un[1].TID != "t3" {
+			t.Fatalf("unfinished: %v", un)
+		}
+		return nil
+	})
+	s.Update(func(tx *store.Tx) error {
+		n, err := tx.ExpireCommands(now.Add(-time.Hour))
+		if n != 1 || err != nil {
+			t.Fatalf("expired %d %v", n, err)
+		}
+		if _, err := tx.GetCommand("t1"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("expired command still there: %v", err)
+		}
+		return nil
+	})
+}
+
+func TestHistoryRing(t *testing.T) {
+	s := open(t, store.Options{HistoryDepth: 3})
+	var ids []uint64
+	for i := 0; i < 5; i++ {
+		s.Update(func(tx *store.Tx) error {
+			id, err := tx.RecordChange(&store.Change{Actuator: "lamp", Before: map[string]any{"on": i%2 == 0}, After: map[string]any{"on": i%2 != 0}, Source: store.SourceDelta, Time: time.Now()})
+			ids = append(ids, id)
+			return err
+		})
+		s.Update(func(tx *store.Tx) error {
+			_, err := tx.RecordChange(&store.Change{Actuator: "door", Before: map[string]any{}, After: map[string]any{}, Source: store.SourceLocal})
+			return err
+		})
+	}
+	s.View(func(tx *store.Tx) error {
+		h, err := tx.History("lamp", 10)
+		if err != nil || len(h) != 3 || h[0].ID != ids[4] || h[2].ID != ids[2] {
+			t.Fatalf("history %v %v", h, err)
+		}
+		if _, err := tx.GetChange(ids[0]); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("dropped entry still found: %v", err)
+		}
+		c, err := tx.GetChange(ids[3])
+		if err != nil || c.Actuator != "lamp" {
+			t.Fatalf("get %v %v", c, err)
+		}
+		if h, _ := tx.History("nobody", 5); len(h) != 0 {
+			t.Fatal("history of an unknown actuator")
+		}
+		return nil
+	})
+}
+
+func TestHistoryByteQuota(t *testing.T) {
+	s := open(t, store.Options{HistoryMaxBytes: 64 << 10})
+	big := strings.Repeat("x", 2000)
+	for i := 0; i < 100; i++ {
+		if err := s.Update(func(tx *store.Tx) error {
+			_, err := tx.RecordChange(&store.Change{Actuator: fmt.Sprint("a", i%7), Before: map[string]any{"s": big}, After: map[string]any{"s": big}})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := 0
+	s.View(func(tx *store.Tx) error {
+		for i := 0; i < 7; i++ {
+			h, _ := tx.History(fmt.Sprint("a", i), 1000)
+			total += len(h)
+		}
+		return nil
+	})
+	if total == 0 || total*4000 > 70<<10 {
+		t.Fatalf("history holds %d entries of ~4KB under a 64KiB quota", total)
+	}
+}
+
+func TestJournal(t *testing.T) {
+	s := open(t, store.Options{})
+	s.Update(func(tx *store.Tx) error {
+		return tx.PutJournal(&store.JournalEntry{Group: "g1", Before: map[string]map[string]any{"lamp": {"on": true}}})
+	})
+	s.View(func(tx *store.Tx) error {
+		j, err := tx.Journal()
+		if err != nil || len(j) != 1 || j[0].Before["lamp"]["on"] != true {
+			t.Fatalf("journal %v %v", j, err)
+		}
+		return nil
+	})
+	s.Update(func(tx *store.Tx) error { return tx.DeleteJournal("g1") })
+	s.View(func(tx *store.Tx) error {
+		if j, _ := tx.Journal(); len(j) != 0 {
+			t.Fatalf("journal not emptied: %v", j)
+		}
+		return nil
+	})
+}
+
+func TestTransactionIsAtomic(t *testing.T) {
+	s := open(t, store.Options{})
+	boom := errors.New("boom")
+	err := s.Update(func(tx *store.Tx) error {
+		tx.PutCommand(&store.Command{TID: "x"})
+		tx.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "a"})
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	if st := s.OutboxStats(); st.Items != 0 {
+		t.Fatalf("a failed transaction changed the counters: %+v", st)
+	}
+	if items, _ := s.Peek(5); len(items) != 0 {
+		t.Fatal("a failed transaction left an item")
+	}
+}
+
+func TestCorruptFile(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string][]byte{
+		"garbage":   bytes.Repeat([]byte("not a bolt file "), 1024),
+		"truncated": nil, // filled below
+	} {
+		path := filepath.Join(dir, name+".db")
+		if name == "truncated" {
+			s, err := store.Open(path, store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 200; i++ {
+				s.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "a", Payload: bytes.Repeat([]byte("p"), 500)})
+			}
+			s.Close()
+			b, _ := os.ReadFile(path)
+			content = b[:len(b)/3]
+		}
+		os.WriteFile(path, content, 0o600)
+		_, err := store.Open(path, store.Options{})
+		if !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("%s: want ErrCorrupt, got %v", name, err)
+		}
+		if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "move it aside") {
+			t.Fatalf("%s: error does not say which file and what to do: %v", name, err)
+		}
+		if b, _ := os.ReadFile(path); !bytes.Equal(b, content) {
+			t.Fatalf("%s: the damaged file was changed", name)
+		}
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Raise the stored schema version with a child helper that writes raw.
+	setSchema(t, path, store.SchemaVersion+1)
+	_, err = store.Open(path, store.Options{})
+	if !errors.Is(err, store.ErrNewerSchema) {
+		t.Fatalf("want ErrNewerSchema, got %v", err)
+	}
+}
+
+func TestLockedByAnotherProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	child := helper(t, "hold", path)
+	out := bufio.NewReader(child.stdout)
+	if line, _ := out.ReadString('\n'); strings.TrimSpace(line) != "held" {
+		t.Fatalf("helper: %q", line)
+	}
+	_, err := store.Open(path, store.Options{LockTimeout: 200 * time.Millisecond})
+	if !errors.Is(err, store.ErrLocked) || !strings.Contains(err.Error(), "another shadowgated") {
+		t.Fatalf("want ErrLocked, got %v", err)
+	}
+	child.kill()
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatalf("after the holder died: %v", err)
+	}
+	s.Close()
+}
+
+type child struct {
+	cmd    *exec.Cmd
+	stdout interface{ Read([]byte) (int, error) }
+}
+
+func (c *child) kill() { c.cmd.Process.Kill(); c.cmd.Wait() }
+
+func helper(t *testing.T, mode, path string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), "STORE_HELPER="+mode, "STORE_PATH="+path)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, stdout: out}
+	t.Cleanup(c.kill)
+	return c
+}
