@@ -157,3 +157,13 @@ func decodeChange(v []byte) (*Change, error) {
 	}
 	return &c, nil
 }
+
+// DeleteChange removes a change that did not happen after all (its Apply
+// failed), so that history holds only what the hardware went through.
+func (t *Tx) DeleteChange(id uint64) error {
+	act := t.tx.Bucket(bucketHistoryIDs).Get(u64(id))
+	if act == nil {
+		return nil
+	}
+	return t.dropChange(string(act), id)
+}

@@ -1,0 +1,399 @@
+// Package actuate is the only way an actuator changes. Each actuator has one
+// worker goroutine, so changes to one device are serialised and never
+// concurrent. Every change reads the current state, records {before, after}
+// in history, applies, and verifies by reading back. A change of several
+// actuators is atomic: a journal entry is written first, and if one Apply
+// fails the actuators already changed are driven back to their prior state.
+package actuate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shadowgate/shadowgate/drivers"
+	"github.com/shadowgate/shadowgate/store"
+)
+
+// Sentinel errors callers branch on.
+var (
+	ErrUnknownActuator = errors.New("unknown actuator")
+	ErrVerify          = errors.New("hardware did not reach the state")
+	ErrStopped         = errors.New("actuators are shut down")
+)
+
+// Change asks for one actuator to be driven to State (the keys given; the
+// others keep their value).
+type Change struct {
+	Actuator      string
+	State         drivers.State
+	Source        string // store.Source*
+	ShadowVersion int64
+	TID           string
+}
+
+// Result is what one actuator went through.
+type Result struct {
+	Actuator  string
+	Before    drivers.State
+	After     drivers.State
+	HistoryID uint64 // 0 when nothing changed
+	Changed   bool
+}
+
+// Event tells observers that an actuator changed.
+type Event struct {
+	Actuator string
+	State    drivers.State // the whole state after the change
+	Source   string
+	TID      string
+}
+
+// GroupError is a failed multi-actuator change: which actuator failed and
+// which were driven back.
+type GroupError struct {
+	Failed   string
+	Err      error
+	Restored []string
+	// NotRestored lists actuators whose restore failed too (needs a human).
+	NotRestored []string
+}
+
+func (e *GroupError) Error() string {
+	msg := fmt.Sprintf("actuator %s failed: %v", e.Failed, e.Err)
+	if len(e.Restored) > 0 {
+		msg += "; restored " + strings.Join(e.Restored, ", ")
+	}
+	if len(e.NotRestored) > 0 {
+		msg += "; could not restore " + strings.Join(e.NotRestored, ", ")
+	}
+	return msg
+}
+
+func (e *GroupError) Unwrap() error { return e.Err }
+
+// Options configure a Manager.
+type Options struct {
+	Store *store.Store
+	// ApplyTimeout bounds one Apply when the caller's context has no
+	// earlier deadline. Default 30s.
+	ApplyTimeout time.Duration
+	Logger       *slog.Logger
+	Now          func() time.Time
+}
+
+// Manager owns the actuators and their workers.
+type Manager struct {
+	opts    Options
+	log     *slog.Logger
+	workers map[string]*worker
+	names   []string
+
+	mu        sync.Mutex
+	observers []func(Event)
+	groupSeq  uint64
+	wg        sync.WaitGroup
+	stop      context.CancelFunc
+	stopped   <-chan struct{}
+}
+
+type worker struct {
+	name string
+	act  drivers.Actuator
+	jobs chan func()
+}
+
+// New makes a manager for the opened actuators and starts their workers.
+// Call Close to stop them.
+func New(acts map[string]drivers.Actuator, o Options) *Manager {
+	if o.ApplyTimeout <= 0 {
+		o.ApplyTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{opts: o, log: o.Logger, workers: map[string]*worker{}, stop: cancel, stopped: ctx.Done()}
+	for name, a := range acts {
+		w := &worker{name: name, act: a, jobs: make(chan func())}
+		m.workers[name] = w
+		m.names = append(m.names, name)
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case job := <-w.jobs:
+					job()
+				}
+			}
+		}()
+	}
+	sort.Strings(m.names)
+	return m
+}
+
+// Names returns the actuator names, sorted.
+func (m *Manager) Names() []string { return m.names }
+
+// Schema returns an actuator's schema.
+func (m *Manager) Schema(name string) (drivers.Schema, error) {
+	w, ok := m.workers[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownActuator, name)
+	}
+	return w.act.Schema(), nil
+}
+
+// Observe registers fn to be told of every change, after it is verified.
+// fn runs on the actuator's worker and must not block.
+func (m *Manager) Observe(fn func(Event)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.observers = append(m.observers, fn)
+}
+
+// Close stops the workers (after the job each is running) and closes the
+// actuators.
+func (m *Manager) Close() error {
+	m.stop()
+	m.wg.Wait()
+	var errs []error
+	for _, n := range m.names {
+		if err := m.workers[n].act.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// do runs fn on the actuator's worker and waits for it.
+func (m *Manager) do(ctx context.Context, name string, fn func(a drivers.Actuator) error) error {
+	w, ok := m.workers[name]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownActuator, name)
+	}
+	done := make(chan error, 1)
+	job := func() { done <- fn(w.act) }
+	select {
+	case w.jobs <- job:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.stopped:
+		return ErrStopped
+	}
+	return <-done // a job always finishes: Apply is bounded by its context
+}
+
+// Read returns an actuator's current state (through its worker, so it
+// never interleaves with a change).
+func (m *Manager) Read(ctx context.Context, name string) (st drivers.State, err error) {
+	err = m.do(ctx, name, func(a drivers.Actuator) error {
+		st, err = a.Read(ctx)
+		return err
+	})
+	return st, err
+}
+
+// Apply drives one actuator: read, record, apply, verify.
+func (m *Manager) Apply(ctx context.Context, c Change) (Result, error) {
+	var res Result
+	err := m.do(ctx, c.Actuator, func(a drivers.Actuator) error {
+		var err error
+		res, err = m.apply(ctx, a, c, "")
+		return err
+	})
+	return res, err
+}
+
+func (m *Manager) apply(ctx context.Context, a drivers.Actuator, c Change, group string) (Result, error) {
+	res := Result{Actuator: c.Actuator}
+	patch, err := a.Schema().Check(c.State)
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", c.Actuator, err)
+	}
+	before, err := a.Read(ctx)
+	if err != nil {
+		return res, fmt.Errorf("%s: read before change: %w", c.Actuator, err)
+	}
+	res.Before, res.After = before, before.Merge(patch)
+	if drivers.Equal(before, res.After) {
+		return res, nil // nothing to do, nothing to record
+	}
+	var id uint64
+	if m.opts.Store != nil {
+		err = m.opts.Store.Update(func(tx *store.Tx) error {
+			id, err = tx.RecordChange(&store.Change{
+				Actuator: c.Actuator, Before: before, After: res.After, Source: c.Source,
+				ShadowVersion: c.ShadowVersion, TID: c.TID, Group: group, Time: m.opts.Now(),
+			})
+			return err
+		})
+		if err != nil {
+			return res, fmt.Errorf("%s: record history: %w", c.Actuator, err)
+		}
+	}
+	actx, cancel := context.WithTimeout(ctx, m.opts.ApplyTimeout)
+	err = a.Apply(actx, patch)
+	cancel()
+	if err == nil {
+		var now drivers.State
+		if now, err = a.Read(ctx); err == nil {
+			for k, want := range patch {
+				if !drivers.Equal(drivers.State{k: now[k]}, drivers.State{k: want}) {
+					err = fmt.Errorf("%w: %s reads %v after setting %v", ErrVerify, k, now[k], want)
+					break
+				}
+			}
+			res.After = now
+		}
+	}
+	if err != nil {
+		if m.opts.Store != nil && id != 0 {
+			if derr := m.opts.Store.Update(func(tx *store.Tx) error { return tx.DeleteChange(id) }); derr != nil {
+				m.log.Error("drop history of a failed change", "actuator", c.Actuator, "err", derr)
+			}
+		}
+		return res, fmt.Errorf("%s: %w", c.Actuator, err)
+	}
+	res.HistoryID, res.Changed = id, true
+	m.notify(Event{Actuator: c.Actuator, State: res.After.Clone(), Source: c.Source, TID: c.TID})
+	return res, nil
+}
+
+func (m *Manager) notify(e Event) {
+	m.mu.Lock()
+	obs := append(([]func(Event))(nil), m.observers...)
+	m.mu.Unlock()
+	for _, fn := range obs {
+		fn(e)
+	}
+}
+
+// ApplyGroup applies changes to several actuators atomically: all succeed,
+// or the ones already changed are driven back and a *GroupError says which
+// failed. A journal entry makes the restore survive a crash (see Recover).
+// Changes are applied in actuator-name order, so two groups never interleave
+// on the same actuators in different orders.
+func (m *Manager) ApplyGroup(ctx context.Context, changes []Change) ([]Result, error) {
+	if len(changes) == 1 {
+		r, err := m.Apply(ctx, changes[0])
+		return []Result{r}, err
+	}
+	sort.Slice(changes, func(i, j int) bool { return changes[i].Actuator < changes[j].Actuator })
+	befores := map[string]map[string]any{}
+	for _, c := range changes {
+		if _, ok := m.workers[c.Actuator]; !ok {
+			return nil, fmt.Errorf("%w %q", ErrUnknownActuator, c.Actuator)
+		}
+		st, err := m.Read(ctx, c.Actuator)
+		if err != nil {
+			return nil, fmt.Errorf("%s: read before group change: %w", c.Actuator, err)
+		}
+		befores[c.Actuator] = st
+	}
+	m.mu.Lock()
+	m.groupSeq++
+	group := fmt.Sprintf("g%d-%d", m.opts.Now().UnixNano(), m.groupSeq)
+	m.mu.Unlock()
+	entry := &store.JournalEntry{Group: group, Before: befores, Source: changes[0].Source, TID: changes[0].TID}
+	if m.opts.Store != nil {
+		if err := m.opts.Store.Update(func(tx *store.Tx) error { return tx.PutJournal(entry) }); err != nil {
+			return nil, fmt.Errorf("journal group change: %w", err)
+		}
+	}
+	var results []Result
+	var failed *GroupError
+	for _, c := range changes {
+		var r Result
+		err := m.do(ctx, c.Actuator, func(a drivers.Actuator) error {
+			var err error
+			r, err = m.apply(ctx, a, c, group)
+			return err
+		})
+		if err != nil {
+			failed = &GroupError{Failed: c.Actuator, Err: err}
+			break
+		}
+		results = append(results, r)
+	}
+	if failed != nil {
+		for i := len(results) - 1; i >= 0; i-- {
+			r := results[i]
+			if !r.Changed {
+				continue
+			}
+			// Restoring must not be cut short by the caller's (maybe
+			// expired) context.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.ApplyTimeout)
+			_, err := m.Apply(rctx, Change{Actuator: r.Actuator, State: r.Before, Source: store.SourceRollback, TID: changes[0].TID})
+			cancel()
+			if err != nil {
+				failed.NotRestored = append(failed.NotRestored, r.Actuator)
+				m.log.Error("restore after failed group change", "actuator", r.Actuator, "err", err)
+				continue
+			}
+			failed.Restored = append(failed.Restored, r.Actuator)
+		}
+	}
+	if m.opts.Store != nil && (failed == nil || len(failed.NotRestored) == 0) {
+		if err := m.opts.Store.Update(func(tx *store.Tx) error { return tx.DeleteJournal(group) }); err != nil {
+			m.log.Error("clear group journal", "group", group, "err", err)
+		}
+	}
+	if failed != nil {
+		return results, failed
+	}
+	return results, nil
+}
+
+// Recover finishes the restore of groups a crash interrupted: every
+// actuator of a journalled group is driven back to its recorded state.
+func (m *Manager) Recover(ctx context.Context) error {
+	if m.opts.Store == nil {
+		return nil
+	}
+	var entries []*store.JournalEntry
+	if err := m.opts.Store.View(func(tx *store.Tx) (err error) { entries, err = tx.Journal(); return err }); err != nil {
+		return fmt.Errorf("read group journal: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		m.log.Warn("restoring a group change interrupted by a crash", "group", e.Group, "actuators", len(e.Before))
+		ok := true
+		for _, name := range sortedKeys(e.Before) {
+			if _, known := m.workers[name]; !known {
+				continue // actuator removed from the config since
+			}
+			if _, err := m.Apply(ctx, Change{Actuator: name, State: e.Before[name], Source: store.SourceRollback, TID: e.TID}); err != nil {
+				ok = false
+				errs = append(errs, fmt.Errorf("restore %s of group %s: %w", name, e.Group, err))
+			}
+		}
+		if ok {
+			if err := m.opts.Store.Update(func(tx *store.Tx) error { return tx.DeleteJournal(e.Group) }); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,161 @@
+package actuate_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/shadowgate/shadowgate/agent/actuate"
+	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/drivers"
+	"github.com/shadowgate/shadowgate/drivers/sim"
+	"github.com/shadowgate/shadowgate/store"
+)
+
+func rig(t *testing.T) (*actuate.Manager, *store.Store, map[string]*sim.Actuator) {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sims := map[string]*sim.Actuator{
+		"lamp":  sim.New(drivers.Schema{"on": {Kind: drivers.Bool}}, drivers.State{"on": false}, 0, 0),
+		"motor": sim.New(drivers.Schema{"running": {Kind: drivers.Bool}, "speed": {Kind: drivers.Int, Min: drivers.Ptr(0), Max: drivers.Ptr(100)}}, drivers.State{"running": false, "speed": int64(0)}, 0, 0),
+		"door":  sim.New(drivers.Schema{"locked": {Kind: drivers.Bool}}, drivers.State{"locked": true}, 0, 0),
+	}
+	acts := map[string]drivers.Actuator{}
+	for k, v := range sims {
+		acts[k] = v
+	}
+	m := actuate.New(acts, actuate.Options{Store: st})
+	t.Cleanup(func() { m.Close(); st.Close() })
+	return m, st, sims
+}
+
+func history(t *testing.T, st *store.Store, name string) []*store.Change {
+	var h []*store.Change
+	st.View(func(tx *store.Tx) (err error) { h, err = tx.History(name, 100); return err })
+	return h
+}
+
+func TestApplyRecordsHistory(t *testing.T) {
+	m, st, sims := rig(t)
+	ctx := context.Background()
+	var events []actuate.Event
+	m.Observe(func(e actuate.Event) { events = append(events, e) })
+	r, err := m.Apply(ctx, actuate.Change{Actuator: "lamp", State: drivers.State{"on": true}, Source: store.SourceDelta, ShadowVersion: 7})
+	if err != nil || !r.Changed || r.HistoryID == 0 {
+		t.Fatalf("%+v %v", r, err)
+	}
+	// The same state again changes nothing and records nothing.
+	if r, _ := m.Apply(ctx, actuate.Change{Actuator: "lamp", State: drivers.State{"on": true}}); r.Changed {
+		t.Fatal("a no-op change was applied")
+	}
+	h := history(t, st, "lamp")
+	if len(h) != 1 || h[0].Before["on"] != false || h[0].After["on"] != true || h[0].Source != "delta" || h[0].ShadowVersion != 7 {
+		t.Fatalf("history %+v", h)
+	}
+	if sims["lamp"].Applied() != 1 || len(events) != 1 || events[0].State["on"] != true {
+		t.Fatalf("applied %d, events %v", sims["lamp"].Applied(), events)
+	}
+	if _, err := m.Apply(ctx, actuate.Change{Actuator: "lamp", State: drivers.State{"on": "yes"}}); !errors.Is(err, drivers.ErrBadState) {
+		t.Fatalf("bad state: %v", err)
+	}
+	if _, err := m.Apply(ctx, actuate.Change{Actuator: "fan", State: drivers.State{}}); !errors.Is(err, actuate.ErrUnknownActuator) {
+		t.Fatalf("unknown actuator: %v", err)
+	}
+}
+
+func TestFailedApplyLeavesNoHistory(t *testing.T) {
+	m, st, sims := rig(t)
+	sims["lamp"].SetFailKeys("on")
+	if _, err := m.Apply(context.Background(), actuate.Change{Actuator: "lamp", State: drivers.State{"on": true}}); !errors.Is(err, sim.ErrInjected) {
+		t.Fatalf("want injected failure, got %v", err)
+	}
+	if h := history(t, st, "lamp"); len(h) != 0 {
+		t.Fatalf("history of a change that did not happen: %+v", h)
+	}
+}
+
+func TestGroupFailureRestoresTheOthers(t *testing.T) {
+	m, st, sims := rig(t)
+	ctx := context.Background()
+	sims["motor"].SetFailKeys("speed")
+	_, err := m.ApplyGroup(ctx, []actuate.Change{
+		{Actuator: "lamp", State: drivers.State{"on": true}, Source: store.SourceCommand, TID: "t1"},
+		{Actuator: "door", State: drivers.State{"locked": false}, Source: store.SourceCommand, TID: "t1"},
+		{Actuator: "motor", State: drivers.State{"speed": 50}, Source: store.SourceCommand, TID: "t1"},
+	})
+	var ge *actuate.GroupError
+	if !errors.As(err, &ge) || ge.Failed != "motor" || len(ge.Restored) != 2 {
+		t.Fatalf("group error %v", err)
+	}
+	for name, want := range map[string]drivers.State{"lamp": {"on": false}, "door": {"locked": true}} {
+		got, _ := m.Read(ctx, name)
+		if !drivers.Equal(got, want) {
+			t.Fatalf("%s not restored: %v", name, got)
+		}
+	}
+	var j []*store.JournalEntry
+	st.View(func(tx *store.Tx) (err error) { j, err = tx.Journal(); return err })
+	if len(j) != 0 {
+		t.Fatalf("journal left behind: %v", j)
+	}
+	if h := history(t, st, "lamp"); len(h) != 2 || h[0].Source != store.SourceRollback {
+		t.Fatalf("restore not in history: %+v", h)
+	}
+}
+
+func TestRecoverFromJournal(t *testing.T) {
+	m, st, _ := rig(t)
+	ctx := context.Background()
+	// A crash left a journal entry after lamp was switched on.
+	m.Apply(ctx, actuate.Change{Actuator: "lamp", State: drivers.State{"on": true}})
+	st.Update(func(tx *store.Tx) error {
+		return tx.PutJournal(&store.JournalEntry{Group: "g1", Before: map[string]map[string]any{"lamp": {"on": false}, "door": {"locked": true}, "gone": {"x": 1}}})
+	})
+	if err := m.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := m.Read(ctx, "lamp"); got["on"] != false {
+		t.Fatalf("lamp not restored: %v", got)
+	}
+	var j []*store.JournalEntry
+	st.View(func(tx *store.Tx) (err error) { j, err = tx.Journal(); return err })
+	if len(j) != 0 {
+		t.Fatalf("journal not cleared: %v", j)
+	}
+}
+
+func TestPowerOnPolicies(t *testing.T) {
+	m, _, _ := rig(t)
+	ctx := context.Background()
+	m.Apply(ctx, actuate.Change{Actuator: "lamp", State: drivers.State{"on": true}})
+	m.Apply(ctx, actuate.Change{Actuator: "motor", State: drivers.State{"running": true, "speed": 30}})
+	// Simulate a restart: the hardware came up in its default state.
+	m.Apply(ctx, actuate.Change{Actuator: "lamp", State: drivers.State{"on": false}, Source: store.SourceLocal})
+	err := m.PowerOn(ctx, map[string]*config.Actuator{
+		"lamp":  {PowerOn: config.PowerOnRestore},
+		"motor": {PowerOn: config.PowerOnSafe, SafeState: map[string]any{"running": false, "speed": 0}},
+		"door":  {PowerOn: config.PowerOnKeep},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := m.Read(ctx, "lamp"); got["on"] != false {
+		// restore uses the newest entry: the local switch-off
+		t.Fatalf("lamp %v", got)
+	}
+	if got, _ := m.Read(ctx, "motor"); got["running"] != false || got["speed"] != int64(0) {
+		t.Fatalf("motor not safe: %v", got)
+	}
+}
+
+func TestClosedManager(t *testing.T) {
+	m, _, _ := rig(t)
+	m.Close()
+	if _, err := m.Apply(context.Background(), actuate.Change{Actuator: "lamp", State: drivers.State{"on": true}}); !errors.Is(err, actuate.ErrStopped) {
+		t.Fatalf("want ErrStopped, got %v", err)
+	}
+}

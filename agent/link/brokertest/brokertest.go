@@ -1,0 +1,117 @@
+// Package brokertest runs a real mosquitto for tests: on a free loopback
+// port, with a temporary config and persistence directory, stoppable and
+// restartable on the same port.
+package brokertest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Broker is one mosquitto process.
+type Broker struct {
+	t    testing.TB
+	dir  string
+	port int
+	cmd  *exec.Cmd
+	log  *os.File
+}
+
+// Path finds the mosquitto binary. Without one the test fails with a clear
+// message: `make test` installs mosquitto, and a skipped end-to-end test
+// would hide that nothing was tested.
+func Path(t testing.TB) string {
+	for _, p := range []string{"mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	t.Fatal("mosquitto is not installed: run `make test` (it installs it as root) or `sudo apt-get install -y mosquitto`")
+	return ""
+}
+
+// Start starts mosquitto on a free loopback port; it stops with the test.
+func Start(t testing.TB) *Broker {
+	t.Helper()
+	b := &Broker{t: t, dir: t.TempDir(), port: freePort(t)}
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nautosave_interval 1\nmax_queued_messages 100000\nmax_inflight_messages 0\nlog_dest file %s\n",
+		b.port, b.dir, filepath.Join(b.dir, "mosquitto.log"))
+	if err := os.WriteFile(filepath.Join(b.dir, "mosquitto.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.start()
+	t.Cleanup(b.Stop)
+	return b
+}
+
+// URL is the broker's tcp:// URL.
+func (b *Broker) URL() string { return fmt.Sprintf("tcp://127.0.0.1:%d", b.port) }
+
+// Addr is host:port.
+func (b *Broker) Addr() string { return fmt.Sprintf("127.0.0.1:%d", b.port) }
+
+func (b *Broker) start() {
+	b.t.Helper()
+	cmd := exec.Command(Path(b.t), "-c", filepath.Join(b.dir, "mosquitto.conf"))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.t.Fatalf("start mosquitto: %v", err)
+	}
+	b.cmd = cmd
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", b.Addr(), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(filepath.Join(b.dir, "mosquitto.log"))
+	b.t.Fatalf("mosquitto did not listen on %s within 10s; log:\n%s", b.Addr(), log)
+}
+
+// Stop stops mosquitto gracefully (it saves its persistence file).
+func (b *Broker) Stop() {
+	if b.cmd == nil {
+		return
+	}
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { b.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		b.cmd.Process.Kill()
+		<-done
+	}
+	b.cmd = nil
+}
+
+// Restart stops and starts mosquitto on the same port.
+func (b *Broker) Restart() {
+	b.Stop()
+	b.start()
+}
+
+// Log returns mosquitto's log, for failure messages.
+func (b *Broker) Log() string {
+	data, _ := os.ReadFile(filepath.Join(b.dir, "mosquitto.log"))
+	return strings.TrimSpace(string(data))
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

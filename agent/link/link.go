@@ -1,0 +1,401 @@
+// Package link is shadowgate's one MQTT session (paho): TLS for AWS IoT Core,
+// a persistent session with QoS 1, a last will that marks the gateway
+// offline, a reconnect loop with capped, jittered exponential backoff, and
+// handlers that run off paho's goroutine.
+//
+// Incoming messages are acknowledged (PUBACK) only after their handler
+// returns, so a handler that persists a message makes it durable before the
+// broker forgets it; after a crash the broker delivers it again.
+package link
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Sentinel errors.
+var (
+	ErrNotConnected = errors.New("not connected to the broker")
+	ErrBadURL       = errors.New("invalid broker URL")
+)
+
+// Message is one received message.
+type Message struct {
+	Topic     string
+	Payload   []byte
+	Retained  bool
+	Duplicate bool
+}
+
+// Handler processes a message. The message is acknowledged to the broker
+// when the handler returns.
+type Handler func(ctx context.Context, m *Message)
+
+// Options configure a Link.
+type Options struct {
+	Broker       string // tcp://, mqtt://, ssl://, tls://, mqtts://, ws://, wss://
+	ClientID     string
+	Username     string
+	Password     string
+	TLS          *tls.Config // nil: from the URL scheme, system roots
+	Keepalive    time.Duration
+	CleanSession bool // false (default): persistent session
+	// StatusTopic, when set, gets a retained "online" on every connect and
+	// is the last will's topic, with a retained "offline".
+	StatusTopic string
+	MinBackoff  time.Duration // default 500ms
+	MaxBackoff  time.Duration // default 60s
+	// QueueDepth bounds received messages waiting for their handler; when
+	// full, reading from the broker pauses (nothing is dropped).
+	QueueDepth int
+	Logger     *slog.Logger
+}
+
+// Status payloads on StatusTopic.
+const (
+	StatusOnline  = "online"
+	StatusOffline = "offline"
+)
+
+type subscription struct {
+	filter string
+	h      Handler
+}
+
+// Link is one MQTT session that stays connected until its context ends.
+type Link struct {
+	opts   Options
+	client mqtt.Client
+	log    *slog.Logger
+
+	mu        sync.Mutex
+	subs      []subscription
+	onConnect []func(ctx context.Context)
+	queue     []queued
+	wake      chan struct{}
+	space     *sync.Cond
+
+	connected   atomic.Bool
+	connects    atomic.Int64
+	lastConnect atomic.Int64 // unix nanos
+	lastError   atomic.Pointer[string]
+	lost        chan error
+}
+
+type queued struct {
+	m   *Message
+	h   Handler
+	ack func()
+}
+
+// New validates the options and makes a link; Run connects it.
+func New(o Options) (*Link, error) {
+	u, err := url.Parse(o.Broker)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("%w %q: want e.g. tls://host:8883 or tcp://host:1883", ErrBadURL, o.Broker)
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+	default:
+		return nil, fmt.Errorf("%w %q: unsupported scheme %q", ErrBadURL, o.Broker, u.Scheme)
+	}
+	if u.Port() == "" {
+		return nil, fmt.Errorf("%w %q: no port", ErrBadURL, o.Broker)
+	}
+	if o.ClientID == "" {
+		return nil, errors.New("link: a client id is required")
+	}
+	if o.Keepalive <= 0 {
+		o.Keepalive = 30 * time.Second
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 500 * time.Millisecond
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = 60 * time.Second
+	}
+	if o.QueueDepth <= 0 {
+		o.QueueDepth = 4096
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	l := &Link{opts: o, log: o.Logger.With("broker", o.Broker), wake: make(chan struct{}, 1), lost: make(chan error, 1)}
+	l.space = sync.NewCond(&l.mu)
+
+	po := mqtt.NewClientOptions().
+		AddBroker(o.Broker).
+		SetClientID(o.ClientID).
+		SetCleanSession(o.CleanSession).
+		SetKeepAlive(o.Keepalive).
+		SetPingTimeout(10 * time.Second).
+		SetConnectTimeout(15 * time.Second).
+		SetWriteTimeout(15 * time.Second).
+		SetAutoReconnect(false). // Run reconnects, with jitter
+		SetConnectRetry(false).
+		SetOrderMatters(true).
+		SetAutoAckDisabled(true). // PUBACK after the handler, see package doc
+		SetResumeSubs(false).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			l.connected.Store(false)
+			select {
+			case l.lost <- err:
+			default:
+			}
+		}).
+		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+			// A message for a subscription the persistent session kept but
+			// this run did not ask for: acknowledge and ignore it.
+			m.Ack()
+		})
+	if o.Username != "" {
+		po.SetUsername(o.Username).SetPassword(o.Password)
+	}
+	if o.TLS != nil {
+		po.SetTLSConfig(o.TLS)
+	}
+	if o.StatusTopic != "" {
+		po.SetBinaryWill(o.StatusTopic, []byte(StatusOffline), 1, true)
+	}
+	l.client = mqtt.NewClient(po)
+	return l, nil
+}
+
+// Handle registers h for messages matching filter (QoS 1). It is subscribed
+// on every connect, before OnConnect functions run. Call before Run.
+func (l *Link) Handle(filter string, h Handler) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.subs = append(l.subs, subscription{filter, h})
+}
+
+// OnConnect registers fn to run after every (re)connect, once every
+// subscription is in place. Call before Run.
+func (l *Link) OnConnect(fn func(ctx context.Context)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.onConnect = append(l.onConnect, fn)
+}
+
+// Connected reports whether the session is up.
+func (l *Link) Connected() bool { return l.connected.Load() && l.client.IsConnectionOpen() }
+
+// Stats describes the link for status views.
+type Stats struct {
+	Broker      string
+	Connected   bool
+	Connects    int64
+	LastConnect time.Time // zero if never
+	LastError   string
+	Queued      int
+}
+
+// Stats returns the link's state.
+func (l *Link) Stats() Stats {
+	st := Stats{Broker: l.opts.Broker, Connected: l.Connected(), Connects: l.connects.Load()}
+	if ns := l.lastConnect.Load(); ns != 0 {
+		st.LastConnect = time.Unix(0, ns)
+	}
+	if e := l.lastError.Load(); e != nil {
+		st.LastError = *e
+	}
+	l.mu.Lock()
+	st.Queued = len(l.queue)
+	l.mu.Unlock()
+	return st
+}
+
+// Run connects and keeps the session up until ctx ends, then publishes the
+// offline status and disconnects cleanly. It returns ctx's error.
+func (l *Link) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); l.dispatch(ctx) }()
+	defer func() {
+		l.mu.Lock()
+		l.space.Broadcast()
+		l.mu.Unlock()
+		wg.Wait()
+	}()
+
+	backoff := l.opts.MinBackoff
+	for {
+		err := l.session(ctx)
+		if ctx.Err() != nil {
+			l.shutdown()
+			return ctx.Err()
+		}
+		if err != nil {
+			msg := err.Error()
+			l.lastError.Store(&msg)
+			l.log.Warn("mqtt link down", "err", err, "retry_in", backoff.Round(time.Millisecond))
+		}
+		// Full jitter between half and all of the backoff, capped.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			l.shutdown()
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		if err == nil {
+			backoff = l.opts.MinBackoff // the session was up: start over
+		} else {
+			backoff = min(backoff*2, l.opts.MaxBackoff)
+		}
+	}
+}
+
+// session connects, subscribes, runs the OnConnect functions and waits for
+// the connection to drop. It returns nil if the session was up.
+func (l *Link) session(ctx context.Context) error {
+	select { // forget a loss signalled by a previous session
+	case <-l.lost:
+	default:
+	}
+	if err := wait(ctx, l.client.Connect()); err != nil {
+		return fmt.Errorf("connect to broker %s: %w", l.opts.Broker, err)
+	}
+	l.mu.Lock()
+	subs := append([]subscription(nil), l.subs...)
+	hooks := append([]func(context.Context){}, l.onConnect...)
+	l.mu.Unlock()
+	for _, s := range subs {
+		s := s
+		tok := l.client.Subscribe(s.filter, 1, func(_ mqtt.Client, m mqtt.Message) { l.enqueue(m, s.h) })
+		if err := wait(ctx, tok); err != nil {
+			l.client.Disconnect(0)
+			return fmt.Errorf("subscribe %s on %s: %w", s.filter, l.opts.Broker, err)
+		}
+		if st, ok := tok.(*mqtt.SubscribeToken); ok {
+			for _, code := range st.Result() {
+				if code == 0x80 {
+					l.client.Disconnect(0)
+					return fmt.Errorf("subscribe %s on %s: refused by the broker (check the policy)", s.filter, l.opts.Broker)
+				}
+			}
+		}
+	}
+	l.connected.Store(true)
+	l.connects.Add(1)
+	l.lastConnect.Store(time.Now().UnixNano())
+	l.lastError.Store(nil)
+	l.log.Info("mqtt link up", "client_id", l.opts.ClientID, "subscriptions", len(subs))
+	if l.opts.StatusTopic != "" {
+		if err := l.Publish(ctx, l.opts.StatusTopic, true, []byte(StatusOnline)); err != nil {
+			l.log.Warn("publish online status", "err", err)
+		}
+	}
+	for _, h := range hooks {
+		h(ctx)
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-l.lost:
+		l.connected.Store(false)
+		return fmt.Errorf("connection to %s lost: %w", l.opts.Broker, err)
+	}
+}
+
+func (l *Link) shutdown() {
+	if l.client.IsConnectionOpen() && l.opts.StatusTopic != "" {
+		tok := l.client.Publish(l.opts.StatusTopic, 1, true, []byte(StatusOffline))
+		tok.WaitTimeout(2 * time.Second)
+	}
+	l.connected.Store(false)
+	l.client.Disconnect(250)
+}
+
+// Publish sends payload with QoS 1 and waits for the broker's PUBACK.
+func (l *Link) Publish(ctx context.Context, topic string, retain bool, payload []byte) error {
+	if !l.client.IsConnectionOpen() {
+		return ErrNotConnected
+	}
+	if err := wait(ctx, l.client.Publish(topic, 1, retain, payload)); err != nil {
+		return fmt.Errorf("publish %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Pending is a publish in flight.
+type Pending struct{ tok mqtt.Token }
+
+// Wait waits for the PUBACK.
+func (p Pending) Wait(ctx context.Context) error { return wait(ctx, p.tok) }
+
+// PublishAsync sends payload with QoS 1 without waiting, so that a caller
+// can keep a window of messages in flight; messages go out in call order.
+func (l *Link) PublishAsync(topic string, retain bool, payload []byte) (Pending, error) {
+	if !l.client.IsConnectionOpen() {
+		return Pending{}, ErrNotConnected
+	}
+	return Pending{l.client.Publish(topic, 1, retain, payload)}, nil
+}
+
+func wait(ctx context.Context, tok mqtt.Token) error {
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// enqueue runs on paho's goroutine: it only queues, pausing when the queue
+// is full so that nothing is dropped.
+func (l *Link) enqueue(m mqtt.Message, h Handler) {
+	msg := &Message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained(), Duplicate: m.Duplicate()}
+	l.mu.Lock()
+	for len(l.queue) >= l.opts.QueueDepth && l.client.IsConnectionOpen() {
+		l.space.Wait()
+	}
+	l.queue = append(l.queue, queued{msg, h, m.Ack})
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *Link) dispatch(ctx context.Context) {
+	for {
+		l.mu.Lock()
+		if len(l.queue) == 0 {
+			l.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-l.wake:
+				continue
+			}
+		}
+		q := l.queue[0]
+		l.queue[0] = queued{}
+		l.queue = l.queue[1:]
+		l.space.Signal()
+		l.mu.Unlock()
+		l.run(ctx, q)
+	}
+}
+
+func (l *Link) run(ctx context.Context, q queued) {
+	defer func() {
+		if r := recover(); r != nil {
+			// A handler bug must not take the daemon down with it.
+			l.log.Error("message handler panicked", "topic", q.m.Topic, "panic", r)
+		}
+		q.ack()
+	}()
+	q.h(ctx, q.m)
+}

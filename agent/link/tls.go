@@ -1,0 +1,70 @@
+package link
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/url"
+	"os"
+)
+
+// ALPNAWS is the protocol AWS IoT Core needs to speak MQTT on port 443.
+const ALPNAWS = "x-amzn-mqtt-ca"
+
+// TLSFiles names PEM files: the CA bundle and the client certificate and key
+// for mutual TLS. Empty fields are left out.
+type TLSFiles struct {
+	CA, Cert, Key string
+}
+
+// TLSConfig loads the files for broker. Errors name the file and say what
+// is wrong with it. It returns nil for a broker URL that is not TLS and has
+// no files.
+func TLSConfig(broker string, f TLSFiles) (*tls.Config, error) {
+	u, err := url.Parse(broker)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q", ErrBadURL, broker)
+	}
+	secure := false
+	switch u.Scheme {
+	case "ssl", "tls", "mqtts", "wss":
+		secure = true
+	}
+	if !secure {
+		if f != (TLSFiles{}) {
+			return nil, fmt.Errorf("TLS files are set but broker %s is not a TLS URL: use tls:// or ssl://", broker)
+		}
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
+	if f.CA != "" {
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file %s: %w", f.CA, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", f.CA)
+		}
+		cfg.RootCAs = pool
+	}
+	if (f.Cert == "") != (f.Key == "") {
+		return nil, fmt.Errorf("client certificate and key go together: cert %q, key %q", f.Cert, f.Key)
+	}
+	if f.Cert != "" {
+		for _, p := range []string{f.Cert, f.Key} {
+			if _, err := os.Stat(p); err != nil {
+				return nil, fmt.Errorf("read %s: %w", p, err)
+			}
+		}
+		pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("load client certificate %s with key %s: %w", f.Cert, f.Key, err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	if u.Port() == "443" && u.Scheme != "wss" {
+		cfg.NextProtos = []string{ALPNAWS}
+	}
+	return cfg, nil
+}
