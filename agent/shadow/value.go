@@ -304,3 +304,14 @@ func stringSize(s string) int {
 	}
 	return n
 }
+
+// Merge applies patch to base with the update rules (objects merge
+// recursively, arrays and scalars replace, null deletes) and returns the
+// result; base is not modified. A nil patch returns base.
+func Merge(base, patch map[string]any) map[string]any {
+	if patch == nil {
+		return base
+	}
+	out, _ := merge(base, nil, patch, 0)
+	return emptyToNil(out)
+}

@@ -60,7 +60,9 @@ func (b *Broker) Addr() string { return fmt.Sprintf("127.0.0.1:%d", b.port) }
 func (b *Broker) start() {
 	b.t.Helper()
 	cmd := exec.Command(Path(b.t), "-c", filepath.Join(b.dir, "mosquitto.conf"))
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// Output goes to the log file only: a broker outliving a crashed test
+	// must not hold the test's output pipe open. Pdeathsig ends it with us.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		b.t.Fatalf("start mosquitto: %v", err)
 	}

@@ -1,0 +1,119 @@
+// Package outbox publishes the store's outbox over the link: oldest first,
+// a window of messages in flight, each removed only after the broker's
+// PUBACK. While the link is down nothing is lost: producers keep enqueueing
+// and the drainer resumes on reconnect, in order.
+package outbox
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/shadowgate/shadowgate/agent/link"
+	"github.com/shadowgate/shadowgate/store"
+)
+
+// Publisher is the part of the link the drainer uses.
+type Publisher interface {
+	Connected() bool
+	PublishAsync(topic string, retain bool, payload []byte) (link.Pending, error)
+}
+
+// Drainer moves items from the store to the broker.
+type Drainer struct {
+	store  *store.Store
+	pub    Publisher
+	log    *slog.Logger
+	window int
+	kick   chan struct{}
+	sent   atomic.Int64
+}
+
+// New makes a drainer; window is how many messages may await PUBACK at once
+// (default 64).
+func New(st *store.Store, pub Publisher, window int, log *slog.Logger) *Drainer {
+	if window <= 0 {
+		window = 64
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Drainer{store: st, pub: pub, log: log, window: window, kick: make(chan struct{}, 1)}
+}
+
+// Kick tells the drainer there is something to send (after an enqueue or a
+// reconnect). It never blocks.
+func (d *Drainer) Kick() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Sent is the number of messages published and removed so far.
+func (d *Drainer) Sent() int64 { return d.sent.Load() }
+
+// Run drains until ctx ends.
+func (d *Drainer) Run(ctx context.Context) {
+	// A slow poll catches anything a missed kick left behind.
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		for d.pub.Connected() {
+			n, err := d.drainOnce(ctx)
+			if err != nil {
+				if ctx.Err() == nil && !errors.Is(err, link.ErrNotConnected) {
+					d.log.Warn("outbox publish", "err", err)
+				}
+				break
+			}
+			if n == 0 {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kick:
+		case <-tick.C:
+		}
+	}
+}
+
+// drainOnce publishes one window and removes what the broker acknowledged.
+func (d *Drainer) drainOnce(ctx context.Context) (int, error) {
+	items, err := d.store.Peek(d.window)
+	if err != nil || len(items) == 0 {
+		return 0, err
+	}
+	pending := make([]link.Pending, 0, len(items))
+	var pubErr error
+	for _, it := range items {
+		p, err := d.pub.PublishAsync(it.Topic, it.Retain, it.Payload)
+		if err != nil {
+			pubErr = err
+			break
+		}
+		pending = append(pending, p)
+	}
+	var done []uint64
+	for i, p := range pending {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := p.Wait(wctx)
+		cancel()
+		if err != nil {
+			pubErr = err
+			break
+		}
+		done = append(done, items[i].Seq)
+	}
+	if len(done) > 0 {
+		if err := d.store.RemoveBatch(done); err != nil {
+			return 0, err
+		}
+		d.sent.Add(int64(len(done)))
+	}
+	return len(done), pubErr
+}

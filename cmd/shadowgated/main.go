@@ -1,0 +1,47 @@
+// Command shadowgated is the shadowgate daemon: it syncs the gateway's
+// actuators with their cloud shadows, runs commands and keeps history.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/agent/daemon"
+	"github.com/shadowgate/shadowgate/agent/version"
+)
+
+func main() {
+	path := flag.String("config", "/etc/shadowgate/shadowgate.yaml", "configuration file")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Println("shadowgated", version.Version)
+		return
+	}
+	cfg, err := daemon.LoadConfig(*path)
+	if err != nil {
+		var ps config.Problems
+		if errors.As(err, &ps) {
+			for _, p := range ps {
+				fmt.Fprintln(os.Stderr, p)
+			}
+			fmt.Fprintf(os.Stderr, "shadowgated: %s has %d problem(s); not starting\n", *path, len(ps))
+		} else {
+			fmt.Fprintln(os.Stderr, "shadowgated:", err)
+		}
+		os.Exit(1)
+	}
+	log := daemon.NewLogger(cfg.Log, os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := daemon.Run(ctx, cfg, log, daemon.Hooks{}); err != nil {
+		log.Error("shadowgated stopped", "err", err)
+		os.Exit(1)
+	}
+}
