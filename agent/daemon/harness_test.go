@@ -1,0 +1,254 @@
+package daemon_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/agent/daemon"
+	"github.com/shadowgate/shadowgate/agent/link"
+	"github.com/shadowgate/shadowgate/agent/link/brokertest"
+	"github.com/shadowgate/shadowgate/agent/shadow"
+	"github.com/shadowgate/shadowgate/agent/shadowsvc"
+	"github.com/shadowgate/shadowgate/drivers"
+	"github.com/shadowgate/shadowgate/store"
+)
+
+const root = "$aws/things/"
+
+var gatewayBin string // built once by TestMain for the process tests
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "shadowgated-bin")
+	if err != nil {
+		panic(err)
+	}
+	gatewayBin = filepath.Join(dir, "shadowgated")
+	out, err := exec.Command("go", "build", "-o", gatewayBin, "../../cmd/shadowgated").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build shadowgated: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cloud is a broker with shadowsvc attached and an operator client.
+type cloud struct {
+	broker *brokertest.Broker
+	svc    *shadowsvc.Service
+	op     *link.Link
+	seq    atomic.Int64
+
+	mu   sync.Mutex
+	msgs []*link.Message
+}
+
+func runLink(t *testing.T, l *link.Link) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func newCloud(t *testing.T) *cloud {
+	t.Helper()
+	c := &cloud{broker: brokertest.Start(t)}
+	st, err := store.Open(filepath.Join(t.TempDir(), "cloud.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	svcLink, _ := link.New(link.Options{Broker: c.broker.URL(), ClientID: "cloud-shadowsvc", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
+	c.svc = shadowsvc.New(shadowsvc.Options{Root: root, Link: svcLink, Store: st})
+	runLink(t, svcLink)
+	c.op, _ = link.New(link.Options{Broker: c.broker.URL(), ClientID: "operator", CleanSession: true, MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
+	c.op.Handle(root+"+/shadow/+/+", c.collect)
+	c.op.Handle(root+"+/shadow/name/+/+/+", c.collect)
+	c.op.Handle(root+"+/status", c.collect)
+	runLink(t, c.op)
+	waitFor(t, "cloud connected", func() bool { return svcLink.Connected() && c.op.Connected() })
+	return c
+}
+
+func (c *cloud) collect(_ context.Context, m *link.Message) {
+	c.mu.Lock()
+	c.msgs = append(c.msgs, m)
+	c.mu.Unlock()
+}
+
+// publish sends a raw message as the operator.
+func (c *cloud) publish(t *testing.T, topic, payload string) {
+	t.Helper()
+	waitFor(t, "operator connected", c.op.Connected)
+	if err := c.op.Publish(context.Background(), topic, false, []byte(payload)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// desire sets desired state of a shadow.
+func (c *cloud) desire(t *testing.T, thing, name, desired string) {
+	t.Helper()
+	c.publish(t, shadow.Topic{Thing: thing, Name: name, Op: shadow.OpUpdate}.Build(root), `{"state":{"desired":`+desired+`}}`)
+}
+
+// get fetches a shadow; nil when it does not exist (or no answer came).
+func (c *cloud) get(t *testing.T, thing, name string) *shadow.GetAccepted {
+	t.Helper()
+	tok := fmt.Sprintf("op-%d", c.seq.Add(1))
+	topic := shadow.Topic{Thing: thing, Name: name, Op: shadow.OpGet}
+	if !c.op.Connected() {
+		return nil
+	}
+	if err := c.op.Publish(context.Background(), topic.Build(root), false, []byte(`{"clientToken":"`+tok+`"}`)); err != nil {
+		return nil
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		for _, m := range c.msgs {
+			if m.Topic == topic.With(shadow.SuffixAccepted).Build(root) && strings.Contains(string(m.Payload), `"clientToken":"`+tok+`"`) {
+				c.mu.Unlock()
+				g, err := shadow.ParseGetAccepted(m.Payload)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return g
+			}
+			if m.Topic == topic.With(shadow.SuffixRejected).Build(root) && strings.Contains(string(m.Payload), tok) {
+				c.mu.Unlock()
+				return nil
+			}
+		}
+		c.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// waitShadow waits until the shadow satisfies ok.
+func (c *cloud) waitShadow(t *testing.T, thing, name, what string, ok func(g *shadow.GetAccepted) bool) *shadow.GetAccepted {
+	t.Helper()
+	var last *shadow.GetAccepted
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if g := c.get(t, thing, name); g != nil {
+			last = g
+			if ok(g) {
+				return g
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b, _ := json.Marshal(last)
+	t.Fatalf("timed out waiting for %s; last shadow %s\nbroker log:\n%s", what, b, c.broker.Log())
+	return nil
+}
+
+func (c *cloud) lastPayload(topic string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := len(c.msgs) - 1; i >= 0; i-- {
+		if c.msgs[i].Topic == topic {
+			return string(c.msgs[i].Payload)
+		}
+	}
+	return ""
+}
+
+// reported returns reported[key][field] of a document.
+func reported(g *shadow.GetAccepted, key, field string) any {
+	m, _ := g.State.Reported[key].(map[string]any)
+	return m[field]
+}
+
+func num(v any) string { return fmt.Sprint(v) }
+
+const gatewayYAML = `
+gateway: {thing: %s}
+cloud:
+  broker: %s
+  topic_root: "$aws/things/"
+  keepalive: 5s
+  conflict: %s
+store: {path: %s}
+log: {level: debug}
+actuators:
+  porch_light: {driver: sim, state: {on: false}}
+  gate_motor: {driver: sim, state: {running: false, speed: 0}}
+  front_door: {driver: sim, shadow: doors, state: {locked: true}}
+commands:
+  heartbeat: 1s
+  types:
+    MOTOR_1_ON: {actuator: gate_motor, set: {running: true}}
+`
+
+func gatewayConfig(t *testing.T, thing, brokerURL, dir, conflict string) (*config.Config, string) {
+	t.Helper()
+	path := filepath.Join(dir, "shadowgate.yaml")
+	y := fmt.Sprintf(gatewayYAML, thing, brokerURL, conflict, filepath.Join(dir, "state.db"))
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := daemon.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, path
+}
+
+// gateway runs a daemon in-process until the test ends.
+func gateway(t *testing.T, cfg *config.Config) *daemon.Daemon {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *daemon.Daemon, 1)
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	go func() { done <- daemon.Run(ctx, cfg, log, daemon.Hooks{Ready: func(d *daemon.Daemon) { ready <- d }}) }()
+	var d *daemon.Daemon
+	select {
+	case d = <-ready:
+	case err := <-done:
+		t.Fatalf("daemon did not start: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("daemon did not become ready")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon stopped with %v", err)
+		}
+	})
+	return d
+}
+
+func read(t *testing.T, d *daemon.Daemon, actuator string) drivers.State {
+	t.Helper()
+	st, err := d.Manager.Read(context.Background(), actuator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
