@@ -53,16 +53,18 @@ type cloud struct {
 
 	mu   sync.Mutex
 	msgs []*link.Message
+	// onMessage, when set, sees every message too (benchmarks).
+	onMessage func(m *link.Message)
 }
 
-func runLink(t *testing.T, l *link.Link) {
+func runLink(t testing.TB, l *link.Link) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { l.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func newCloud(t *testing.T) *cloud {
+func newCloud(t testing.TB) *cloud {
 	t.Helper()
 	c := &cloud{broker: brokertest.Start(t)}
 	st, err := store.Open(filepath.Join(t.TempDir(), "cloud.db"), store.Options{})
@@ -83,6 +85,10 @@ func newCloud(t *testing.T) *cloud {
 }
 
 func (c *cloud) collect(_ context.Context, m *link.Message) {
+	if c.onMessage != nil {
+		c.onMessage(m)
+		return
+	}
 	c.mu.Lock()
 	c.msgs = append(c.msgs, m)
 	c.mu.Unlock()
@@ -104,7 +110,7 @@ func (c *cloud) desire(t *testing.T, thing, name, desired string) {
 }
 
 // get fetches a shadow; nil when it does not exist (or no answer came).
-func (c *cloud) get(t *testing.T, thing, name string) *shadow.GetAccepted {
+func (c *cloud) get(t testing.TB, thing, name string) *shadow.GetAccepted {
 	t.Helper()
 	tok := fmt.Sprintf("op-%d", c.seq.Add(1))
 	topic := shadow.Topic{Thing: thing, Name: name, Op: shadow.OpGet}
@@ -209,7 +215,7 @@ func gatewayConfig(t *testing.T, thing, brokerURL, dir, conflict string) (*confi
 }
 
 // gateway runs a daemon in-process until the test ends.
-func gateway(t *testing.T, cfg *config.Config) *daemon.Daemon {
+func gateway(t testing.TB, cfg *config.Config) *daemon.Daemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *daemon.Daemon, 1)
@@ -242,7 +248,7 @@ func read(t *testing.T, d *daemon.Daemon, actuator string) drivers.State {
 	return st
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {

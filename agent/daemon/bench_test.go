@@ -1,0 +1,154 @@
+package daemon_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shadowgate/shadowgate/agent/daemon"
+	"github.com/shadowgate/shadowgate/agent/link"
+	"github.com/shadowgate/shadowgate/agent/shadow"
+)
+
+// latencies summarises round-trip times.
+type latencies []time.Duration
+
+func (l latencies) pct(p float64) time.Duration {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// rawRoundTrips measures n request → echo → response round trips of plain
+// MQTT QoS 1 messages between two clients on the same broker.
+func rawRoundTrips(b *testing.B, brokerURL string, n int) latencies {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	echo, _ := link.New(link.Options{Broker: brokerURL, ClientID: "bench-echo", CleanSession: true})
+	echo.Handle("bench/req", func(ctx context.Context, m *link.Message) { echo.PublishAsync("bench/resp", false, m.Payload) })
+	got := make(chan string, 16)
+	req, _ := link.New(link.Options{Broker: brokerURL, ClientID: "bench-req", CleanSession: true})
+	req.Handle("bench/resp", func(_ context.Context, m *link.Message) { got <- string(m.Payload) })
+	done := make(chan struct{}, 2)
+	for _, l := range []*link.Link{echo, req} {
+		go func() { l.Run(ctx); done <- struct{}{} }()
+	}
+	defer func() { cancel(); <-done; <-done }()
+	for !(echo.Connected() && req.Connected()) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	var out latencies
+	for i := 0; i < n; i++ {
+		want := fmt.Sprint(i)
+		t0 := time.Now()
+		if err := req.Publish(ctx, "bench/req", false, []byte(want)); err != nil {
+			b.Fatal(err)
+		}
+		for p := range got {
+			if p == want {
+				break
+			}
+		}
+		out = append(out, time.Since(t0))
+	}
+	return out
+}
+
+// BenchmarkShadowRoundTrip: an operator sets desired on one of N shadows
+// and waits for the gateway's reported state to be accepted, through
+// mosquitto and shadowsvc; beside it, the raw MQTT round trip on the same
+// broker in the same run. Metrics: p50/p99 of each and their ratio.
+func BenchmarkShadowRoundTrip(b *testing.B) {
+	for _, n := range []int{1, 100} {
+		b.Run(fmt.Sprintf("shadows=%d", n), func(b *testing.B) { benchRoundTrip(b, n) })
+	}
+}
+
+func benchRoundTrip(b *testing.B, shadows int) {
+	c := newCloud(b)
+	dir := b.TempDir()
+	var acts strings.Builder
+	for i := 0; i < shadows; i++ {
+		if shadows == 1 {
+			fmt.Fprintf(&acts, "  light%d: {driver: sim, state: {on: false}}\n", i)
+		} else {
+			fmt.Fprintf(&acts, "  light%d: {driver: sim, shadow: s%d, state: {on: false}}\n", i, i)
+		}
+	}
+	y := fmt.Sprintf("gateway: {thing: gw-bench}\ncloud: {broker: %q, keepalive: 30s}\nstore: {path: %q}\nlog: {level: error}\nactuators:\n%s",
+		c.broker.URL(), filepath.Join(dir, "state.db"), acts.String())
+	path := filepath.Join(dir, "bench.yaml")
+	os.WriteFile(path, []byte(y), 0o600)
+	cfg, err := daemon.LoadConfig(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	gateway(b, cfg)
+	shadowName := func(i int) string {
+		if shadows == 1 {
+			return ""
+		}
+		return fmt.Sprintf("s%d", i)
+	}
+	// Wait for every shadow to exist.
+	for i := 0; i < shadows; i++ {
+		for c.get(b, "gw-bench", shadowName(i)) == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	accepted := make(chan string, 1024)
+	c.onMessage = func(m *link.Message) {
+		if strings.HasSuffix(m.Topic, "/update/accepted") && strings.Contains(string(m.Payload), `"reported"`) {
+			select {
+			case accepted <- m.Topic + " " + string(m.Payload):
+			default:
+			}
+		}
+	}
+	iters := max(b.N, 20)
+	raw := rawRoundTrips(b, c.broker.URL(), iters)
+
+	var lat latencies
+	on := make([]bool, shadows)
+	b.ResetTimer()
+	for i := 0; i < iters; i++ {
+		k := i % shadows
+		on[k] = !on[k]
+		key := fmt.Sprintf("light%d", k)
+		topic := shadow.Topic{Thing: "gw-bench", Name: shadowName(k), Op: shadow.OpUpdate}
+		want := fmt.Sprintf(`"reported":{"%s":{"on":%v}}`, key, on[k])
+		t0 := time.Now()
+		if err := c.op.Publish(context.Background(), topic.Build(root), false, []byte(fmt.Sprintf(`{"state":{"desired":{"%s":{"on":%v}}}}`, key, on[k]))); err != nil {
+			b.Fatal(err)
+		}
+		timeout := time.After(10 * time.Second)
+	wait:
+		for {
+			select {
+			case a := <-accepted:
+				if strings.HasPrefix(a, topic.With(shadow.SuffixAccepted).Build(root)+" ") && strings.Contains(a, want) {
+					break wait
+				}
+			case <-timeout:
+				b.Fatalf("no reported state for %s", key)
+			}
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(lat.pct(0.5).Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat.pct(0.99).Microseconds()), "p99-µs")
+	b.ReportMetric(float64(raw.pct(0.5).Microseconds()), "raw-p50-µs")
+	b.ReportMetric(float64(lat.pct(0.5))/float64(raw.pct(0.5)), "ratio-p50")
+	b.ReportMetric(float64(lat.pct(0.99))/float64(raw.pct(0.99)), "ratio-p99")
+}
