@@ -26,13 +26,16 @@ type Command struct {
 	Received  time.Time       `json:"received"`
 	ExpiresAt time.Time       `json:"expires_at,omitzero"`
 	Status    string          `json:"status"`
+	// Started is when execution began; zero for a command still queued or
+	// awaiting approval, which is safe to resume after a crash.
+	Started time.Time `json:"started,omitzero"`
 	// Approval is "", "pending", "approved" or "rejected".
 	Approval string          `json:"approval,omitempty"`
 	LastAck  json.RawMessage `json:"last_ack,omitempty"`
 	Finished time.Time       `json:"finished,omitzero"`
 }
 
-// Finished reports whether the command has its final status.
+// Done reports whether the command has its final status.
 func (c *Command) Done() bool { return c.Status == StatusSuccess || c.Status == StatusFailure }
 
 // PutCommand stores a new request. If the tid is known it stores nothing

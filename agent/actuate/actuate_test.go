@@ -159,3 +159,66 @@ func TestClosedManager(t *testing.T) {
 		t.Fatalf("want ErrStopped, got %v", err)
 	}
 }
+
+func TestRollback(t *testing.T) {
+	m, st, _ := rig(t)
+	ctx := context.Background()
+	for _, s := range []int{10, 20, 30} {
+		if _, err := m.Apply(ctx, actuate.Change{Actuator: "motor", State: drivers.State{"speed": s}, Source: store.SourceCommand}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	speed := func() any { s, _ := m.Read(ctx, "motor"); return s["speed"] }
+	if _, err := m.Rollback(ctx, actuate.Rollback{Actuator: "motor"}); err != nil || speed() != int64(20) {
+		t.Fatalf("1 step: %v %v", speed(), err)
+	}
+	if _, err := m.Rollback(ctx, actuate.Rollback{Actuator: "motor", Steps: 3}); err != nil || speed() != int64(10) {
+		// history: 0→10, 10→20, 20→30, 30→20 (rollback); 3 steps back: before of 10→20
+		t.Fatalf("3 steps: %v %v", speed(), err)
+	}
+	h := history(t, st, "motor")
+	first := h[len(h)-1] // 0→10
+	if _, err := m.Rollback(ctx, actuate.Rollback{To: first.ID}); err != nil || speed() != int64(10) {
+		t.Fatalf("to id: %v %v", speed(), err)
+	}
+	if h := history(t, st, "motor"); h[0].Source != store.SourceRollback {
+		t.Fatalf("rollback not recorded as such: %+v", h[0])
+	}
+	if _, err := m.Rollback(ctx, actuate.Rollback{Actuator: "lamp"}); !errors.Is(err, actuate.ErrNoHistory) {
+		t.Fatalf("no history: %v", err)
+	}
+	if _, err := m.Rollback(ctx, actuate.Rollback{Actuator: "motor", Steps: 99}); !errors.Is(err, actuate.ErrNoHistory) {
+		t.Fatalf("too many steps: %v", err)
+	}
+	if _, err := m.Rollback(ctx, actuate.Rollback{Actuator: "door", To: first.ID}); err == nil {
+		t.Fatal("an id of another actuator was accepted")
+	}
+	if _, err := m.Rollback(ctx, actuate.Rollback{To: 99999}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown id: %v", err)
+	}
+}
+
+func TestRollbackGroup(t *testing.T) {
+	m, st, _ := rig(t)
+	ctx := context.Background()
+	_, err := m.ApplyGroup(ctx, []actuate.Change{
+		{Actuator: "lamp", State: drivers.State{"on": true}, Source: store.SourceCommand},
+		{Actuator: "door", State: drivers.State{"locked": false}, Source: store.SourceCommand},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := history(t, st, "lamp")[0].Group
+	if group == "" {
+		t.Fatal("group id not recorded")
+	}
+	if _, err := m.Rollback(ctx, actuate.Rollback{Group: group}); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := m.Read(ctx, "lamp"); l["on"] != false {
+		t.Fatalf("lamp %v", l)
+	}
+	if d, _ := m.Read(ctx, "door"); d["locked"] != true {
+		t.Fatalf("door %v", d)
+	}
+}

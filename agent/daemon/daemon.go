@@ -16,6 +16,7 @@ import (
 
 	"github.com/shadowgate/shadowgate/agent/actuate"
 	"github.com/shadowgate/shadowgate/agent/broker"
+	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/outbox"
@@ -29,13 +30,14 @@ import (
 
 // Daemon is a running shadowgated.
 type Daemon struct {
-	Config  *config.Config
-	Store   *store.Store
-	Manager *actuate.Manager
-	Link    *link.Link
-	Sync    *sync.Syncer
-	Outbox  *outbox.Drainer
-	Started time.Time
+	Config   *config.Config
+	Store    *store.Store
+	Manager  *actuate.Manager
+	Link     *link.Link
+	Sync     *sync.Syncer
+	Commands *command.Processor
+	Outbox   *outbox.Drainer
+	Started  time.Time
 
 	log      *slog.Logger
 	broker   *broker.Server
@@ -90,18 +92,19 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks)
 	goRun(func(c context.Context) { d.Link.Run(c) })
 	goRun(d.Outbox.Run)
 	goRun(d.Sync.Run)
+	goRun(d.Commands.Run)
 	log.Info("shadowgated running", "version", version.Version, "thing", cfg.Gateway.Thing,
 		"broker", cfg.Cloud.Broker, "actuators", len(cfg.Actuators))
 
 	<-ctx.Done()
-	log.Info("shutting down")
+	log.Info("shutting down: finishing running commands")
+	stop() // running actions finish; queued commands stay in the inbox
+	wg.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	if err := d.Manager.Shutdown(sctx, cfg.Actuators); err != nil {
 		log.Error("shutdown states", "err", err)
 	}
 	cancel()
-	stop()
-	wg.Wait()
 	return d.close()
 }
 
@@ -179,6 +182,12 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		Store: d.Store, Manager: d.Manager, Link: d.Link, Outbox: d.Outbox, Logger: log,
 	})
 	if err != nil {
+		return d, err
+	}
+	d.Commands = command.New(command.Options{
+		Thing: cfg.Gateway.Thing, Config: cfg, Store: d.Store, Manager: d.Manager, Link: d.Link, Outbox: d.Outbox, Logger: log,
+	})
+	if err := d.Commands.Recover(); err != nil {
 		return d, err
 	}
 	return d, nil

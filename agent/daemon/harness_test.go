@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/daemon"
 	"github.com/shadowgate/shadowgate/agent/link"
@@ -75,10 +76,13 @@ func newCloud(t testing.TB) *cloud {
 	svcLink, _ := link.New(link.Options{Broker: c.broker.URL(), ClientID: "cloud-shadowsvc", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 	c.svc = shadowsvc.New(shadowsvc.Options{Root: root, Link: svcLink, Store: st})
 	runLink(t, svcLink)
-	c.op, _ = link.New(link.Options{Broker: c.broker.URL(), ClientID: "operator", CleanSession: true, MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
+	// A persistent session: acks published while the operator reconnects
+	// after a broker restart wait for it.
+	c.op, _ = link.New(link.Options{Broker: c.broker.URL(), ClientID: "operator", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 	c.op.Handle(root+"+/shadow/+/+", c.collect)
 	c.op.Handle(root+"+/shadow/name/+/+/+", c.collect)
 	c.op.Handle(root+"+/status", c.collect)
+	c.op.Handle("commands/+/ack", c.collect)
 	runLink(t, c.op)
 	waitFor(t, "cloud connected", func() bool { return svcLink.Connected() && c.op.Connected() })
 	return c
@@ -95,7 +99,7 @@ func (c *cloud) collect(_ context.Context, m *link.Message) {
 }
 
 // publish sends a raw message as the operator.
-func (c *cloud) publish(t *testing.T, topic, payload string) {
+func (c *cloud) publish(t testing.TB, topic, payload string) {
 	t.Helper()
 	waitFor(t, "operator connected", c.op.Connected)
 	if err := c.op.Publish(context.Background(), topic, false, []byte(payload)); err != nil {
@@ -104,7 +108,7 @@ func (c *cloud) publish(t *testing.T, topic, payload string) {
 }
 
 // desire sets desired state of a shadow.
-func (c *cloud) desire(t *testing.T, thing, name, desired string) {
+func (c *cloud) desire(t testing.TB, thing, name, desired string) {
 	t.Helper()
 	c.publish(t, shadow.Topic{Thing: thing, Name: name, Op: shadow.OpUpdate}.Build(root), `{"state":{"desired":`+desired+`}}`)
 }
@@ -144,7 +148,7 @@ func (c *cloud) get(t testing.TB, thing, name string) *shadow.GetAccepted {
 }
 
 // waitShadow waits until the shadow satisfies ok.
-func (c *cloud) waitShadow(t *testing.T, thing, name, what string, ok func(g *shadow.GetAccepted) bool) *shadow.GetAccepted {
+func (c *cloud) waitShadow(t testing.TB, thing, name, what string, ok func(g *shadow.GetAccepted) bool) *shadow.GetAccepted {
 	t.Helper()
 	var last *shadow.GetAccepted
 	deadline := time.Now().Add(20 * time.Second)
@@ -173,6 +177,58 @@ func (c *cloud) lastPayload(topic string) string {
 	return ""
 }
 
+// send publishes a command request.
+func (c *cloud) send(t testing.TB, thing, req string) {
+	t.Helper()
+	c.publish(t, "commands/"+thing, req)
+}
+
+// acks returns the acks received for tid, in arrival order.
+func (c *cloud) acks(thing, tid string) []command.Ack {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []command.Ack
+	for _, m := range c.msgs {
+		if m.Topic != "commands/"+thing+"/ack" {
+			continue
+		}
+		var a command.Ack
+		if json.Unmarshal(m.Payload, &a) == nil && a.TID == tid {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// rawAcks returns the ack payloads for tid.
+func (c *cloud) rawAcks(thing, tid string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, m := range c.msgs {
+		if m.Topic == "commands/"+thing+"/ack" && strings.Contains(string(m.Payload), `"tid":"`+tid+`"`) {
+			out = append(out, string(m.Payload))
+		}
+	}
+	return out
+}
+
+// waitAck waits for an ack of tid with status and returns it.
+func (c *cloud) waitAck(t testing.TB, thing, tid, status string) command.Ack {
+	t.Helper()
+	var found command.Ack
+	waitFor(t, tid+" "+status, func() bool {
+		for _, a := range c.acks(thing, tid) {
+			if a.Status == status {
+				found = a
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
 // reported returns reported[key][field] of a document.
 func reported(g *shadow.GetAccepted, key, field string) any {
 	m, _ := g.State.Reported[key].(map[string]any)
@@ -194,10 +250,20 @@ actuators:
   porch_light: {driver: sim, state: {on: false}}
   gate_motor: {driver: sim, state: {running: false, speed: 0}}
   front_door: {driver: sim, shadow: doors, state: {locked: true}}
+  valve: {driver: sim, state: {open: false}, latency: 2500ms}
 commands:
   heartbeat: 1s
   types:
     MOTOR_1_ON: {actuator: gate_motor, set: {running: true}}
+    SET_SPEED:
+      actuator: gate_motor
+      set: {speed: "{speed}"}
+      args: {speed: {type: int, min: 0, max: 100, required: true}}
+    OPEN_VALVE: {actuator: valve, set: {open: true}}
+    CLOSE_VALVE: {actuator: valve, set: {open: false}}
+    OPEN_VALVE_QUICKLY: {actuator: valve, set: {open: true}, timeout: 300ms}
+    UNLOCK: {actuator: front_door, set: {locked: false}, requires_approval: true}
+    ALL_ON: {set: {porch_light: {on: true}, gate_motor: {running: true}}}
 `
 
 func gatewayConfig(t *testing.T, thing, brokerURL, dir, conflict string) (*config.Config, string) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -131,7 +132,14 @@ func TestMalformedPayloadsOnEveryTopic(t *testing.T) {
 // gatewayProcess runs the real shadowgated binary.
 type gatewayProcess struct {
 	cmd *exec.Cmd
-	log *strings.Builder
+	mu  sync.Mutex
+	log strings.Builder
+}
+
+func (p *gatewayProcess) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
 }
 
 func startProcess(t *testing.T, cfgPath string) *gatewayProcess {
@@ -139,7 +147,7 @@ func startProcess(t *testing.T, cfgPath string) *gatewayProcess {
 	cmd := exec.Command(gatewayBin, "--config", cfgPath)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, _ := cmd.StderrPipe()
-	p := &gatewayProcess{cmd: cmd, log: &strings.Builder{}}
+	p := &gatewayProcess{cmd: cmd}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -153,10 +161,18 @@ func startProcess(t *testing.T, cfgPath string) *gatewayProcess {
 	}()
 	go func() {
 		for l := range lines {
+			p.mu.Lock()
 			p.log.WriteString(l + "\n")
+			p.mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("shadowgated (pid %d) output:\n%s", cmd.Process.Pid, p.output())
+		}
+	})
 	return p
 }
 
@@ -183,12 +199,9 @@ func TestKill9AndBrokerRestartConverge(t *testing.T) {
 	c.broker.Restart()
 	waitFor(t, "cloud reconnected", c.op.Connected)
 
-	p2 := startProcess(t, cfgPath)
+	startProcess(t, cfgPath)
 	c.waitShadow(t, "gw-kill", "", "converged after restart", func(g *shadow.GetAccepted) bool {
 		return num(reported(g, "gate_motor", "speed")) == "70" && reported(g, "gate_motor", "running") == true &&
 			reported(g, "porch_light", "on") == true && g.State.Delta == nil
 	})
-	if t.Failed() {
-		t.Log(p2.log.String())
-	}
 }

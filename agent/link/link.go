@@ -35,7 +35,14 @@ type Message struct {
 	Payload   []byte
 	Retained  bool
 	Duplicate bool
+
+	redeliver bool
 }
+
+// Redeliver asks for the message again: it is not acknowledged, and the
+// session is dropped so that the broker delivers it again on reconnect. A
+// handler calls it when it could not make the message durable.
+func (m *Message) Redeliver() { m.redeliver = true }
 
 // Handler processes a message. The message is acknowledged to the broker
 // when the handler returns.
@@ -154,8 +161,9 @@ func New(o Options) (*Link, error) {
 			}
 		}).
 		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
-			// A message for a subscription the persistent session kept but
-			// this run did not ask for: acknowledge and ignore it.
+			// A message for a subscription the persistent session kept from
+			// an older configuration: acknowledge and ignore it.
+			l.log.Debug("message on a topic nothing handles", "topic", m.Topic())
 			m.Ack()
 		})
 	if o.Username != "" {
@@ -177,6 +185,9 @@ func (l *Link) Handle(filter string, h Handler) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.subs = append(l.subs, subscription{filter, h})
+	// Route now, not at SUBSCRIBE: a persistent session's queued messages
+	// arrive right after CONNACK, before this run has subscribed again.
+	l.client.AddRoute(filter, func(_ mqtt.Client, m mqtt.Message) { l.enqueue(m, h) })
 }
 
 // OnConnect registers fn to run after every (re)connect, once every
@@ -272,7 +283,7 @@ func (l *Link) session(ctx context.Context) error {
 	l.mu.Unlock()
 	for _, s := range subs {
 		s := s
-		tok := l.client.Subscribe(s.filter, 1, func(_ mqtt.Client, m mqtt.Message) { l.enqueue(m, s.h) })
+		tok := l.client.Subscribe(s.filter, 1, nil) // routed by Handle
 		if err := wait(ctx, tok); err != nil {
 			l.client.Disconnect(0)
 			return fmt.Errorf("subscribe %s on %s: %w", s.filter, l.opts.Broker, err)
@@ -394,6 +405,16 @@ func (l *Link) run(ctx context.Context, q queued) {
 		if r := recover(); r != nil {
 			// A handler bug must not take the daemon down with it.
 			l.log.Error("message handler panicked", "topic", q.m.Topic, "panic", r)
+		}
+		if q.m.redeliver {
+			l.log.Warn("message not acknowledged; reconnecting so that the broker delivers it again", "topic", q.m.Topic)
+			l.client.Disconnect(0)
+			l.connected.Store(false)
+			select {
+			case l.lost <- errors.New("a message must be delivered again"):
+			default:
+			}
+			return
 		}
 		q.ack()
 	}()
