@@ -74,6 +74,11 @@ type Store struct {
 	mu      sync.Mutex
 	outbox  OutboxStats
 	histLen int64 // bytes of history
+
+	// group commit
+	cmu     sync.Mutex
+	queue   []*commitReq
+	leading bool
 }
 
 // Open opens (creating if needed) the store file at path. A file locked by
@@ -177,18 +182,83 @@ type Tx struct {
 
 // Update runs fn in a write transaction, made durable (fsync) before it
 // returns nil.
+//
+// Writers group-commit: calls that arrive while a commit is in progress run
+// together in the next transaction and share its fsync, so concurrent
+// writers (command acks, history, reports) cost one disk flush instead of
+// one each, with no delay added when there is no contention. If one
+// function of a group fails, the group is rolled back, that caller gets its
+// error, and the others run again: fn must act only through tx (it may run
+// more than once).
 func (s *Store) Update(fn func(tx *Tx) error) error {
-	var t *Tx
-	err := s.db.Update(func(btx *bolt.Tx) error {
-		t = &Tx{tx: btx, s: s}
-		return fn(t)
-	})
-	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
-		return ErrClosed
+	req := &commitReq{fn: fn, done: make(chan error, 1)}
+	s.cmu.Lock()
+	s.queue = append(s.queue, req)
+	if s.leading {
+		s.cmu.Unlock()
+		return <-req.done
 	}
-	if err != nil {
-		return err
+	s.leading = true
+	s.cmu.Unlock()
+	for {
+		s.cmu.Lock()
+		batch := s.queue
+		s.queue = nil
+		if len(batch) == 0 {
+			s.leading = false
+			s.cmu.Unlock()
+			break
+		}
+		s.cmu.Unlock()
+		s.commit(batch)
 	}
+	return <-req.done
+}
+
+type commitReq struct {
+	fn   func(tx *Tx) error
+	done chan error
+}
+
+// commit runs a group of writers in one transaction.
+func (s *Store) commit(batch []*commitReq) {
+	for len(batch) > 0 {
+		t := &Tx{s: s}
+		failed, failErr := -1, error(nil)
+		err := s.db.Update(func(btx *bolt.Tx) error {
+			t.tx = btx
+			for i, r := range batch {
+				if err := r.fn(t); err != nil {
+					failed, failErr = i, err
+					return err
+				}
+			}
+			return nil
+		})
+		switch {
+		case err == nil:
+			s.publish(t)
+			for _, r := range batch {
+				r.done <- nil
+			}
+			return
+		case failed < 0: // the commit itself failed
+			if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+				err = ErrClosed
+			}
+			for _, r := range batch {
+				r.done <- err
+			}
+			return
+		default:
+			batch[failed].done <- failErr
+			batch = append(batch[:failed:failed], batch[failed+1:]...)
+		}
+	}
+}
+
+// publish makes a committed transaction's counter changes visible.
+func (s *Store) publish(t *Tx) {
 	s.mu.Lock()
 	s.outbox.Items += t.outboxDelta.Items
 	s.outbox.Bytes += t.outboxDelta.Bytes
@@ -198,7 +268,6 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 	for _, d := range t.dropped {
 		s.log.Warn("store quota reached, dropped an item", "what", d)
 	}
-	return nil
 }
 
 // View runs fn in a read transaction.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -463,4 +464,43 @@ func helper(t *testing.T, mode, path string) *child {
 	c := &child{cmd: cmd, stdout: out}
 	t.Cleanup(c.kill)
 	return c
+}
+
+// Concurrent writers share commits; a failing writer gets its own error and
+// takes nobody else's write with it.
+func TestGroupCommit(t *testing.T) {
+	s := open(t, store.Options{})
+	boom := errors.New("boom")
+	var wg sync.WaitGroup
+	errs := make([]error, 64)
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Update(func(tx *store.Tx) error {
+				if _, err := tx.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "a", Payload: []byte(strconv.Itoa(i))}); err != nil {
+					return err
+				}
+				if i%8 == 0 {
+					return boom
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if (i%8 == 0) != errors.Is(err, boom) {
+			t.Fatalf("writer %d: %v", i, err)
+		}
+	}
+	items, _ := s.Peek(100)
+	if len(items) != 56 || s.OutboxStats().Items != 56 {
+		t.Fatalf("%d items (stats %+v), want 56", len(items), s.OutboxStats())
+	}
+	for _, it := range items {
+		if n, _ := strconv.Atoi(string(it.Payload)); n%8 == 0 {
+			t.Fatalf("a failed writer's item was committed: %s", it.Payload)
+		}
+	}
 }

@@ -35,6 +35,10 @@ type Change struct {
 	Source        string // store.Source*
 	ShadowVersion int64
 	TID           string
+	// OnRecord, when set, runs in the transaction that records the change,
+	// before the hardware is touched (the command pipeline marks the
+	// command started there, in the same fsync).
+	OnRecord func(tx *store.Tx) error
 }
 
 // Result is what one actuator went through.
@@ -237,6 +241,9 @@ func (m *Manager) apply(ctx context.Context, a drivers.Actuator, c Change, group
 				Actuator: c.Actuator, Before: before, After: res.After, Source: c.Source,
 				ShadowVersion: c.ShadowVersion, TID: c.TID, Group: group, Time: m.opts.Now(),
 			})
+			if err == nil && c.OnRecord != nil {
+				err = c.OnRecord(tx)
+			}
 			return err
 		})
 		if err != nil {

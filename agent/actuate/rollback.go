@@ -22,6 +22,8 @@ type Rollback struct {
 	To       uint64
 	Group    string
 	TID      string
+	// OnRecord is passed to every change the rollback makes.
+	OnRecord func(tx *store.Tx) error
 }
 
 // Rollback drives actuators back to a recorded state. The change is itself
@@ -42,7 +44,7 @@ func (m *Manager) Rollback(ctx context.Context, r Rollback) ([]Result, error) {
 		if r.Actuator != "" && c.Actuator != r.Actuator {
 			return nil, fmt.Errorf("history entry %d belongs to %s, not %s", r.To, c.Actuator, r.Actuator)
 		}
-		res, err := m.Apply(ctx, Change{Actuator: c.Actuator, State: c.After, Source: store.SourceRollback, TID: r.TID})
+		res, err := m.Apply(ctx, Change{Actuator: c.Actuator, State: c.After, Source: store.SourceRollback, TID: r.TID, OnRecord: r.OnRecord})
 		return []Result{res}, err
 	case r.Actuator != "":
 		if _, ok := m.workers[r.Actuator]; !ok {
@@ -62,7 +64,7 @@ func (m *Manager) Rollback(ctx context.Context, r Rollback) ([]Result, error) {
 		if len(h) < steps {
 			return nil, fmt.Errorf("roll back %s by %d steps: %w: only %d changes are recorded", r.Actuator, steps, ErrNoHistory, len(h))
 		}
-		res, err := m.Apply(ctx, Change{Actuator: r.Actuator, State: h[steps-1].Before, Source: store.SourceRollback, TID: r.TID})
+		res, err := m.Apply(ctx, Change{Actuator: r.Actuator, State: h[steps-1].Before, Source: store.SourceRollback, TID: r.TID, OnRecord: r.OnRecord})
 		return []Result{res}, err
 	}
 	return nil, errors.New("rollback needs an actuator, a history id or a group")
@@ -92,7 +94,7 @@ func (m *Manager) rollbackGroup(ctx context.Context, r Rollback) ([]Result, erro
 	}
 	var changes []Change
 	for _, name := range sortedKeys(befores) {
-		changes = append(changes, Change{Actuator: name, State: befores[name], Source: store.SourceRollback, TID: r.TID})
+		changes = append(changes, Change{Actuator: name, State: befores[name], Source: store.SourceRollback, TID: r.TID, OnRecord: r.OnRecord})
 	}
 	return m.ApplyGroup(ctx, changes)
 }

@@ -344,24 +344,31 @@ func (p *Processor) run(ctx context.Context, j *job) {
 		p.finish(j.tid, StatusFailure, "expired at "+j.plan.expires.UTC().Format(time.RFC3339), nil)
 		return
 	}
-	if err := p.o.Store.Update(func(tx *store.Tx) error {
-		_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error { c.Started = p.o.Now(); return nil })
-		return err
-	}); err != nil {
-		p.log.Error("mark command started", "tid", j.tid, "err", err)
-	}
 	// The action finishes even when the daemon is asked to stop (SIGTERM
 	// finishes the running action); only its own timeout cuts it short.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), j.plan.typ.Timeout.D())
 	defer cancel()
+	// The command counts as started from the first recorded change on, in
+	// the same transaction: a crash before it touched hardware resumes it.
+	started := func(tx *store.Tx) error {
+		_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error {
+			if c.Started.IsZero() {
+				c.Started = p.o.Now()
+			}
+			return nil
+		})
+		return err
+	}
 	var results []actuate.Result
 	var err error
 	if j.plan.rollback != nil {
-		results, err = p.o.Manager.Rollback(actx, *j.plan.rollback)
+		rb := *j.plan.rollback
+		rb.OnRecord = started
+		results, err = p.o.Manager.Rollback(actx, rb)
 	} else {
 		changes := make([]actuate.Change, len(j.plan.changes))
 		for i, c := range j.plan.changes {
-			c.Source, c.TID = store.SourceCommand, j.tid
+			c.Source, c.TID, c.OnRecord = store.SourceCommand, j.tid, started
 			changes[i] = c
 		}
 		results, err = p.o.Manager.ApplyGroup(actx, changes)

@@ -266,7 +266,7 @@ commands:
     ALL_ON: {set: {porch_light: {on: true}, gate_motor: {running: true}}}
 `
 
-func gatewayConfig(t *testing.T, thing, brokerURL, dir, conflict string) (*config.Config, string) {
+func gatewayConfig(t testing.TB, thing, brokerURL, dir, conflict string) (*config.Config, string) {
 	t.Helper()
 	path := filepath.Join(dir, "shadowgate.yaml")
 	y := fmt.Sprintf(gatewayYAML, thing, brokerURL, conflict, filepath.Join(dir, "state.db"))

@@ -25,6 +25,7 @@ import (
 	"sort"
 	gosync "sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/shadowgate/shadowgate/agent/actuate"
 	"github.com/shadowgate/shadowgate/agent/config"
@@ -78,6 +79,9 @@ type Syncer struct {
 	tag     string
 
 	malformed, stale, applied, applyFailures, conflicts atomic.Int64
+
+	genMu gosync.Mutex
+	gens  map[string]uint64
 }
 
 type binding struct {
@@ -295,7 +299,6 @@ func (s *Syncer) onDelta(sh *shadowSync, m *link.Message) {
 	sh.rep.Desired = shadow.Merge(sh.rep.Desired, d.State)
 	sh.rep.Version = max(sh.rep.Version, d.Version)
 	sh.rep.Applied = d.Version
-	s.persist(sh)
 	sh.mu.Unlock()
 	sh.poke()
 }
@@ -318,9 +321,11 @@ func (s *Syncer) onUpdateAccepted(sh *shadowSync, m *link.Message) {
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	settled := false
 	for key, p := range sh.rep.Pending {
 		if p.Token == a.ClientToken {
 			delete(sh.rep.Pending, key)
+			settled = true
 		}
 	}
 	if a.Version > sh.rep.Version {
@@ -328,7 +333,9 @@ func (s *Syncer) onUpdateAccepted(sh *shadowSync, m *link.Message) {
 		sh.rep.Reported = shadow.Merge(sh.rep.Reported, a.State.Reported)
 		sh.rep.Version = a.Version
 	}
-	s.persist(sh)
+	if settled {
+		s.persist(sh)
+	}
 }
 
 func (s *Syncer) onUpdateRejected(ctx context.Context, sh *shadowSync, m *link.Message) {
@@ -522,6 +529,11 @@ func (s *Syncer) report(sh *shadowSync, key string, st drivers.State) {
 	s.enqueueReport(sh, key, map[string]any(st))
 }
 
+// enqueueReport sends a report. While the link is up and nothing waits in
+// the outbox it is published directly (saving an fsync on the round trip);
+// otherwise, or if that publish fails, it goes to the outbox, coalesced per
+// key. A report lost to a crash is not lost for good: every reconnect
+// reports each key whose state differs from the cloud's reported.
 func (s *Syncer) enqueueReport(sh *shadowSync, key string, v any) {
 	payload, err := json.Marshal(map[string]any{
 		"state":       map[string]any{"reported": map[string]any{key: v}},
@@ -531,15 +543,50 @@ func (s *Syncer) enqueueReport(sh *shadowSync, key string, v any) {
 		s.log.Error("encode report", "key", key, "err", err)
 		return
 	}
-	_, err = s.o.Store.Enqueue(store.OutItem{
+	item := store.OutItem{
 		Kind: store.KindReport, Topic: s.topic(sh, shadow.OpUpdate, shadow.Request), Payload: payload, QoS: 1,
 		Key: s.o.Thing + "/" + sh.name + "/" + key,
-	})
-	if err != nil {
-		s.log.Error("queue report", "shadow", label(sh.name), "key", key, "err", err)
+	}
+	gen := s.nextGen(item.Key)
+	if s.o.Link.Connected() && s.o.Store.OutboxStats().Items == 0 {
+		if p, err := s.o.Link.PublishAsync(item.Topic, false, payload); err == nil {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if p.Wait(ctx) != nil && s.currentGen(item.Key) == gen {
+					s.queue(item) // not acknowledged and nothing newer sent since
+				}
+			}()
+			return
+		}
+	}
+	s.queue(item)
+}
+
+func (s *Syncer) queue(item store.OutItem) {
+	if _, err := s.o.Store.Enqueue(item); err != nil {
+		s.log.Error("queue report", "key", item.Key, "err", err)
 		return
 	}
 	s.o.Outbox.Kick()
+}
+
+// nextGen and currentGen number the reports of each key, so that a failed
+// direct publish never queues a value older than one sent after it.
+func (s *Syncer) nextGen(key string) uint64 {
+	s.genMu.Lock()
+	defer s.genMu.Unlock()
+	if s.gens == nil {
+		s.gens = map[string]uint64{}
+	}
+	s.gens[key]++
+	return s.gens[key]
+}
+
+func (s *Syncer) currentGen(key string) uint64 {
+	s.genMu.Lock()
+	defer s.genMu.Unlock()
+	return s.gens[key]
 }
 
 // reconcile applies the desired state that differs from the hardware.
@@ -602,6 +649,9 @@ func (s *Syncer) reconcile(ctx context.Context, sh *shadowSync) {
 }
 
 // persist saves the replica (unchanged bytes are not rewritten). sh.mu held.
+// It is called when pending local changes change and after a GET: what
+// deltas and accepted messages teach between GETs is fetched again on every
+// reconnect, so it is not worth an fsync (and SD-card wear) each time.
 func (s *Syncer) persist(sh *shadowSync) {
 	b, err := json.Marshal(&sh.rep)
 	if err != nil {
