@@ -183,6 +183,11 @@ func TestAcksWhileBrokerDownArriveAfter(t *testing.T) {
 		t.Fatal("the SUCCESS ack is not waiting in the outbox")
 	}
 	c.broker.Restart()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("outbox %+v, sent %d; operator %+v\nbroker log:\n%s", d.Store.OutboxStats(), d.Outbox.Sent(), c.op.Stats(), c.broker.Log())
+		}
+	})
 	c.waitAck(t, "gw-down", "down-1", command.StatusSuccess)
 }
 

@@ -47,10 +47,11 @@ func TestMain(m *testing.M) {
 
 // cloud is a broker with shadowsvc attached and an operator client.
 type cloud struct {
-	broker *brokertest.Broker
-	svc    *shadowsvc.Service
-	op     *link.Link
-	seq    atomic.Int64
+	broker  *brokertest.Broker
+	svc     *shadowsvc.Service
+	svcLink *link.Link
+	op      *link.Link
+	seq     atomic.Int64
 
 	mu   sync.Mutex
 	msgs []*link.Message
@@ -75,6 +76,7 @@ func newCloud(t testing.TB) *cloud {
 	t.Cleanup(func() { st.Close() })
 	svcLink, _ := link.New(link.Options{Broker: c.broker.URL(), ClientID: "cloud-shadowsvc", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 	c.svc = shadowsvc.New(shadowsvc.Options{Root: root, Link: svcLink, Store: st})
+	c.svcLink = svcLink
 	runLink(t, svcLink)
 	// A persistent session: acks published while the operator reconnects
 	// after a broker restart wait for it.
@@ -162,7 +164,8 @@ func (c *cloud) waitShadow(t testing.TB, thing, name, what string, ok func(g *sh
 		time.Sleep(50 * time.Millisecond)
 	}
 	b, _ := json.Marshal(last)
-	t.Fatalf("timed out waiting for %s; last shadow %s\nbroker log:\n%s", what, b, c.broker.Log())
+	t.Fatalf("timed out waiting for %s; last shadow %s\nshadowsvc link %+v, stats %+v\noperator link %+v\nbroker log:\n%s",
+		what, b, c.svcLink.Stats(), c.svc.Stats(), c.op.Stats(), c.broker.Log())
 	return nil
 }
 

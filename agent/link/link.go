@@ -16,7 +16,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
-	"sync"
+	gosync "sync"
 	"sync/atomic"
 	"time"
 
@@ -85,18 +85,23 @@ type Link struct {
 	client mqtt.Client
 	log    *slog.Logger
 
-	mu        sync.Mutex
+	mu        gosync.Mutex
 	subs      []subscription
 	onConnect []func(ctx context.Context)
 	queue     []queued
 	wake      chan struct{}
-	space     *sync.Cond
+	space     *gosync.Cond
 
 	connected   atomic.Bool
 	connects    atomic.Int64
 	lastConnect atomic.Int64 // unix nanos
 	lastError   atomic.Pointer[string]
 	lost        chan error
+	// down is closed when the current connection is lost, so that waits
+	// for a PUBACK that can no longer come end (paho never completes the
+	// tokens of a dropped connection when it does not resume them).
+	down atomic.Pointer[chan struct{}]
+	once atomic.Pointer[gosync.Once]
 }
 
 type queued struct {
@@ -138,7 +143,7 @@ func New(o Options) (*Link, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	l := &Link{opts: o, log: o.Logger.With("broker", o.Broker), wake: make(chan struct{}, 1), lost: make(chan error, 1)}
-	l.space = sync.NewCond(&l.mu)
+	l.space = gosync.NewCond(&l.mu)
 
 	po := mqtt.NewClientOptions().
 		AddBroker(o.Broker).
@@ -153,8 +158,10 @@ func New(o Options) (*Link, error) {
 		SetOrderMatters(true).
 		SetAutoAckDisabled(true). // PUBACK after the handler, see package doc
 		SetResumeSubs(false).
+		SetStore(noStore{}).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			l.connected.Store(false)
+			l.markDown()
 			select {
 			case l.lost <- err:
 			default:
@@ -229,7 +236,7 @@ func (l *Link) Stats() Stats {
 // Run connects and keeps the session up until ctx ends, then publishes the
 // offline status and disconnects cleanly. It returns ctx's error.
 func (l *Link) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
+	var wg gosync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); l.dispatch(ctx) }()
 	defer func() {
@@ -274,7 +281,11 @@ func (l *Link) session(ctx context.Context) error {
 	case <-l.lost:
 	default:
 	}
-	if err := wait(ctx, l.client.Connect()); err != nil {
+	down := make(chan struct{})
+	l.down.Store(&down)
+	l.once.Store(new(gosync.Once))
+	if err := wait(ctx, l.client.Connect(), down); err != nil {
+		l.markDown()
 		return fmt.Errorf("connect to broker %s: %w", l.opts.Broker, err)
 	}
 	l.mu.Lock()
@@ -284,13 +295,15 @@ func (l *Link) session(ctx context.Context) error {
 	for _, s := range subs {
 		s := s
 		tok := l.client.Subscribe(s.filter, 1, nil) // routed by Handle
-		if err := wait(ctx, tok); err != nil {
+		if err := wait(ctx, tok, down); err != nil {
+			l.markDown()
 			l.client.Disconnect(0)
 			return fmt.Errorf("subscribe %s on %s: %w", s.filter, l.opts.Broker, err)
 		}
 		if st, ok := tok.(*mqtt.SubscribeToken); ok {
 			for _, code := range st.Result() {
 				if code == 0x80 {
+					l.markDown()
 					l.client.Disconnect(0)
 					return fmt.Errorf("subscribe %s on %s: refused by the broker (check the policy)", s.filter, l.opts.Broker)
 				}
@@ -315,8 +328,26 @@ func (l *Link) session(ctx context.Context) error {
 		return nil
 	case err := <-l.lost:
 		l.connected.Store(false)
+		l.markDown()
 		return fmt.Errorf("connection to %s lost: %w", l.opts.Broker, err)
 	}
+}
+
+// markDown ends every wait on the current connection.
+func (l *Link) markDown() {
+	if o, d := l.once.Load(), l.down.Load(); o != nil && d != nil {
+		o.Do(func() { close(*d) })
+	}
+}
+
+// currentDown is the down channel of the current connection.
+func (l *Link) currentDown() chan struct{} {
+	if d := l.down.Load(); d != nil {
+		return *d
+	}
+	closed := make(chan struct{})
+	close(closed)
+	return closed
 }
 
 func (l *Link) shutdown() {
@@ -333,17 +364,22 @@ func (l *Link) Publish(ctx context.Context, topic string, retain bool, payload [
 	if !l.client.IsConnectionOpen() {
 		return ErrNotConnected
 	}
-	if err := wait(ctx, l.client.Publish(topic, 1, retain, payload)); err != nil {
+	down := l.currentDown()
+	if err := wait(ctx, l.client.Publish(topic, 1, retain, payload), down); err != nil {
 		return fmt.Errorf("publish %s: %w", topic, err)
 	}
 	return nil
 }
 
 // Pending is a publish in flight.
-type Pending struct{ tok mqtt.Token }
+type Pending struct {
+	tok  mqtt.Token
+	down chan struct{}
+}
 
-// Wait waits for the PUBACK.
-func (p Pending) Wait(ctx context.Context) error { return wait(ctx, p.tok) }
+// Wait waits for the PUBACK; it fails with ErrNotConnected if the
+// connection the message went out on is lost first.
+func (p Pending) Wait(ctx context.Context) error { return wait(ctx, p.tok, p.down) }
 
 // PublishAsync sends payload with QoS 1 without waiting, so that a caller
 // can keep a window of messages in flight; messages go out in call order.
@@ -351,15 +387,23 @@ func (l *Link) PublishAsync(topic string, retain bool, payload []byte) (Pending,
 	if !l.client.IsConnectionOpen() {
 		return Pending{}, ErrNotConnected
 	}
-	return Pending{l.client.Publish(topic, 1, retain, payload)}, nil
+	down := l.currentDown()
+	return Pending{l.client.Publish(topic, 1, retain, payload), down}, nil
 }
 
-func wait(ctx context.Context, tok mqtt.Token) error {
+func wait(ctx context.Context, tok mqtt.Token, down <-chan struct{}) error {
 	select {
 	case <-tok.Done():
 		return tok.Error()
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-down:
+		select {
+		case <-tok.Done(): // it made it after all
+			return tok.Error()
+		default:
+			return fmt.Errorf("%w: connection lost before the broker acknowledged", ErrNotConnected)
+		}
 	}
 }
 
@@ -410,6 +454,7 @@ func (l *Link) run(ctx context.Context, q queued) {
 			l.log.Warn("message not acknowledged; reconnecting so that the broker delivers it again", "topic", q.m.Topic)
 			l.client.Disconnect(0)
 			l.connected.Store(false)
+			l.markDown()
 			select {
 			case l.lost <- errors.New("a message must be delivered again"):
 			default:

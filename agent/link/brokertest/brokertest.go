@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -41,8 +42,11 @@ func Path(t testing.TB) string {
 func Start(t testing.TB) *Broker {
 	t.Helper()
 	b := &Broker{t: t, dir: t.TempDir(), port: freePort(t)}
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence true\npersistence_location %s/\nautosave_interval 1\nmax_queued_messages 100000\nmax_inflight_messages 0\nlog_dest file %s\n",
-		b.port, b.dir, filepath.Join(b.dir, "mosquitto.log"))
+	// user: run as root, mosquitto would switch to the mosquitto user and
+	// could not write its log or persistence file in the test's directory
+	// (and a restart would silently lose every session).
+	conf := fmt.Sprintf("user %s\nlistener %d 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence true\npersistence_location %s/\nautosave_interval 1\nmax_queued_messages 100000\nmax_inflight_messages 0\nlog_dest file %s\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
+		currentUser(), b.port, b.dir, filepath.Join(b.dir, "mosquitto.log"))
 	if err := os.WriteFile(filepath.Join(b.dir, "mosquitto.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +111,13 @@ func (b *Broker) Restart() {
 func (b *Broker) Log() string {
 	data, _ := os.ReadFile(filepath.Join(b.dir, "mosquitto.log"))
 	return strings.TrimSpace(string(data))
+}
+
+func currentUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return "root"
 }
 
 func freePort(t testing.TB) int {
