@@ -167,3 +167,32 @@ func (t *Tx) DeleteChange(id uint64) error {
 	}
 	return t.dropChange(string(act), id)
 }
+
+// DeleteGroup removes the changes a multi-actuator group recorded for the
+// given actuators: a group a crash interrupted is undone as if it had never
+// happened, so that power-on restore does not bring it back.
+func (t *Tx) DeleteGroup(group string, actuators []string) error {
+	for _, a := range actuators {
+		ab := t.tx.Bucket(bucketHistory).Bucket([]byte(a))
+		if ab == nil {
+			continue
+		}
+		var ids []uint64
+		c := ab.Cursor()
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			ch, err := decodeChange(v)
+			if err != nil {
+				return err
+			}
+			if ch.Group == group {
+				ids = append(ids, ch.ID)
+			}
+		}
+		for _, id := range ids {
+			if err := t.dropChange(a, id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -377,6 +377,12 @@ func (m *Manager) Recover(ctx context.Context) error {
 	var errs []error
 	for _, e := range entries {
 		m.log.Warn("restoring a group change interrupted by a crash", "group", e.Group, "actuators", len(e.Before))
+		// The group never happened: its records go, so that power-on
+		// restore (which runs next) does not bring it back.
+		if err := m.opts.Store.Update(func(tx *store.Tx) error { return tx.DeleteGroup(e.Group, sortedKeys(e.Before)) }); err != nil {
+			errs = append(errs, fmt.Errorf("forget interrupted group %s: %w", e.Group, err))
+			continue
+		}
 		ok := true
 		for _, name := range sortedKeys(e.Before) {
 			if _, known := m.workers[name]; !known {

@@ -128,6 +128,28 @@ func TestRecoverFromJournal(t *testing.T) {
 	}
 }
 
+// After a crash mid-group the hardware may come back in its default state;
+// power-on restore must then not re-apply the interrupted group.
+func TestRecoverForgetsTheInterruptedGroup(t *testing.T) {
+	m, st, _ := rig(t)
+	ctx := context.Background()
+	st.Update(func(tx *store.Tx) error {
+		if _, err := tx.RecordChange(&store.Change{Actuator: "lamp", Before: map[string]any{"on": false}, After: map[string]any{"on": true}, Group: "g9"}); err != nil {
+			return err
+		}
+		return tx.PutJournal(&store.JournalEntry{Group: "g9", Before: map[string]map[string]any{"lamp": {"on": false}}})
+	})
+	if err := m.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.PowerOn(ctx, map[string]*config.Actuator{"lamp": {PowerOn: config.PowerOnRestore}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := m.Read(ctx, "lamp"); got["on"] != false {
+		t.Fatalf("power-on restore brought the interrupted group back: %v", got)
+	}
+}
+
 func TestPowerOnPolicies(t *testing.T) {
 	m, _, _ := rig(t)
 	ctx := context.Background()

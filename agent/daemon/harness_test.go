@@ -254,6 +254,7 @@ actuators:
   gate_motor: {driver: sim, state: {running: false, speed: 0}}
   front_door: {driver: sim, shadow: doors, state: {locked: true}}
   valve: {driver: sim, state: {open: false}, latency: 2500ms}
+  siren: {driver: sim, state: {on: false, volume: 0}, fail_keys: [volume]}
 commands:
   heartbeat: 1s
   types:
@@ -267,6 +268,8 @@ commands:
     OPEN_VALVE_QUICKLY: {actuator: valve, set: {open: true}, timeout: 300ms}
     UNLOCK: {actuator: front_door, set: {locked: false}, requires_approval: true}
     ALL_ON: {set: {porch_light: {on: true}, gate_motor: {running: true}}}
+    ALARM: {set: {porch_light: {on: true}, siren: {on: true, volume: 5}}}
+    SLOW_GROUP: {set: {porch_light: {on: true}, valve: {open: true}}}
 `
 
 func gatewayConfig(t testing.TB, thing, brokerURL, dir, conflict string) (*config.Config, string) {
