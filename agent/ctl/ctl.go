@@ -35,19 +35,20 @@ type env struct {
 	stderr io.Writer
 }
 
-type command struct {
+type cliCommand struct {
 	name    string
 	summary string
 	usage   string // arguments and examples
 	run     func(e *env, args []string) error
 }
 
-func commands() []command {
-	return []command{
+func commands() []cliCommand {
+	cmds := append(localCommands(), operatorCommands()...)
+	return append(cmds, []cliCommand{
 		{"config check", "validate a configuration file (no daemon needed)",
 			"shadowctl config check [FILE]\n\nFILE defaults to /etc/shadowgate/shadowgate.yaml. Every problem is printed\nas FILE:LINE: key.path: message. Exit 1 when the file is invalid.\n\nExample:\n  shadowctl config check /etc/shadowgate/shadowgate.yaml",
 			runConfigCheck},
-	}
+	}...)
 }
 
 // Main runs shadowctl with args (without the program name) and returns the
@@ -64,7 +65,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitOK
 	}
 	// Longest match of the command words.
-	var best *command
+	var best *cliCommand
 	bestWords := 0
 	for i := range cmds {
 		words := strings.Fields(cmds[i].name)
@@ -112,7 +113,7 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
-func printHelp(w io.Writer, cmds []command) {
+func printHelp(w io.Writer, cmds []cliCommand) {
 	fmt.Fprintln(w, "shadowctl: control a shadowgate gateway and its cloud shadows and commands")
 	fmt.Fprintln(w, "\nCommands:")
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })

@@ -85,8 +85,8 @@ func benchRoundTrip(b *testing.B, shadows int) {
 			fmt.Fprintf(&acts, "  light%d: {driver: sim, shadow: s%d, state: {on: false}}\n", i, i)
 		}
 	}
-	y := fmt.Sprintf("gateway: {thing: gw-bench}\ncloud: {broker: %q, keepalive: 30s}\nstore: {path: %q}\nlog: {level: error}\nactuators:\n%s",
-		c.broker.URL(), filepath.Join(dir, "state.db"), acts.String())
+	y := fmt.Sprintf("gateway: {thing: gw-bench}\ncloud: {broker: %q, keepalive: 30s}\nstore: {path: %q}\napi: {socket: %q}\nlog: {level: error}\nactuators:\n%s",
+		c.broker.URL(), filepath.Join(dir, "state.db"), filepath.Join(dir, "api.sock"), acts.String())
 	path := filepath.Join(dir, "bench.yaml")
 	os.WriteFile(path, []byte(y), 0o600)
 	cfg, err := daemon.LoadConfig(path)

@@ -19,6 +19,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/link"
+	"github.com/shadowgate/shadowgate/agent/localapi"
 	"github.com/shadowgate/shadowgate/agent/outbox"
 	"github.com/shadowgate/shadowgate/agent/shadowsvc"
 	"github.com/shadowgate/shadowgate/agent/sync"
@@ -70,15 +71,46 @@ func LoadConfig(path string) (*config.Config, error) {
 }
 
 // Run starts the daemon from cfg and runs it until ctx ends, then shuts it
-// down: actuators with on_shutdown: safe are driven safe, the store is
-// flushed and closed.
+// down: running commands finish their action, actuators with on_shutdown:
+// safe are driven safe, the store is flushed and closed.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks) error {
+	_, err := run(ctx, cfg, log, hooks, nil)
+	return err
+}
+
+// Serve runs the daemon from cfg and reloads it from cfg.File when hup
+// fires (SIGHUP) or the local API asks: the file is checked first, and only
+// a valid one replaces the running configuration (the daemon's parts stop
+// gracefully and start again with it). It returns when ctx ends.
+func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks, hup <-chan os.Signal) error {
+	for {
+		next, err := run(ctx, cfg, log, hooks, hup)
+		if err != nil || next == nil {
+			return err
+		}
+		log.Info("configuration reloaded; starting again", "file", next.File)
+		cfg = next
+	}
+}
+
+// run runs one configuration; it returns the next one for a reload.
+func run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks, hup <-chan os.Signal) (*config.Config, error) {
 	d, err := start(ctx, cfg, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if hooks.Ready != nil {
-		hooks.Ready(d)
+	reloads := make(chan *config.Config, 1)
+	reload := func(context.Context) error {
+		next, err := LoadConfig(cfg.File)
+		if err != nil {
+			log.Error("reload refused; keeping the running configuration", "err", err)
+			return err
+		}
+		select {
+		case reloads <- next:
+		default: // a reload is already on its way
+		}
+		return nil
 	}
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg gosync.WaitGroup
@@ -93,10 +125,42 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks)
 	goRun(d.Outbox.Run)
 	goRun(d.Sync.Run)
 	goRun(d.Commands.Run)
+	api, err := localapi.Listen(cfg.API.Socket, cfg.API.Group, &localapi.Backend{
+		Config: cfg, Store: d.Store, Manager: d.Manager, Sync: d.Sync, Commands: d.Commands, Link: d.Link,
+		Outbox: d.Outbox, Started: d.Started, Reload: reload,
+	}, log)
+	if err != nil {
+		// The gateway goes on without its local API: actuators and cloud
+		// matter more than shadowctl.
+		log.Error("local API unavailable", "err", err)
+	} else {
+		goRun(func(c context.Context) {
+			if err := api.Serve(c); err != nil {
+				log.Error("local API stopped", "err", err)
+			}
+		})
+	}
+	if hooks.Ready != nil {
+		hooks.Ready(d)
+	}
 	log.Info("shadowgated running", "version", version.Version, "thing", cfg.Gateway.Thing,
-		"broker", cfg.Cloud.Broker, "actuators", len(cfg.Actuators))
+		"broker", cfg.Cloud.Broker, "actuators", len(cfg.Actuators), "api", cfg.API.Socket)
 
-	<-ctx.Done()
+	var next *config.Config
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-hup:
+			if reload(ctx) == nil {
+				next = <-reloads
+				break wait
+			}
+		case next = <-reloads:
+			break wait
+		}
+	}
 	log.Info("shutting down: finishing running commands")
 	stop() // running actions finish; queued commands stay in the inbox
 	wg.Wait()
@@ -105,7 +169,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks)
 		log.Error("shutdown states", "err", err)
 	}
 	cancel()
-	return d.close()
+	return next, d.close()
 }
 
 func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon, err error) {

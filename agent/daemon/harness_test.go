@@ -248,6 +248,7 @@ cloud:
   keepalive: 5s
   conflict: %s
 store: {path: %s}
+api: {socket: %s}
 log: {level: debug}
 actuators:
   porch_light: {driver: sim, state: {on: false}}
@@ -275,7 +276,7 @@ commands:
 func gatewayConfig(t testing.TB, thing, brokerURL, dir, conflict string) (*config.Config, string) {
 	t.Helper()
 	path := filepath.Join(dir, "shadowgate.yaml")
-	y := fmt.Sprintf(gatewayYAML, thing, brokerURL, conflict, filepath.Join(dir, "state.db"))
+	y := fmt.Sprintf(gatewayYAML, thing, brokerURL, conflict, filepath.Join(dir, "state.db"), filepath.Join(dir, "api.sock"))
 	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
 		t.Fatal(err)
 	}

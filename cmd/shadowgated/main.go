@@ -40,7 +40,9 @@ func main() {
 	log := daemon.NewLogger(cfg.Log, os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := daemon.Run(ctx, cfg, log, daemon.Hooks{}); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	if err := daemon.Serve(ctx, cfg, log, daemon.Hooks{}, hup); err != nil {
 		log.Error("shadowgated stopped", "err", err)
 		os.Exit(1)
 	}

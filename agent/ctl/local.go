@@ -1,0 +1,409 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/agent/localapi"
+	"github.com/shadowgate/shadowgate/store"
+)
+
+// DefaultSocket is the daemon's API socket when neither --socket nor
+// SHADOWGATE_SOCKET nor the config file says otherwise.
+const DefaultSocket = config.DefaultSocket
+
+// localFlags are the flags every gateway command takes.
+type localFlags struct {
+	socket string
+	json   bool
+}
+
+func (f *localFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.socket, "socket", "", "the daemon's API socket (default: $SHADOWGATE_SOCKET, api.socket of /etc/shadowgate/shadowgate.yaml, or "+DefaultSocket+")")
+	fs.BoolVar(&f.json, "json", false, "print JSON instead of a table")
+}
+
+func (f *localFlags) socketPath() string {
+	if f.socket != "" {
+		return f.socket
+	}
+	if s := os.Getenv("SHADOWGATE_SOCKET"); s != "" {
+		return s
+	}
+	if c, err := config.Load(DefaultConfigPath); err == nil {
+		return c.API.Socket
+	}
+	return DefaultSocket
+}
+
+// apiClient talks to the daemon's local API.
+type apiClient struct {
+	socket string
+	http   *http.Client
+}
+
+func newAPIClient(socket string) *apiClient {
+	return &apiClient{socket: socket, http: &http.Client{
+		Timeout: 90 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}},
+	}}
+}
+
+// call does one request; a daemon that cannot be reached is an exitError
+// with ExitNoDaemon and a sentence saying what to check.
+func (c *apiClient) call(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://shadowgated"+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		msg := fmt.Sprintf("cannot reach shadowgated at %s: %v", c.socket, unwrapURL(err))
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			msg += "\nIs it running? Check: systemctl status shadowgated (or pass --socket)"
+		case errors.Is(err, os.ErrPermission):
+			msg += "\nYour user needs to be in the socket's group (shadowgate): sudo usermod -aG shadowgate $USER, then log in again"
+		default:
+			msg += "\nIs it running? Check: systemctl status shadowgated"
+		}
+		return &exitError{code: ExitNoDaemon, msg: msg}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var eb localapi.ErrorBody
+		if json.Unmarshal(data, &eb) == nil && eb.Error.Message != "" {
+			return &exitError{code: ExitFailure, msg: eb.Error.Message}
+		}
+		return &exitError{code: ExitFailure, msg: fmt.Sprintf("daemon answered %s", resp.Status)}
+	}
+	if out != nil {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		return dec.Decode(out)
+	}
+	return nil
+}
+
+func unwrapURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// localCommand builds a gateway command: it parses flags (including
+// extra ones registered by setup) and calls run with the positional args.
+func localCommand(setup func(fs *flag.FlagSet), run func(e *env, f *localFlags, c *apiClient, args []string) error) func(*env, []string) error {
+	return func(e *env, args []string) error {
+		fs := flag.NewFlagSet("", flag.ContinueOnError)
+		var f localFlags
+		f.register(fs)
+		if setup != nil {
+			setup(fs)
+		}
+		pos, err := parseArgs(fs, args)
+		if err != nil {
+			return err
+		}
+		return run(e, &f, newAPIClient(f.socketPath()), pos)
+	}
+}
+
+func noArgs(args []string) error {
+	if len(args) > 0 {
+		return usagef("takes no arguments, got %q", strings.Join(args, " "))
+	}
+	return nil
+}
+
+func runStatus(e *env, f *localFlags, c *apiClient, args []string) error {
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	var st localapi.Status
+	if err := c.call(e.ctx, "GET", "/v1/status", nil, &st); err != nil {
+		return err
+	}
+	if f.json {
+		return printJSON(e.stdout, st)
+	}
+	link := "offline"
+	if st.Connected {
+		link = "connected"
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	row("thing", st.Thing)
+	row("version", st.Version)
+	row("link", fmt.Sprintf("%s to %s", link, st.Broker))
+	if !st.LastConnect.IsZero() {
+		row("last connect", fmt.Sprintf("%s (%d connects)", st.LastConnect.Local().Format(time.DateTime), st.Connects))
+	}
+	if st.LastError != "" {
+		row("last error", st.LastError)
+	}
+	row("outbox", fmt.Sprintf("%d waiting (%d bytes), %d sent, %d dropped", st.OutboxItems, st.OutboxBytes, st.OutboxSent, st.OutboxDropped))
+	row("commands", fmt.Sprintf("%d pending, %d executed, %d unreadable", st.PendingCmds, st.CommandsStats.Executed, st.CommandsStats.Malformed))
+	row("sync", fmt.Sprintf("%d applied, %d failed, %d stale deltas, %d conflicts, %d malformed", st.Sync.Applied, st.Sync.ApplyFailures, st.Sync.StaleDeltas, st.Sync.Conflicts, st.Sync.Malformed))
+	row("actuators", strconv.Itoa(st.ActuatorsCount))
+	row("store", fmt.Sprintf("%s (%d bytes)", st.StorePath, st.StoreBytes))
+	row("uptime", st.Uptime.String())
+	return tw.Flush()
+}
+
+func runActuators(e *env, f *localFlags, c *apiClient, args []string) error {
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	var acts []localapi.ActuatorView
+	if err := c.call(e.ctx, "GET", "/v1/actuators", nil, &acts); err != nil {
+		return err
+	}
+	if f.json {
+		return printJSON(e.stdout, acts)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACTUATOR\tDRIVER\tSHADOW\tSTATE\tHEALTH")
+	for _, a := range acts {
+		health := "ok"
+		if !a.Healthy {
+			health = "ERROR: " + a.Error
+		}
+		sh := a.Shadow
+		if sh == "" {
+			sh = "(classic)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s.%s\t%s\t%s\n", a.Name, a.Driver, sh, a.Key, compact(a.State), health)
+	}
+	return tw.Flush()
+}
+
+func runShadows(e *env, f *localFlags, c *apiClient, args []string) error {
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	var sh []localapi.ShadowView
+	if err := c.call(e.ctx, "GET", "/v1/shadows", nil, &sh); err != nil {
+		return err
+	}
+	if f.json {
+		return printJSON(e.stdout, sh)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHADOW\tVERSION\tDESIRED\tREPORTED\tDELTA")
+	for _, s := range sh {
+		name := s.Name
+		if name == "" {
+			name = "(classic)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", name, s.Version, compact(s.Desired), compact(s.Reported), compact(s.Delta))
+	}
+	return tw.Flush()
+}
+
+func runHistory(e *env, f *localFlags, c *apiClient, args []string, n int) error {
+	if len(args) > 1 {
+		return usagef("takes at most one ACTUATOR")
+	}
+	q := url.Values{"n": {strconv.Itoa(n)}}
+	if len(args) == 1 {
+		q.Set("actuator", args[0])
+	}
+	var h []store.Change
+	if err := c.call(e.ctx, "GET", "/v1/history?"+q.Encode(), nil, &h); err != nil {
+		return err
+	}
+	if f.json {
+		return printJSON(e.stdout, h)
+	}
+	if len(h) == 0 {
+		fmt.Fprintln(e.stdout, "no changes recorded")
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tACTUATOR\tSOURCE\tBEFORE\tAFTER\tTID/GROUP")
+	for _, ch := range h {
+		ref := ch.TID
+		if ch.Group != "" {
+			ref = strings.TrimSpace(ref + " " + ch.Group)
+		}
+		if ref == "" {
+			ref = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ch.ID, ch.Time.Local().Format(time.DateTime), ch.Actuator, ch.Source, compact(ch.Before), compact(ch.After), ref)
+	}
+	return tw.Flush()
+}
+
+func printChanges(e *env, f *localFlags, rs []localapi.ChangeResult) error {
+	if f.json {
+		return printJSON(e.stdout, rs)
+	}
+	for _, r := range rs {
+		if !r.Changed {
+			fmt.Fprintf(e.stdout, "%s: already %s, nothing changed\n", r.Actuator, compact(r.After))
+			continue
+		}
+		fmt.Fprintf(e.stdout, "%s: %s → %s (history #%d)\n", r.Actuator, compact(r.Before), compact(r.After), r.HistoryID)
+	}
+	return nil
+}
+
+func runRollback(e *env, f *localFlags, c *apiClient, args []string, steps int, to uint64, group string) error {
+	req := localapi.RollbackRequest{Steps: steps, To: to, Group: group}
+	switch {
+	case len(args) == 1:
+		req.Actuator = args[0]
+	case len(args) > 1:
+		return usagef("takes one ACTUATOR")
+	case to == 0 && group == "":
+		return usagef("give an ACTUATOR, --to ID or --group G")
+	}
+	if steps != 0 && to != 0 {
+		return usagef("give --steps or --to, not both")
+	}
+	var rs []localapi.ChangeResult
+	if err := c.call(e.ctx, "POST", "/v1/rollback", req, &rs); err != nil {
+		return err
+	}
+	return printChanges(e, f, rs)
+}
+
+func runSet(e *env, f *localFlags, c *apiClient, args []string) error {
+	if len(args) < 2 {
+		return usagef("takes ACTUATOR and at least one key=value")
+	}
+	state, err := parseAssignments(args[1:])
+	if err != nil {
+		return err
+	}
+	var r localapi.ChangeResult
+	if err := c.call(e.ctx, "POST", "/v1/set", localapi.SetRequest{Actuator: args[0], State: state}, &r); err != nil {
+		return err
+	}
+	return printChanges(e, f, []localapi.ChangeResult{r})
+}
+
+func runCommands(e *env, f *localFlags, c *apiClient, args []string, n int) error {
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	var cmds []store.Command
+	if err := c.call(e.ctx, "GET", "/v1/commands?n="+strconv.Itoa(n), nil, &cmds); err != nil {
+		return err
+	}
+	if f.json {
+		return printJSON(e.stdout, cmds)
+	}
+	if len(cmds) == 0 {
+		fmt.Fprintln(e.stdout, "no commands")
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TID\tCMD\tSTATUS\tRECEIVED\tDETAIL")
+	for _, cm := range cmds {
+		detail := ""
+		var ack struct{ Reason string }
+		json.Unmarshal(cm.LastAck, &ack)
+		detail = ack.Reason
+		if cm.Approval == "pending" {
+			detail = "awaiting approval: shadowctl approve " + cm.TID
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cm.TID, cm.Cmd, cm.Status, cm.Received.Local().Format(time.DateTime), detail)
+	}
+	return tw.Flush()
+}
+
+func runDecide(approve bool) func(e *env, f *localFlags, c *apiClient, args []string) error {
+	return func(e *env, f *localFlags, c *apiClient, args []string) error {
+		if len(args) != 1 {
+			return usagef("takes one TID")
+		}
+		verb := map[bool]string{true: "approve", false: "reject"}[approve]
+		var out map[string]string
+		if err := c.call(e.ctx, "POST", "/v1/commands/"+url.PathEscape(args[0])+"/"+verb, nil, &out); err != nil {
+			return err
+		}
+		if f.json {
+			return printJSON(e.stdout, out)
+		}
+		fmt.Fprintf(e.stdout, "%s: %s\n", args[0], out["decision"])
+		return nil
+	}
+}
+
+func runReload(e *env, f *localFlags, c *apiClient, args []string) error {
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	if err := c.call(e.ctx, "POST", "/v1/reload", nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "configuration is valid; shadowgated is reloading it")
+	return nil
+}
+
+func localCommands() []cliCommand {
+	var histN, cmdN, steps int
+	var to uint64
+	var group string
+	return []cliCommand{
+		{"status", "the gateway's link, outbox, commands and store", "shadowctl status [--json] [--socket PATH]\n\nExample:\n  shadowctl status",
+			localCommand(nil, runStatus)},
+		{"actuators", "every actuator: driver, shadow key, state, health", "shadowctl actuators [--json]\n\nExample:\n  shadowctl actuators",
+			localCommand(nil, runActuators)},
+		{"shadows", "the gateway's replica of each shadow (desired, reported, delta)", "shadowctl shadows [--json]",
+			localCommand(nil, runShadows)},
+		{"history", "recorded changes, newest first", "shadowctl history [ACTUATOR] [-n N] [--json]\n\nExamples:\n  shadowctl history\n  shadowctl history gate_motor -n 5",
+			localCommand(func(fs *flag.FlagSet) { fs.IntVar(&histN, "n", 20, "how many changes") },
+				func(e *env, f *localFlags, c *apiClient, a []string) error { return runHistory(e, f, c, a, histN) })},
+		{"rollback", "drive an actuator back to a recorded state (works offline)",
+			"shadowctl rollback ACTUATOR [--steps N | --to ID]\n       shadowctl rollback --to ID\n       shadowctl rollback --group GROUP\n\nExamples:\n  shadowctl rollback porch_light             # undo the last change\n  shadowctl rollback gate_motor --steps 3    # undo the last three\n  shadowctl rollback --to 42                 # back to the state after history entry 42",
+			localCommand(func(fs *flag.FlagSet) {
+				fs.IntVar(&steps, "steps", 0, "undo the last N changes")
+				fs.Uint64Var(&to, "to", 0, "back to the state right after history entry ID")
+				fs.StringVar(&group, "group", "", "undo every change of a group")
+			}, func(e *env, f *localFlags, c *apiClient, a []string) error {
+				return runRollback(e, f, c, a, steps, to, group)
+			})},
+		{"set", "drive an actuator to a state at the gateway (recorded as source local)",
+			"shadowctl set ACTUATOR key=value...\n\nValues are JSON where they parse as JSON (true, 40), strings otherwise.\n\nExamples:\n  shadowctl set porch_light on=true\n  shadowctl set gate_motor running=true speed=40",
+			localCommand(nil, runSet)},
+		{"commands", "commands in the inbox with their status", "shadowctl commands [-n N] [--json]",
+			localCommand(func(fs *flag.FlagSet) { fs.IntVar(&cmdN, "n", 50, "how many commands") },
+				func(e *env, f *localFlags, c *apiClient, a []string) error { return runCommands(e, f, c, a, cmdN) })},
+		{"approve", "let a command that requires approval run", "shadowctl approve TID\n\nExample:\n  shadowctl approve 7f3c9e", localCommand(nil, runDecide(true))},
+		{"reject", "fail a command that requires approval", "shadowctl reject TID", localCommand(nil, runDecide(false))},
+		{"reload", "check the config file and make the daemon use it", "shadowctl reload\n\nAn invalid file is not used; its problems are printed. Same as systemctl reload shadowgated.",
+			localCommand(nil, runReload)},
+	}
+}

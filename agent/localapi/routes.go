@@ -1,0 +1,324 @@
+package localapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/shadowgate/shadowgate/agent/actuate"
+	"github.com/shadowgate/shadowgate/agent/command"
+	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/agent/link"
+	"github.com/shadowgate/shadowgate/agent/outbox"
+	"github.com/shadowgate/shadowgate/agent/sync"
+	"github.com/shadowgate/shadowgate/agent/version"
+	"github.com/shadowgate/shadowgate/drivers"
+	"github.com/shadowgate/shadowgate/store"
+)
+
+// Backend is the running daemon as the API sees it.
+type Backend struct {
+	Config   *config.Config
+	Store    *store.Store
+	Manager  *actuate.Manager
+	Sync     *sync.Syncer
+	Commands *command.Processor
+	Link     *link.Link
+	Outbox   *outbox.Drainer
+	Started  time.Time
+	// Reload checks the configuration file again and, if it is valid,
+	// restarts the daemon's parts with it; an invalid file changes nothing
+	// and its problems are the error.
+	Reload func(ctx context.Context) error
+}
+
+func (s *Server) routes() []route {
+	return []route{
+		{"GET", "/v1/status", s.status},
+		{"GET", "/v1/shadows", s.shadows},
+		{"GET", "/v1/actuators", s.actuators},
+		{"GET", "/v1/history", s.history},
+		{"POST", "/v1/rollback", s.rollback},
+		{"POST", "/v1/set", s.set},
+		{"GET", "/v1/commands", s.commands},
+		{"POST", "/v1/commands/{tid}/approve", s.decide(true)},
+		{"POST", "/v1/commands/{tid}/reject", s.decide(false)},
+		{"POST", "/v1/reload", s.reload},
+	}
+}
+
+// Status is GET /v1/status.
+type Status struct {
+	Version        string        `json:"version"`
+	Thing          string        `json:"thing"`
+	Broker         string        `json:"broker"`
+	Connected      bool          `json:"connected"`
+	Connects       int64         `json:"connects"`
+	LastConnect    time.Time     `json:"last_connect,omitzero"`
+	LastError      string        `json:"last_error,omitempty"`
+	OutboxItems    int64         `json:"outbox_items"`
+	OutboxBytes    int64         `json:"outbox_bytes"`
+	OutboxDropped  uint64        `json:"outbox_dropped"`
+	OutboxSent     int64         `json:"outbox_sent"`
+	PendingCmds    int           `json:"pending_commands"`
+	StoreBytes     int64         `json:"store_bytes"`
+	StorePath      string        `json:"store_path"`
+	Uptime         time.Duration `json:"uptime_ns"`
+	Started        time.Time     `json:"started"`
+	Sync           sync.Stats    `json:"sync"`
+	CommandsStats  command.Stats `json:"commands"`
+	ActuatorsCount int           `json:"actuators"`
+}
+
+func (s *Server) status(r *http.Request) (any, error) {
+	ls := s.d.Link.Stats()
+	ob := s.d.Store.OutboxStats()
+	var pending int
+	s.d.Store.View(func(tx *store.Tx) error {
+		un, err := tx.Unfinished()
+		pending = len(un)
+		return err
+	})
+	return Status{
+		Version: version.Version, Thing: s.d.Config.Gateway.Thing, Broker: ls.Broker, Connected: ls.Connected,
+		Connects: ls.Connects, LastConnect: ls.LastConnect, LastError: ls.LastError,
+		OutboxItems: ob.Items, OutboxBytes: ob.Bytes, OutboxDropped: ob.Dropped, OutboxSent: s.d.Outbox.Sent(),
+		PendingCmds: pending, StoreBytes: s.d.Store.Size(), StorePath: s.d.Store.Path(),
+		Uptime: time.Since(s.d.Started).Round(time.Second), Started: s.d.Started,
+		Sync: s.d.Sync.Stats(), CommandsStats: s.d.Commands.Stats(), ActuatorsCount: len(s.d.Config.Actuators),
+	}, nil
+}
+
+// ShadowView is one shadow's local replica.
+type ShadowView struct {
+	Name     string         `json:"name"` // "" is the classic shadow
+	Version  int64          `json:"version"`
+	Desired  map[string]any `json:"desired,omitempty"`
+	Reported map[string]any `json:"reported,omitempty"`
+	Delta    map[string]any `json:"delta,omitempty"`
+}
+
+func (s *Server) shadows(r *http.Request) (any, error) {
+	var out []ShadowView
+	for _, n := range s.d.Sync.ShadowNames() {
+		d, rep, delta, v, _ := s.d.Sync.Shadow(n)
+		out = append(out, ShadowView{Name: n, Version: v, Desired: d, Reported: rep, Delta: delta})
+	}
+	return out, nil
+}
+
+// ActuatorView is one actuator.
+type ActuatorView struct {
+	Name    string            `json:"name"`
+	Driver  string            `json:"driver"`
+	Shadow  string            `json:"shadow"`
+	Key     string            `json:"key"`
+	State   map[string]any    `json:"state,omitempty"`
+	Healthy bool              `json:"healthy"`
+	Error   string            `json:"error,omitempty"`
+	Schema  map[string]string `json:"schema"`
+}
+
+func (s *Server) actuators(r *http.Request) (any, error) {
+	var out []ActuatorView
+	for _, n := range s.d.Manager.Names() {
+		a := s.d.Config.Actuators[n]
+		v := ActuatorView{Name: n, Driver: a.Driver, Shadow: a.Shadow, Key: a.Key, Schema: map[string]string{}}
+		if sc, err := s.d.Manager.Schema(n); err == nil {
+			for k, f := range sc {
+				v.Schema[k] = string(f.Kind)
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		st, err := s.d.Manager.Read(ctx, n)
+		cancel()
+		if err != nil {
+			v.Error = err.Error()
+		} else {
+			v.State, v.Healthy = st, true
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func intParam(r *http.Request, name string, def, max int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > max {
+		return 0, badRequest("%s must be a whole number from 1 to %d, got %q", name, max, v)
+	}
+	return n, nil
+}
+
+func (s *Server) history(r *http.Request) (any, error) {
+	n, err := intParam(r, "n", 20, 10000)
+	if err != nil {
+		return nil, err
+	}
+	names := s.d.Manager.Names()
+	if a := r.URL.Query().Get("actuator"); a != "" {
+		if _, ok := s.d.Config.Actuators[a]; !ok {
+			return nil, notFound("no actuator named %q", a)
+		}
+		names = []string{a}
+	}
+	out := []*store.Change{}
+	err = s.d.Store.View(func(tx *store.Tx) error {
+		for _, name := range names {
+			h, err := tx.History(name, n)
+			if err != nil {
+				return err
+			}
+			out = append(out, h...)
+		}
+		return nil
+	})
+	// newest first across actuators
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].ID > out[j-1].ID; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out, err
+}
+
+// RollbackRequest is POST /v1/rollback.
+type RollbackRequest struct {
+	Actuator string `json:"actuator,omitempty"`
+	Steps    int    `json:"steps,omitempty"`
+	To       uint64 `json:"to,omitempty"`
+	Group    string `json:"group,omitempty"`
+}
+
+// ChangeResult is what a set or rollback did to one actuator.
+type ChangeResult struct {
+	Actuator  string         `json:"actuator"`
+	Before    map[string]any `json:"before"`
+	After     map[string]any `json:"after"`
+	Changed   bool           `json:"changed"`
+	HistoryID uint64         `json:"history_id,omitempty"`
+}
+
+func results(rs []actuate.Result) []ChangeResult {
+	out := make([]ChangeResult, len(rs))
+	for i, r := range rs {
+		out[i] = ChangeResult{r.Actuator, r.Before, r.After, r.Changed, r.HistoryID}
+	}
+	return out
+}
+
+func changeError(err error) error {
+	switch {
+	case errors.Is(err, actuate.ErrUnknownActuator), errors.Is(err, store.ErrNotFound):
+		return notFound("%v", err)
+	case errors.Is(err, actuate.ErrNoHistory), errors.Is(err, drivers.ErrBadState):
+		return failed("%v", err)
+	}
+	return failed("%v", err)
+}
+
+func (s *Server) rollback(r *http.Request) (any, error) {
+	var req RollbackRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	if req.Actuator == "" && req.To == 0 && req.Group == "" {
+		return nil, badRequest("give an actuator (with steps or to), a history id (to) or a group")
+	}
+	if req.Steps != 0 && req.To != 0 {
+		return nil, badRequest("give steps or to, not both")
+	}
+	if req.Actuator != "" {
+		if _, ok := s.d.Config.Actuators[req.Actuator]; !ok {
+			return nil, notFound("no actuator named %q", req.Actuator)
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+	defer cancel()
+	rs, err := s.d.Manager.Rollback(ctx, actuate.Rollback{Actuator: req.Actuator, Steps: req.Steps, To: req.To, Group: req.Group})
+	if err != nil {
+		return nil, changeError(err)
+	}
+	return results(rs), nil
+}
+
+// SetRequest is POST /v1/set: drive an actuator locally.
+type SetRequest struct {
+	Actuator string         `json:"actuator"`
+	State    map[string]any `json:"state"`
+}
+
+func (s *Server) set(r *http.Request) (any, error) {
+	var req SetRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	if _, ok := s.d.Config.Actuators[req.Actuator]; !ok {
+		return nil, notFound("no actuator named %q", req.Actuator)
+	}
+	if len(req.State) == 0 {
+		return nil, badRequest("state is empty: give at least one key=value")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+	defer cancel()
+	res, err := s.d.Manager.Apply(ctx, actuate.Change{Actuator: req.Actuator, State: req.State, Source: store.SourceLocal})
+	if err != nil {
+		return nil, changeError(err)
+	}
+	return results([]actuate.Result{res})[0], nil
+}
+
+func (s *Server) commands(r *http.Request) (any, error) {
+	n, err := intParam(r, "n", 50, 100000)
+	if err != nil {
+		return nil, err
+	}
+	var out []*store.Command
+	err = s.d.Store.View(func(tx *store.Tx) (err error) { out, err = tx.Commands(n); return err })
+	if out == nil {
+		out = []*store.Command{}
+	}
+	return out, err
+}
+
+func (s *Server) decide(ok bool) handlerFunc {
+	return func(r *http.Request) (any, error) {
+		tid := r.PathValue("tid")
+		var err error
+		if ok {
+			err = s.d.Commands.Approve(tid)
+		} else {
+			err = s.d.Commands.Reject(tid)
+		}
+		if errors.Is(err, command.ErrNotAwaiting) {
+			return nil, conflict("%v", err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"tid": tid, "decision": map[bool]string{true: "approved", false: "rejected"}[ok]}, nil
+	}
+}
+
+func (s *Server) reload(r *http.Request) (any, error) {
+	if s.d.Reload == nil {
+		return nil, failed("reload is not available")
+	}
+	if err := s.d.Reload(r.Context()); err != nil {
+		var ps config.Problems
+		if errors.As(err, &ps) {
+			return nil, failed("the configuration has %d problem(s); the running one is kept:\n%v", len(ps), err)
+		}
+		return nil, failed("%v", err)
+	}
+	return map[string]string{"result": "reloading"}, nil
+}
