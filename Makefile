@@ -2,13 +2,19 @@
 GO      ?= go
 BIN     := bin
 PKGS    := ./...
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# A version a .deb accepts: the tag, or 0.0.0+git<commit> before the first tag.
+VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo 0.0.0+git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+NFPM    ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.44.0
+# (v2.44: later releases need modules the Go proxy here does not serve.)
+# deb architecture : GOARCH : GOARM. armhf uses GOARM=6: Raspberry Pi OS's
+# armhf is ARMv6 hard-float (Pi Zero/1), and a v6 binary runs on v7 too.
+DEB_ARCHES := amd64:amd64: arm64:arm64: armhf:arm:6
 LDFLAGS := -s -w -X github.com/shadowgate/shadowgate/agent/version.Version=$(VERSION)
 CMDS    := $(patsubst cmd/%/main.go,%,$(wildcard cmd/*/main.go))
 # Fuzz targets run briefly in `make fuzz` (not part of `make test`).
 FUZZTIME ?= 20s
 
-.PHONY: all build run test deps lint cross bench fuzz clean
+.PHONY: all build run test deps lint cross bench fuzz clean deb size
 
 all: build
 
@@ -20,16 +26,21 @@ run: build
 	@mkdir -p tmp/demo
 	$(BIN)/shadowgated --config configs/demo.yaml
 
-# deps installs what the tests need when it is missing (mosquitto for the
-# end-to-end tests against a real broker).
+# deps installs what the tests need when it is missing: mosquitto (the
+# end-to-end tests start real brokers) and qemu-user-static (the arm64 and
+# armhf binaries are run under emulation).
 deps:
-	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing mosquitto (needed by the end-to-end tests)"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null) || { echo "apt-get install mosquitto failed" >&2; exit 1; }; \
-	  else \
-	    echo "mosquitto is missing: run 'sudo apt-get install -y mosquitto' (the end-to-end tests start their own broker)" >&2; exit 1; \
-	  fi; }
+	@missing=""; \
+	  { command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; } || missing="$$missing mosquitto"; \
+	  command -v qemu-aarch64-static >/dev/null 2>&1 || missing="$$missing qemu-user-static"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then \
+	      echo "installing$$missing (needed by the tests)"; \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || { echo "apt-get install$$missing failed" >&2; exit 1; }; \
+	    else \
+	      echo "missing:$$missing. Run: sudo apt-get install -y$$missing" >&2; exit 1; \
+	    fi; \
+	  fi
 
 test: deps lint
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
@@ -57,5 +68,34 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzHandle -fuzztime $(FUZZTIME) ./agent/shadow/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./agent/config/
 
+# deb builds dist/shadowgate_<version>_<arch>.deb for amd64, arm64, armhf.
+deb:
+	@mkdir -p dist
+	@for spec in $(DEB_ARCHES); do \
+	  deb=$${spec%%:*}; rest=$${spec#*:}; arch=$${rest%%:*}; arm=$${rest#*:}; \
+	  out=$(BIN)/deb; rm -rf $$out; mkdir -p $$out; \
+	  for c in shadowgated shadowctl shadowsvc; do \
+	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out/$$c ./cmd/$$c || exit 1; \
+	  done; \
+	  ARCH=$$deb VERSION=$(VERSION) $(NFPM) package -f packaging/nfpm.yaml -p deb -t dist/ || exit 1; \
+	done
+	@ls -l dist/*.deb
+
+# size prints the stripped binary sizes per architecture (the budget:
+# shadowgated for arm64 under 12 MB).
+size:
+	@mkdir -p $(BIN)/size
+	@printf '%-12s %-10s %10s\n' binary arch bytes
+	@for t in amd64: arm64: arm:6 arm:7; do \
+	  arch=$${t%%:*}; arm=$${t#*:}; \
+	  for c in shadowgated shadowctl shadowsvc; do \
+	    f=$(BIN)/size/$$c-$$arch$$arm; \
+	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$f ./cmd/$$c || exit 1; \
+	    printf '%-12s %-10s %10d\n' $$c $$arch$${arm:+v$$arm} $$(stat -c %s $$f); \
+	  done; \
+	done
+	@s=$$(stat -c %s $(BIN)/size/shadowgated-arm64); limit=$$((12*1024*1024)); \
+	  if [ $$s -gt $$limit ]; then echo "shadowgated for arm64 is $$s bytes, over the 12 MB budget" >&2; exit 1; fi
+
 clean:
-	rm -rf $(BIN) tmp
+	rm -rf $(BIN) tmp dist

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shadowgate/shadowgate/agent/watchdog"
 	"github.com/shadowgate/shadowgate/drivers"
 	"github.com/shadowgate/shadowgate/store"
 )
@@ -89,6 +90,9 @@ type Options struct {
 	ApplyTimeout time.Duration
 	Logger       *slog.Logger
 	Now          func() time.Time
+	// Watchdog, when set, tracks every worker: a job that outlasts twice
+	// ApplyTimeout (a driver ignoring its deadline) counts as stuck.
+	Watchdog *watchdog.Watchdog
 }
 
 // Manager owns the actuators and their workers.
@@ -130,6 +134,10 @@ func New(acts map[string]drivers.Actuator, o Options) *Manager {
 		w := &worker{name: name, act: a, jobs: make(chan func())}
 		m.workers[name] = w
 		m.names = append(m.names, name)
+		var tr *watchdog.Tracker
+		if o.Watchdog != nil {
+			tr = o.Watchdog.Track("actuator "+name, 2*o.ApplyTimeout+10*time.Second)
+		}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
@@ -138,7 +146,9 @@ func New(acts map[string]drivers.Actuator, o Options) *Manager {
 				case <-ctx.Done():
 					return
 				case job := <-w.jobs:
+					tr.Begin()
 					job()
+					tr.End()
 				}
 			}
 		}()

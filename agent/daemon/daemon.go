@@ -24,6 +24,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/shadowsvc"
 	"github.com/shadowgate/shadowgate/agent/sync"
 	"github.com/shadowgate/shadowgate/agent/version"
+	"github.com/shadowgate/shadowgate/agent/watchdog"
 	"github.com/shadowgate/shadowgate/drivers"
 	_ "github.com/shadowgate/shadowgate/drivers/all" // every driver
 	"github.com/shadowgate/shadowgate/store"
@@ -41,6 +42,7 @@ type Daemon struct {
 	Started  time.Time
 
 	log      *slog.Logger
+	watchdog *watchdog.Watchdog
 	broker   *broker.Server
 	svcStore *store.Store
 	svcLink  *link.Link
@@ -140,6 +142,10 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks,
 			}
 		})
 	}
+	// Ready once the store is open and the actuators are initialised; the
+	// cloud may take its time (or never come: the gateway still works).
+	d.watchdog.Ready(d.statusLine())
+	goRun(func(c context.Context) { d.watchdog.Run(c, 0, d.statusLine) })
 	if hooks.Ready != nil {
 		hooks.Ready(d)
 	}
@@ -161,6 +167,12 @@ wait:
 			break wait
 		}
 	}
+	if next != nil {
+		d.watchdog.Status("reloading")
+		d.watchdog.Reloading()
+	} else {
+		d.watchdog.Stopping()
+	}
 	log.Info("shutting down: finishing running commands")
 	stop() // running actions finish; queued commands stay in the inbox
 	wg.Wait()
@@ -173,7 +185,7 @@ wait:
 }
 
 func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon, err error) {
-	d = &Daemon{Config: cfg, log: log, Started: time.Now()}
+	d = &Daemon{Config: cfg, log: log, Started: time.Now(), watchdog: watchdog.New(log)}
 	defer func() {
 		if err != nil {
 			d.close()
@@ -204,7 +216,7 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		}
 		acts[name] = a
 	}
-	d.Manager = actuate.New(acts, actuate.Options{Store: d.Store, Logger: log})
+	d.Manager = actuate.New(acts, actuate.Options{Store: d.Store, Logger: log, Watchdog: d.watchdog})
 	d.closers = append(d.closers, d.Manager.Close)
 	if err := d.Manager.Recover(ctx); err != nil {
 		log.Error("restoring interrupted group changes", "err", err)
@@ -235,11 +247,13 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		Broker: cfg.Cloud.Broker, ClientID: cfg.Cloud.ClientID, Username: cfg.Cloud.Username, Password: password,
 		TLS: tlsCfg, Keepalive: cfg.Cloud.Keepalive.D(),
 		StatusTopic: cfg.Cloud.TopicRoot + cfg.Gateway.Thing + "/status", Logger: log,
+		Tracker: d.watchdog.Track("mqtt message handler", 5*time.Minute),
 	})
 	if err != nil {
 		return d, err
 	}
 	d.Outbox = outbox.New(d.Store, d.Link, 64, log)
+	d.Outbox.Tracker = d.watchdog.Track("outbox", 2*time.Minute)
 	d.Link.OnConnect(func(context.Context) { d.Outbox.Kick() })
 	d.Sync, err = sync.New(sync.Options{
 		Thing: cfg.Gateway.Thing, Root: cfg.Cloud.TopicRoot, Conflict: cfg.Cloud.Conflict, Actuators: cfg.Actuators,
@@ -291,6 +305,20 @@ func (d *Daemon) close() error {
 	}
 	d.closers = nil
 	return errors.Join(errs...)
+}
+
+// statusLine is the one-line state systemctl status shows.
+func (d *Daemon) statusLine() string {
+	st := d.Link.Stats()
+	ob := d.Store.OutboxStats()
+	if st.Connected {
+		return fmt.Sprintf("connected to %s; outbox %d waiting, %d dropped", st.Broker, ob.Items, ob.Dropped)
+	}
+	why := st.LastError
+	if why == "" {
+		why = "connecting"
+	}
+	return fmt.Sprintf("offline (%s); outbox %d waiting, %d dropped", why, ob.Items, ob.Dropped)
 }
 
 func trimNewline(b []byte) []byte {

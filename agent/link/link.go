@@ -21,6 +21,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/shadowgate/shadowgate/agent/watchdog"
 )
 
 // Sentinel errors.
@@ -66,6 +68,9 @@ type Options struct {
 	// full, reading from the broker pauses (nothing is dropped).
 	QueueDepth int
 	Logger     *slog.Logger
+	// Tracker, when set, is told when each handler runs, so that a handler
+	// that never returns shows as a stuck loop.
+	Tracker *watchdog.Tracker
 }
 
 // Status payloads on StatusTopic.
@@ -445,6 +450,8 @@ func (l *Link) dispatch(ctx context.Context) {
 }
 
 func (l *Link) run(ctx context.Context, q queued) {
+	l.opts.Tracker.Begin()
+	defer l.opts.Tracker.End()
 	defer func() {
 		if r := recover(); r != nil {
 			// A handler bug must not take the daemon down with it.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/link"
+	"github.com/shadowgate/shadowgate/agent/watchdog"
 	"github.com/shadowgate/shadowgate/store"
 )
 
@@ -29,6 +30,8 @@ type Drainer struct {
 	window int
 	kick   chan struct{}
 	sent   atomic.Int64
+	// Tracker, when set, is told when each window is published.
+	Tracker *watchdog.Tracker
 }
 
 // New makes a drainer; window is how many messages may await PUBACK at once
@@ -62,7 +65,9 @@ func (d *Drainer) Run(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		for d.pub.Connected() {
+			d.Tracker.Begin()
 			n, err := d.drainOnce(ctx)
+			d.Tracker.End()
 			if err != nil {
 				if ctx.Err() == nil && !errors.Is(err, link.ErrNotConnected) {
 					d.log.Warn("outbox publish", "err", err)
@@ -99,11 +104,12 @@ func (d *Drainer) drainOnce(ctx context.Context) (int, error) {
 		pending = append(pending, p)
 	}
 	var done []uint64
+	// One deadline for the whole window: a broker that stops acknowledging
+	// without dropping the connection costs 30s, not 30s per message.
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	for i, p := range pending {
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := p.Wait(wctx)
-		cancel()
-		if err != nil {
+		if err := p.Wait(wctx); err != nil {
 			pubErr = err
 			break
 		}

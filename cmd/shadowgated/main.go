@@ -16,6 +16,10 @@ import (
 	"github.com/shadowgate/shadowgate/agent/version"
 )
 
+// exitConfig (EX_CONFIG) tells systemd that restarting will not help
+// (RestartPreventExitStatus=78 in the unit).
+const exitConfig = 78
+
 func main() {
 	path := flag.String("config", "/etc/shadowgate/shadowgate.yaml", "configuration file")
 	showVersion := flag.Bool("version", false, "print the version and exit")
@@ -32,10 +36,10 @@ func main() {
 				fmt.Fprintln(os.Stderr, p)
 			}
 			fmt.Fprintf(os.Stderr, "shadowgated: %s has %d problem(s); not starting\n", *path, len(ps))
-		} else {
-			fmt.Fprintln(os.Stderr, "shadowgated:", err)
+			os.Exit(exitConfig)
 		}
-		os.Exit(1)
+		fmt.Fprintln(os.Stderr, "shadowgated:", err)
+		os.Exit(exitConfig)
 	}
 	log := daemon.NewLogger(cfg.Log, os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
