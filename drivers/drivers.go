@@ -44,10 +44,6 @@ type OpenerFunc func(ctx context.Context, hw *Hardware) (Actuator, error)
 // Open calls f.
 func (f OpenerFunc) Open(ctx context.Context, hw *Hardware) (Actuator, error) { return f(ctx, hw) }
 
-// Hardware hands drivers the buses and ports they drive. Drivers take a
-// handle, they do not own global state; tests put fakes here.
-type Hardware struct{}
-
 // Options is one actuator's config block as its driver sees it.
 type Options struct {
 	Actuator *config.Actuator

@@ -104,6 +104,7 @@ type Manager struct {
 
 	mu        sync.Mutex
 	observers []func(Event)
+	followUps map[string]*time.Timer
 	groupSeq  uint64
 	wg        sync.WaitGroup
 	stop      context.CancelFunc
@@ -180,6 +181,11 @@ func (m *Manager) Observe(fn func(Event)) {
 // Close stops the workers (after the job each is running) and closes the
 // actuators.
 func (m *Manager) Close() error {
+	m.mu.Lock()
+	for _, t := range m.followUps {
+		t.Stop()
+	}
+	m.mu.Unlock()
 	m.stop()
 	m.wg.Wait()
 	var errs []error
@@ -285,7 +291,37 @@ func (m *Manager) apply(ctx context.Context, a drivers.Actuator, c Change, group
 	}
 	res.HistoryID, res.Changed = id, true
 	m.notify(Event{Actuator: c.Actuator, State: res.After.Clone(), Source: c.Source, TID: c.TID})
+	m.scheduleFollowUp(a, c.Actuator, patch)
 	return res, nil
+}
+
+// scheduleFollowUp arms the change an actuator asks for after this one (a
+// lock relocking itself); a newer change of the actuator replaces it.
+func (m *Manager) scheduleFollowUp(a drivers.Actuator, name string, applied drivers.State) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t := m.followUps[name]; t != nil {
+		t.Stop()
+		delete(m.followUps, name)
+	}
+	f, ok := a.(drivers.FollowUp)
+	if !ok {
+		return
+	}
+	next, after, ok := f.FollowUp(applied)
+	if !ok {
+		return
+	}
+	if m.followUps == nil {
+		m.followUps = map[string]*time.Timer{}
+	}
+	m.followUps[name] = time.AfterFunc(after, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), m.opts.ApplyTimeout)
+		defer cancel()
+		if _, err := m.Apply(ctx, Change{Actuator: name, State: next, Source: store.SourceLocal, TID: "auto"}); err != nil && !errors.Is(err, ErrStopped) {
+			m.log.Error("automatic follow-up change failed", "actuator", name, "state", next, "err", err)
+		}
+	})
 }
 
 func (m *Manager) notify(e Event) {

@@ -3,5 +3,6 @@
 package all
 
 import (
-	_ "github.com/shadowgate/shadowgate/drivers/sim" // sim
+	_ "github.com/shadowgate/shadowgate/drivers/gpio" // gpio.relay, gpio.lock
+	_ "github.com/shadowgate/shadowgate/drivers/sim"  // sim
 )
