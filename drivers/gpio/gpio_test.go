@@ -100,6 +100,9 @@ func TestLockConfirmedAndNotConfirmed(t *testing.T) {
 
 	jammed := &gpiotest.Pin{N: "GPIO23", Num: 23, L: gpio.Low}
 	l2, _ := sggpio.NewLock(&gpiotest.Pin{N: "GPIO24", Num: 24, L: gpio.High}, false, jammed, true, 100*time.Millisecond, 0)
+	jammed.Lock()
+	jammed.L = gpio.Low // the bolt is stuck in the locked position
+	jammed.Unlock()
 	err = l2.Apply(ctx, drivers.State{"locked": false})
 	if !errors.Is(err, sggpio.ErrNotConfirmed) || !strings.Contains(err.Error(), "not confirmed") {
 		t.Fatalf("jammed bolt: %v", err)
