@@ -4,5 +4,6 @@ package all
 
 import (
 	_ "github.com/shadowgate/shadowgate/drivers/gpio" // gpio.relay, gpio.lock
+	_ "github.com/shadowgate/shadowgate/drivers/i2c"  // i2c.pca9685
 	_ "github.com/shadowgate/shadowgate/drivers/sim"  // sim
 )
