@@ -4,6 +4,7 @@ go 1.26
 
 require (
 	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/creack/pty v1.1.24
 	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	github.com/tarm/serial v0.0.0-20180830185346-98f6abe2eb07

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -88,6 +89,43 @@ func TestSchemaCheck(t *testing.T) {
 	} {
 		if _, err := sc.Check(bad); !errors.Is(err, drivers.ErrBadState) {
 			t.Errorf("%v: want ErrBadState, got %v", bad, err)
+		}
+	}
+}
+
+// The hardware examples in configs/shadowgate.yaml are commented out (a
+// fresh install has no such hardware); uncommented, they must be valid.
+func TestCommentedHardwareExamplesAreValid(t *testing.T) {
+	data, err := os.ReadFile("../configs/shadowgate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	start := strings.Index(text, "  # Hardware drivers")
+	end := strings.Index(text, "\ncommands:")
+	if start < 0 || end < start {
+		t.Fatal("hardware examples not found in configs/shadowgate.yaml")
+	}
+	var b strings.Builder
+	b.WriteString("gateway: {thing: gw}\ncloud: {broker: \"tcp://127.0.0.1:1883\"}\nactuators:\n")
+	for _, l := range strings.Split(text[start:end], "\n")[1:] {
+		rest, ok := strings.CutPrefix(l, "  # ")
+		if !ok || strings.TrimSpace(rest) == "" || strings.HasPrefix(strings.TrimSpace(rest), "#") {
+			continue
+		}
+		b.WriteString("  " + rest + "\n")
+	}
+	c, err := config.Parse("hardware-examples.yaml", []byte(b.String()), drivers.Check)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	for _, d := range []string{"gpio.relay", "gpio.lock", "serial.line", "serial.modbus", "i2c.pca9685"} {
+		found := false
+		for _, a := range c.Actuators {
+			found = found || a.Driver == d
+		}
+		if !found {
+			t.Errorf("no example for %s", d)
 		}
 	}
 }

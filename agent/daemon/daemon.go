@@ -205,7 +205,8 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		return d, err
 	}
 	acts := map[string]drivers.Actuator{}
-	hw := &drivers.Hardware{}
+	hw := drivers.NewHardware()
+	d.closers = append(d.closers, hw.Close)
 	for _, name := range cfg.ActuatorNames() {
 		a, err := prepared[name].Open(ctx, hw)
 		if err != nil {
