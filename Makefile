@@ -61,8 +61,13 @@ cross:
 	  done; \
 	done
 
+# bench: the package benchmarks, then the whole-daemon report: one markdown
+# table of ratios against baselines measured in the same run, written to
+# bench/RESULTS.md (about 3 minutes on 2 cores).
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300x ./agent/shadow/ ./store/
+	SHADOWGATE_BENCH=1 $(GO) test -count=1 -timeout 10m -run '^TestPerformanceReport$$' ./agent/daemon/
+	@cat bench/RESULTS.md
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzHandle -fuzztime $(FUZZTIME) ./agent/shadow/

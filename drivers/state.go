@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -77,7 +79,7 @@ func (sc Schema) Keys() []string {
 func (sc Schema) Check(s State) (State, error) {
 	out := make(State, len(s))
 	var problems []string
-	for _, k := range sortedKeys(s) {
+	for _, k := range slices.Sorted(maps.Keys(s)) {
 		f, ok := sc[k]
 		if !ok {
 			problems = append(problems, fmt.Sprintf("unknown key %q (accepts %s)", k, strings.Join(sc.Keys(), ", ")))
@@ -94,15 +96,6 @@ func (sc Schema) Check(s State) (State, error) {
 		return nil, fmt.Errorf("%w: %s", ErrBadState, strings.Join(problems, "; "))
 	}
 	return out, nil
-}
-
-func sortedKeys(s State) []string {
-	ks := make([]string, 0, len(s))
-	for k := range s {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 func (f Field) normalise(v any) (any, error) {

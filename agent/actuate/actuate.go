@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -425,12 +427,12 @@ func (m *Manager) Recover(ctx context.Context) error {
 		m.log.Warn("restoring a group change interrupted by a crash", "group", e.Group, "actuators", len(e.Before))
 		// The group never happened: its records go, so that power-on
 		// restore (which runs next) does not bring it back.
-		if err := m.opts.Store.Update(func(tx *store.Tx) error { return tx.DeleteGroup(e.Group, sortedKeys(e.Before)) }); err != nil {
+		if err := m.opts.Store.Update(func(tx *store.Tx) error { return tx.DeleteGroup(e.Group, slices.Sorted(maps.Keys(e.Before))) }); err != nil {
 			errs = append(errs, fmt.Errorf("forget interrupted group %s: %w", e.Group, err))
 			continue
 		}
 		ok := true
-		for _, name := range sortedKeys(e.Before) {
+		for _, name := range slices.Sorted(maps.Keys(e.Before)) {
 			if _, known := m.workers[name]; !known {
 				continue // actuator removed from the config since
 			}
@@ -446,13 +448,4 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/shadowgate/shadowgate/drivers"
 	"github.com/shadowgate/shadowgate/store"
@@ -93,7 +95,7 @@ func (m *Manager) rollbackGroup(ctx context.Context, r Rollback) ([]Result, erro
 		return nil, fmt.Errorf("roll back group %s: %w", r.Group, ErrNoHistory)
 	}
 	var changes []Change
-	for _, name := range sortedKeys(befores) {
+	for _, name := range slices.Sorted(maps.Keys(befores)) {
 		changes = append(changes, Change{Actuator: name, State: befores[name], Source: store.SourceRollback, TID: r.TID, OnRecord: r.OnRecord})
 	}
 	return m.ApplyGroup(ctx, changes)

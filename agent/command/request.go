@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -140,7 +142,7 @@ func validate(r *Request, cfg *config.Config, schemas func(string) (drivers.Sche
 			targets[act], _ = st.(map[string]any)
 		}
 	}
-	for _, act := range sortedKeys(targets) {
+	for _, act := range slices.Sorted(maps.Keys(targets)) {
 		schema, err := schemas(act)
 		if err != nil {
 			return nil, fmt.Errorf("unknown actuator %q", act)
@@ -211,7 +213,7 @@ func checkArgs(raw map[string]json.RawMessage, specs map[string]config.ArgSpec) 
 			return nil, fmt.Errorf("unknown arg %q (takes %s)", name, strings.Join(known, ", "))
 		}
 	}
-	for _, name := range sortedKeys(specs) {
+	for _, name := range slices.Sorted(maps.Keys(specs)) {
 		spec := specs[name]
 		v, ok := raw[name]
 		if !ok || string(v) == "null" {
@@ -275,13 +277,4 @@ func substitute(set map[string]any, args map[string]any) drivers.State {
 		out[k] = v
 	}
 	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

@@ -384,7 +384,6 @@ func sendOne(ctx context.Context, sess *session, acks <-chan command.Ack, thing,
 	}
 	payload, _ := json.Marshal(req)
 	wait := o.backoff
-	var lastBeat time.Time
 	for out.Tries < o.tries {
 		out.Tries++
 		if err := sess.l.Publish(ctx, command.RequestTopic(thing), false, payload); err != nil {
@@ -400,16 +399,10 @@ func sendOne(ctx context.Context, sess *session, acks <-chan command.Ack, thing,
 				timer.Stop()
 				switch a.Status {
 				case command.StatusRunning:
-					lastBeat = time.Now()
-					msg := "RUNNING"
-					if a.Reason != "" {
-						msg += " (" + a.Reason + ")"
-					}
-					progress(fmt.Sprintf("%s, %s elapsed", msg, time.Since(t0).Round(time.Second)))
-					return follow(ctx, acks, out, t0, lastBeat, o, progress)
+					progress(runningLine(a, t0))
+					return follow(ctx, acks, out, t0, time.Now(), o, progress)
 				case command.StatusSuccess, command.StatusFailure:
-					out.Status, out.Reason, out.Result, out.Took = a.Status, a.Reason, a.Result, time.Since(t0)
-					return out
+					return finished(out, a, t0)
 				}
 			case <-timer.C:
 				break answer
@@ -426,6 +419,19 @@ func sendOne(ctx context.Context, sess *session, acks <-chan command.Ack, thing,
 	return out
 }
 
+func runningLine(a command.Ack, t0 time.Time) string {
+	msg := "RUNNING"
+	if a.Reason != "" {
+		msg += " (" + a.Reason + ")"
+	}
+	return fmt.Sprintf("%s, %s elapsed", msg, time.Since(t0).Round(time.Second))
+}
+
+func finished(out outcome, a command.Ack, t0 time.Time) outcome {
+	out.Status, out.Reason, out.Result, out.Took = a.Status, a.Reason, a.Result, time.Since(t0)
+	return out
+}
+
 // follow waits for the final ack while heartbeats keep coming.
 func follow(ctx context.Context, acks <-chan command.Ack, out outcome, t0, lastBeat time.Time, o sendOptions, progress func(string)) outcome {
 	for {
@@ -436,14 +442,9 @@ func follow(ctx context.Context, acks <-chan command.Ack, out outcome, t0, lastB
 			switch a.Status {
 			case command.StatusRunning:
 				lastBeat = time.Now()
-				msg := "RUNNING"
-				if a.Reason != "" {
-					msg += " (" + a.Reason + ")"
-				}
-				progress(fmt.Sprintf("%s, %s elapsed", msg, time.Since(t0).Round(time.Second)))
+				progress(runningLine(a, t0))
 			case command.StatusSuccess, command.StatusFailure:
-				out.Status, out.Reason, out.Result, out.Took = a.Status, a.Reason, a.Result, time.Since(t0)
-				return out
+				return finished(out, a, t0)
 			}
 		case <-silence.C:
 			out.Status, out.Took = command.StatusFailure, time.Since(t0)

@@ -29,7 +29,7 @@ func (l latencies) pct(p float64) time.Duration {
 
 // rawRoundTrips measures n request → echo → response round trips of plain
 // MQTT QoS 1 messages between two clients on the same broker.
-func rawRoundTrips(b *testing.B, brokerURL string, n int) latencies {
+func rawRoundTrips(b testing.TB, brokerURL string, n int) latencies {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -75,6 +75,18 @@ func BenchmarkShadowRoundTrip(b *testing.B) {
 }
 
 func benchRoundTrip(b *testing.B, shadows int) {
+	r := measureRoundTrip(b, shadows, max(b.N, 20))
+	b.ReportMetric(float64(r.p50.Microseconds()), "p50-µs")
+	b.ReportMetric(float64(r.p99.Microseconds()), "p99-µs")
+	b.ReportMetric(float64(r.rawP50.Microseconds()), "raw-p50-µs")
+	b.ReportMetric(float64(r.p50)/float64(r.rawP50), "ratio-p50")
+	b.ReportMetric(float64(r.p99)/float64(r.rawP99), "ratio-p99")
+}
+
+// roundTrip is a shadow round trip measurement and its raw baseline.
+type roundTrip struct{ p50, p99, rawP50, rawP99 time.Duration }
+
+func measureRoundTrip(b testing.TB, shadows, iters int) roundTrip {
 	c := newCloud(b)
 	dir := b.TempDir()
 	var acts strings.Builder
@@ -115,12 +127,10 @@ func benchRoundTrip(b *testing.B, shadows int) {
 			}
 		}
 	}
-	iters := max(b.N, 20)
 	raw := rawRoundTrips(b, c.broker.URL(), iters)
 
 	var lat latencies
 	on := make([]bool, shadows)
-	b.ResetTimer()
 	for i := 0; i < iters; i++ {
 		k := i % shadows
 		on[k] = !on[k]
@@ -145,18 +155,13 @@ func benchRoundTrip(b *testing.B, shadows int) {
 		}
 		lat = append(lat, time.Since(t0))
 	}
-	b.StopTimer()
-	b.ReportMetric(float64(lat.pct(0.5).Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat.pct(0.99).Microseconds()), "p99-µs")
-	b.ReportMetric(float64(raw.pct(0.5).Microseconds()), "raw-p50-µs")
-	b.ReportMetric(float64(lat.pct(0.5))/float64(raw.pct(0.5)), "ratio-p50")
-	b.ReportMetric(float64(lat.pct(0.99))/float64(raw.pct(0.99)), "ratio-p99")
+	return roundTrip{lat.pct(0.5), lat.pct(0.99), raw.pct(0.5), raw.pct(0.99)}
 }
 
 // pipelined sends n requests with up to window in flight and returns the
 // completed requests per second. send publishes request i; done receives
 // the index of each completed request.
-func pipelined(b *testing.B, n, window int, send func(i int), done <-chan int) float64 {
+func pipelined(b testing.TB, n, window int, send func(i int), done <-chan int) float64 {
 	b.Helper()
 	t0 := time.Now()
 	sent, completed := 0, 0
@@ -185,6 +190,15 @@ func pipelined(b *testing.B, n, window int, send func(i int), done <-chan int) f
 // second through mosquitto, next to raw MQTT request → echo → response per
 // second on the same broker, both with 32 requests in flight.
 func BenchmarkCommandThroughput(b *testing.B) {
+	durable, raw := measureCommands(b, max(b.N, 200))
+	b.ReportMetric(durable, "cmds/s")
+	b.ReportMetric(raw, "raw-req/s")
+	b.ReportMetric(durable/raw, "ratio")
+}
+
+// measureCommands returns durable commands per second and raw MQTT
+// requests per second, n of each with 32 in flight.
+func measureCommands(b testing.TB, n int) (durable, raw float64) {
 	c := newCloud(b)
 	cfg, _ := gatewayConfig(b, "gw-cbench", c.broker.URL(), b.TempDir(), "cloud_wins")
 	cfg.Log.Level = "error"
@@ -192,7 +206,6 @@ func BenchmarkCommandThroughput(b *testing.B) {
 	for !d.Link.Connected() {
 		time.Sleep(5 * time.Millisecond)
 	}
-	n := max(b.N, 200)
 	const window = 32
 
 	// Raw baseline.
@@ -210,7 +223,7 @@ func BenchmarkCommandThroughput(b *testing.B) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond)
-	raw := pipelined(b, n, window, func(i int) { reqr.PublishAsync("tp/req", false, []byte(fmt.Sprint(i))) }, rawDone)
+	raw = pipelined(b, n, window, func(i int) { reqr.PublishAsync("tp/req", false, []byte(fmt.Sprint(i))) }, rawDone)
 
 	cmdDone := make(chan int, n)
 	c.onMessage = func(m *link.Message) {
@@ -218,12 +231,8 @@ func BenchmarkCommandThroughput(b *testing.B) {
 			cmdDone <- 0
 		}
 	}
-	b.ResetTimer()
-	durable := pipelined(b, n, window, func(i int) {
+	durable = pipelined(b, n, window, func(i int) {
 		c.op.PublishAsync("commands/gw-cbench", false, []byte(req("SET_SPEED", fmt.Sprintf("tp-%d", i), fmt.Sprintf(`{"speed":%d}`, i%100))))
 	}, cmdDone)
-	b.StopTimer()
-	b.ReportMetric(durable, "cmds/s")
-	b.ReportMetric(raw, "raw-req/s")
-	b.ReportMetric(durable/raw, "ratio")
+	return durable, raw
 }

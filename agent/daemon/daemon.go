@@ -253,7 +253,7 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if err != nil {
 		return d, err
 	}
-	d.Outbox = outbox.New(d.Store, d.Link, 64, log)
+	d.Outbox = outbox.New(d.Store, d.Link, outbox.DefaultWindow, log)
 	d.Outbox.Tracker = d.watchdog.Track("outbox", 2*time.Minute)
 	d.Link.OnConnect(func(context.Context) { d.Outbox.Kick() })
 	d.Sync, err = sync.New(sync.Options{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -70,6 +71,7 @@ type Status struct {
 	Sync           sync.Stats    `json:"sync"`
 	CommandsStats  command.Stats `json:"commands"`
 	ActuatorsCount int           `json:"actuators"`
+	Goroutines     int           `json:"goroutines"`
 }
 
 func (s *Server) status(r *http.Request) (any, error) {
@@ -88,6 +90,7 @@ func (s *Server) status(r *http.Request) (any, error) {
 		PendingCmds: pending, StoreBytes: s.d.Store.Size(), StorePath: s.d.Store.Path(),
 		Uptime: time.Since(s.d.Started).Round(time.Second), Started: s.d.Started,
 		Sync: s.d.Sync.Stats(), CommandsStats: s.d.Commands.Stats(), ActuatorsCount: len(s.d.Config.Actuators),
+		Goroutines: runtime.NumGoroutine(),
 	}, nil
 }
 

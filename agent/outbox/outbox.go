@@ -34,11 +34,16 @@ type Drainer struct {
 	Tracker *watchdog.Tracker
 }
 
+// DefaultWindow is how many messages await PUBACK at once. The removals of
+// a window share one fsync, so a larger window drains a backlog faster
+// (100,000 messages: 512 costs ~200 fsyncs, 64 ~1,600).
+const DefaultWindow = 512
+
 // New makes a drainer; window is how many messages may await PUBACK at once
-// (default 64).
+// (0: DefaultWindow).
 func New(st *store.Store, pub Publisher, window int, log *slog.Logger) *Drainer {
 	if window <= 0 {
-		window = 64
+		window = DefaultWindow
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

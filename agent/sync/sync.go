@@ -21,7 +21,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	gosync "sync"
 	"sync/atomic"
@@ -478,7 +480,7 @@ func (s *Syncer) reportDifferences(ctx context.Context, sh *shadowSync, create b
 		pendingKeys[k] = true
 	}
 	sh.mu.Unlock()
-	for _, key := range sortedKeys(sh.keys) {
+	for _, key := range slices.Sorted(maps.Keys(sh.keys)) {
 		if pendingKeys[key] {
 			continue // sent as desired+reported already
 		}
@@ -600,7 +602,7 @@ func (s *Syncer) reconcile(ctx context.Context, sh *shadowSync) {
 	}
 	sh.mu.Unlock()
 	var changes []actuate.Change
-	for _, key := range sortedKeys(sh.keys) {
+	for _, key := range slices.Sorted(maps.Keys(sh.keys)) {
 		act := sh.keys[key]
 		raw, present := desired[key]
 		if !present || pendingKeys[key] {

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -163,7 +164,7 @@ func format(v any) string {
 
 // Apply sends each key's set line and checks the answer.
 func (l *Line) Apply(ctx context.Context, s drivers.State) error {
-	for _, name := range sortedKeys(s) {
+	for _, name := range slices.Sorted(maps.Keys(s)) {
 		k := l.opts.Keys[name]
 		val := format(s[name])
 		want := strings.ReplaceAll(k.Expect, "{value}", val)
@@ -288,12 +289,3 @@ func (l *Line) exchange(ctx context.Context, request string, check func(line str
 
 // Close closes the port.
 func (l *Line) Close() error { return l.p.close() }
-
-func sortedKeys(s drivers.State) []string {
-	ks := make([]string, 0, len(s))
-	for k := range s {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}

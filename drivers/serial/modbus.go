@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -181,7 +183,7 @@ func (m *Modbus) interFrame() time.Duration {
 
 // Apply writes each key's register or coil.
 func (m *Modbus) Apply(ctx context.Context, s drivers.State) error {
-	for _, name := range sortedKeys(s) {
+	for _, name := range slices.Sorted(maps.Keys(s)) {
 		r := m.opts.Registers[name]
 		var pdu []byte
 		switch {

@@ -1,0 +1,340 @@
+package daemon_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/shadowgate/shadowgate/agent/command"
+	"github.com/shadowgate/shadowgate/agent/ctl"
+	"github.com/shadowgate/shadowgate/agent/link"
+	"github.com/shadowgate/shadowgate/agent/outbox"
+	"github.com/shadowgate/shadowgate/agent/shadow"
+	"github.com/shadowgate/shadowgate/store"
+)
+
+// reportSizes are the sizes of one report run: tiny for the smoke run in
+// `make test` (so the report cannot rot), full for `make bench`.
+type reportSizes struct {
+	rtIters, rtShadows, cmds, drain, storeOps, rssActuators, rssCmds, updates int
+	sizes                                                                     bool
+}
+
+var (
+	smokeSizes = reportSizes{rtIters: 10, rtShadows: 10, cmds: 40, drain: 500, storeOps: 50, rssActuators: 10, rssCmds: 40, updates: 10}
+	fullSizes  = reportSizes{rtIters: 300, rtShadows: 100, cmds: 1000, drain: 100000, storeOps: 1000, rssActuators: 100, rssCmds: 10000, updates: 200, sizes: true}
+)
+
+type reportRow struct {
+	name, measured, target string
+	ok                     bool
+}
+
+// TestPerformanceReport measures shadowgate's costs and prints one table.
+// SHADOWGATE_BENCH=1 (make bench) runs it at full size and writes
+// bench/RESULTS.md; otherwise it is a quick smoke run with tiny sizes.
+func TestPerformanceReport(t *testing.T) {
+	sz, full := smokeSizes, os.Getenv("SHADOWGATE_BENCH") == "1"
+	if full {
+		sz = fullSizes
+	} else if testing.Short() {
+		t.Skip("report smoke run")
+	}
+	var rows []reportRow
+	add := func(name, measured, target string, ok bool) {
+		rows = append(rows, reportRow{name, measured, target, ok})
+		t.Logf("%s: %s (target %s)", name, measured, target)
+	}
+
+	for _, n := range []int{1, sz.rtShadows} {
+		r := measureRoundTrip(t, n, sz.rtIters)
+		ratio := float64(r.p50) / float64(r.rawP50)
+		add(fmt.Sprintf("shadow round trip, %d shadows: p50 / p99 (÷ raw MQTT round trip)", n),
+			fmt.Sprintf("%.1f ms / %.1f ms (%.1f× / %.1f×)", ms(r.p50), ms(r.p99), ratio, float64(r.p99)/float64(r.rawP99)),
+			"≤ 1.5× at p50", ratio <= 1.5)
+	}
+	durable, raw := measureCommands(t, sz.cmds)
+	add("durable commands per second (÷ raw MQTT request/response)", fmt.Sprintf("%.0f/s (%.3f×)", durable, durable/raw), "≥ 0.5×", durable/raw >= 0.5)
+
+	drain, bare := measureDrain(t, sz.drain)
+	add(fmt.Sprintf("outbox drain of %d messages (÷ bare paho QoS 1 publish)", sz.drain),
+		fmt.Sprintf("%.2f s (%.2f×)", drain.Seconds(), drain.Seconds()/bare.Seconds()), "≤ 1.5×", drain.Seconds()/bare.Seconds() <= 1.5)
+
+	ops, rawOps := measureStore(t, sz.storeOps)
+	add("store: outbox enqueue+remove per second (÷ raw bbolt put+delete)", fmt.Sprintf("%.0f/s (%.2f×)", ops, ops/rawOps), "informative", true)
+
+	p := measureProcess(t, sz)
+	add(fmt.Sprintf("start-up, exec to READY=1 (%d actuators)", sz.rssActuators), fmt.Sprintf("%.0f ms", ms(p.startup)), "≤ 200 ms", p.startup <= 200*time.Millisecond)
+	add(fmt.Sprintf("idle RSS, %d sim actuators on %d named shadows, connected (VmRSS / VmHWM)", sz.rssActuators, sz.rssActuators),
+		fmt.Sprintf("%.1f MB / %.1f MB, %d goroutines", mb(p.idleRSS), mb(p.idleHWM), p.goroutines), "≤ 15 MB", p.idleRSS <= 15<<20)
+	add(fmt.Sprintf("RSS after %d commands (VmRSS / VmHWM)", sz.rssCmds), fmt.Sprintf("%.1f MB / %.1f MB", mb(p.cmdRSS), mb(p.cmdHWM)), "≤ 25 MB", p.cmdRSS <= 25<<20)
+	add("bytes written to disk per shadow update (write_bytes)", fmt.Sprintf("%.1f KB", p.bytesPerUpdate/1024), "≤ 16 KB", p.bytesPerUpdate <= 16*1024)
+	add("bytes written to disk per command", fmt.Sprintf("%.1f KB", p.bytesPerCmd/1024), "informative", true)
+	if sz.sizes {
+		for _, s := range binarySizes(t) {
+			add("stripped shadowgated, "+s.arch, fmt.Sprintf("%.1f MB", mb(s.bytes)), map[bool]string{true: "≤ 12 MB", false: "informative"}[s.arch == "arm64"], s.arch != "arm64" || s.bytes <= 12<<20)
+		}
+	}
+
+	var b strings.Builder
+	mode := "smoke run (tiny sizes)"
+	if full {
+		mode = "make bench"
+	}
+	fmt.Fprintf(&b, "# shadowgate performance (%s, %s)\n\nEvery speed is a ratio against a baseline measured in the same run on the same machine and broker.\n\n", mode, time.Now().UTC().Format(time.DateOnly))
+	b.WriteString("| measure | measured | target | |\n| --- | --- | --- | --- |\n")
+	for _, r := range rows {
+		mark := "ok"
+		if !r.ok {
+			mark = "**missed**"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.name, r.measured, r.target, mark)
+	}
+	fmt.Println(b.String())
+	if full {
+		os.MkdirAll("../../bench", 0o755)
+		if err := os.WriteFile("../../bench/RESULTS.md", []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func mb(b int64) float64         { return float64(b) / (1 << 20) }
+
+// measureDrain queues n acks in the outbox (as after an outage), then
+// times the drainer emptying it through mosquitto; the baseline is a bare
+// paho client publishing n QoS 1 messages to the same broker.
+func measureDrain(t *testing.T, n int) (drain, bare time.Duration) {
+	c := newCloud(t)
+	st, err := store.Open(filepath.Join(t.TempDir(), "drain.db"), store.Options{OutboxMaxItems: n + 10, OutboxMaxBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	payload := []byte(`{"tid":"0123456789abcdef","status":"SUCCESS","ts":"2026-11-23T18:00:00Z"}`)
+	for i := 0; i < n; i += 1000 {
+		st.Update(func(tx *store.Tx) error {
+			for j := i; j < min(i+1000, n); j++ {
+				if _, err := tx.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "drain/ack", Payload: payload, QoS: 1}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	// Baseline first, on its own connection.
+	cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(c.broker.URL()).SetClientID("bare").SetCleanSession(true).SetOrderMatters(false))
+	if tok := cl.Connect(); tok.Wait() && tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	t0 := time.Now()
+	toks := make([]mqtt.Token, 0, n)
+	for i := 0; i < n; i++ {
+		toks = append(toks, cl.Publish("drain/bare", 1, false, payload))
+	}
+	for _, tok := range toks {
+		tok.Wait()
+	}
+	bare = time.Since(t0)
+	cl.Disconnect(100)
+
+	l, _ := link.New(link.Options{Broker: c.broker.URL(), ClientID: "drainer", CleanSession: true})
+	d := outbox.New(st, l, outbox.DefaultWindow, nil)
+	l.OnConnect(func(context.Context) { d.Kick() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	t0 = time.Now()
+	go l.Run(ctx)
+	go d.Run(ctx)
+	deadline := time.Now().Add(5 * time.Minute)
+	for st.OutboxStats().Items > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox not drained: %+v", st.OutboxStats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(t0), bare
+}
+
+// measureStore: durable enqueue+remove pairs per second, and raw bbolt
+// put+delete pairs (one transaction each) per second.
+func measureStore(t *testing.T, n int) (ops, raw float64) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		seq, err := st.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "a", Payload: []byte("x")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Remove(seq)
+	}
+	ops = float64(n) / time.Since(t0).Seconds()
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "raw.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("b")); return err })
+	t0 = time.Now()
+	for i := 0; i < n; i++ {
+		k := []byte(strconv.Itoa(i))
+		db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("b")).Put(k, []byte("x")) })
+		db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("b")).Delete(k) })
+	}
+	raw = float64(n) / time.Since(t0).Seconds()
+	return ops, raw
+}
+
+type processFigures struct {
+	startup                          time.Duration
+	idleRSS, idleHWM, cmdRSS, cmdHWM int64
+	goroutines                       int
+	bytesPerUpdate, bytesPerCmd      float64
+}
+
+// measureProcess runs the real shadowgated with N sim actuators on N named
+// shadows and reads its figures from /proc.
+func measureProcess(t *testing.T, sz reportSizes) processFigures {
+	c := newCloud(t)
+	dir := t.TempDir()
+	var acts strings.Builder
+	for i := 0; i < sz.rssActuators; i++ {
+		fmt.Fprintf(&acts, "  l%d: {driver: sim, shadow: s%d, state: {on: false}}\n", i, i)
+	}
+	y := fmt.Sprintf("gateway: {thing: gw-perf}\ncloud: {broker: %q, keepalive: 30s}\nstore: {path: %q}\napi: {socket: %q}\nlog: {level: warn}\nactuators:\n%scommands:\n  types:\n    SET: {actuator: l0, set: {on: \"{on}\"}, args: {on: {type: bool, required: true}}}\n",
+		c.broker.URL(), filepath.Join(dir, "state.db"), filepath.Join(dir, "api.sock"), acts.String())
+	cfg := filepath.Join(dir, "perf.yaml")
+	os.WriteFile(cfg, []byte(y), 0o600)
+
+	n := listenNotify(t)
+	cmd := exec.Command(gatewayBin, "--config", cfg)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	var f processFigures
+	for n.has("READY=1") == 0 {
+		if time.Since(t0) > 30*time.Second {
+			t.Fatal("no READY=1")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	f.startup = time.Since(t0)
+	last := fmt.Sprintf("s%d", sz.rssActuators-1)
+	c.waitShadow(t, "gw-perf", last, "all shadows created", func(g *shadow.GetAccepted) bool {
+		return g.State.Reported[fmt.Sprintf("l%d", sz.rssActuators-1)] != nil
+	})
+	time.Sleep(time.Second)
+	f.idleRSS, f.idleHWM = procMem(t, cmd.Process.Pid)
+	var st map[string]any
+	var out, errOut strings.Builder
+	if ctl.Main(context.Background(), []string{"status", "--json", "--socket", filepath.Join(dir, "api.sock")}, &out, &errOut) == 0 {
+		json.Unmarshal([]byte(out.String()), &st)
+		if g, ok := st["goroutines"].(float64); ok {
+			f.goroutines = int(g)
+		}
+	}
+
+	// Shadow updates: the operator flips one light at a time and waits for
+	// its report.
+	w0 := procWrites(t, cmd.Process.Pid)
+	for i := 0; i < sz.updates; i++ {
+		k := i % sz.rssActuators
+		on := (i/sz.rssActuators)%2 == 0
+		c.desire(t, "gw-perf", fmt.Sprintf("s%d", k), fmt.Sprintf(`{"l%d":{"on":%v}}`, k, on))
+		c.waitShadow(t, "gw-perf", fmt.Sprintf("s%d", k), "reported", func(g *shadow.GetAccepted) bool { return reported(g, fmt.Sprintf("l%d", k), "on") == on })
+	}
+	f.bytesPerUpdate = float64(procWrites(t, cmd.Process.Pid)-w0) / float64(sz.updates)
+
+	// Commands, 32 in flight.
+	done := make(chan int, sz.rssCmds)
+	c.onMessage = func(m *link.Message) {
+		if m.Topic == "commands/gw-perf/ack" && strings.Contains(string(m.Payload), `"SUCCESS"`) {
+			done <- 0
+		}
+	}
+	w0 = procWrites(t, cmd.Process.Pid)
+	pipelined(t, sz.rssCmds, 32, func(i int) {
+		c.op.PublishAsync("commands/gw-perf", false, []byte(fmt.Sprintf(`{"cmd":"SET","tid":"p%d","status":%q,"args":{"on":%v}}`, i, command.StatusRequest, i%2 == 0)))
+	}, done)
+	f.bytesPerCmd = float64(procWrites(t, cmd.Process.Pid)-w0) / float64(sz.rssCmds)
+	time.Sleep(500 * time.Millisecond)
+	f.cmdRSS, f.cmdHWM = procMem(t, cmd.Process.Pid)
+	return f
+}
+
+func procMem(t *testing.T, pid int) (rss, hwm int64) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 {
+			kb, _ := strconv.ParseInt(fields[1], 10, 64)
+			switch fields[0] {
+			case "VmRSS:":
+				rss = kb << 10
+			case "VmHWM:":
+				hwm = kb << 10
+			}
+		}
+	}
+	return rss, hwm
+}
+
+func procWrites(t *testing.T, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+type binarySize struct {
+	arch  string
+	bytes int64
+}
+
+func binarySizes(t *testing.T) []binarySize {
+	var out []binarySize
+	for _, a := range []struct{ name, goarch, goarm string }{{"amd64", "amd64", ""}, {"arm64", "arm64", ""}, {"armv6", "arm", "6"}, {"armv7", "arm", "7"}} {
+		bin := filepath.Join(t.TempDir(), "shadowgated")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "../../cmd/shadowgated")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+a.goarch, "GOARM="+a.goarm)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", a.name, err, b)
+		}
+		fi, _ := os.Stat(bin)
+		out = append(out, binarySize{a.name, fi.Size()})
+	}
+	return out
+}
