@@ -84,6 +84,12 @@ type Syncer struct {
 
 	genMu gosync.Mutex
 	gens  map[string]uint64
+
+	// Reconcilers run on demand, one per shadow with work, so that a gateway
+	// with 100 shadows does not keep 100 idle goroutines.
+	runMu  gosync.Mutex
+	runCtx context.Context
+	runWG  gosync.WaitGroup
 }
 
 type binding struct {
@@ -94,11 +100,12 @@ type binding struct {
 type shadowSync struct {
 	name string
 	keys map[string]string // shadow key → actuator
-	kick chan struct{}
 
 	mu       gosync.Mutex
 	rep      replica
 	getToken string
+	dirty    bool // desired state arrived that is not reconciled yet
+	running  bool // a reconciler goroutine is at work on this shadow
 }
 
 // replica is what the gateway knows of one cloud shadow, persisted in the
@@ -126,11 +133,11 @@ func New(o Options) (*Syncer, error) {
 	}
 	s := &Syncer{o: o, log: o.Logger.With("component", "sync"), shadows: map[string]*shadowSync{}, binding: map[string]binding{},
 		tag: fmt.Sprintf("%04x", rand.Uint32()&0xffff)}
-	s.shadows[""] = &shadowSync{name: "", keys: map[string]string{}, kick: make(chan struct{}, 1)}
+	s.shadows[""] = &shadowSync{name: "", keys: map[string]string{}}
 	for name, a := range o.Actuators {
 		sh := s.shadows[a.Shadow]
 		if sh == nil {
-			sh = &shadowSync{name: a.Shadow, keys: map[string]string{}, kick: make(chan struct{}, 1)}
+			sh = &shadowSync{name: a.Shadow, keys: map[string]string{}}
 			s.shadows[a.Shadow] = sh
 		}
 		sh.keys[a.Key] = name
@@ -215,31 +222,57 @@ func (s *Syncer) register() {
 	s.o.Link.OnConnect(s.onConnect)
 }
 
-// Run runs one reconciler per shadow until ctx ends.
+// Run lets reconcilers run until ctx ends, then waits for the ones at work.
 func (s *Syncer) Run(ctx context.Context) {
-	var wg gosync.WaitGroup
+	s.runMu.Lock()
+	s.runCtx = ctx
+	s.runMu.Unlock()
 	for _, sh := range s.shadows {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-sh.kick:
-					s.reconcile(ctx, sh)
-				}
-			}
-		}()
+		s.start(sh) // work that arrived before Run
 	}
-	wg.Wait()
+	<-ctx.Done()
+	s.runWG.Wait()
 }
 
-func (sh *shadowSync) poke() {
-	select {
-	case sh.kick <- struct{}{}:
-	default:
+// poke marks a shadow as having desired state to reconcile.
+func (s *Syncer) poke(sh *shadowSync) {
+	sh.mu.Lock()
+	sh.dirty = true
+	sh.mu.Unlock()
+	s.start(sh)
+}
+
+// start runs a reconciler for sh if it has work and none is running; the
+// goroutine ends when the shadow has nothing left to do.
+func (s *Syncer) start(sh *shadowSync) {
+	s.runMu.Lock()
+	ctx := s.runCtx
+	s.runMu.Unlock()
+	if ctx == nil || ctx.Err() != nil {
+		return
 	}
+	sh.mu.Lock()
+	if sh.running || !sh.dirty {
+		sh.mu.Unlock()
+		return
+	}
+	sh.running = true
+	sh.mu.Unlock()
+	s.runWG.Add(1)
+	go func() {
+		defer s.runWG.Done()
+		for {
+			sh.mu.Lock()
+			if !sh.dirty || ctx.Err() != nil {
+				sh.running = false
+				sh.mu.Unlock()
+				return
+			}
+			sh.dirty = false
+			sh.mu.Unlock()
+			s.reconcile(ctx, sh)
+		}
+	}()
 }
 
 func (s *Syncer) onConnect(ctx context.Context) {
@@ -302,7 +335,7 @@ func (s *Syncer) onDelta(sh *shadowSync, m *link.Message) {
 	sh.rep.Version = max(sh.rep.Version, d.Version)
 	sh.rep.Applied = d.Version
 	sh.mu.Unlock()
-	sh.poke()
+	s.poke(sh)
 }
 
 // fullDoc is the state part of accepted and get responses.
@@ -401,7 +434,7 @@ func (s *Syncer) onGetAccepted(ctx context.Context, sh *shadowSync, m *link.Mess
 	s.persist(sh)
 	sh.mu.Unlock()
 	s.reportDifferences(ctx, sh, false)
-	sh.poke()
+	s.poke(sh)
 }
 
 func (s *Syncer) onGetRejected(ctx context.Context, sh *shadowSync, m *link.Message) {
