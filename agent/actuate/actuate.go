@@ -1,6 +1,7 @@
 // Package actuate is the only way an actuator changes. Each actuator has one
-// worker goroutine, so changes to one device are serialised and never
-// concurrent. Every change reads the current state, records {before, after}
+// slot: whoever holds it works the device, so changes to one device are
+// serialised and never concurrent, in arrival order (no idle goroutine per
+// actuator). Every change reads the current state, records {before, after}
 // in history, applies, and verifies by reading back. A change of several
 // actuators is atomic: a journal entry is written first, and if one Apply
 // fails the actuators already changed are driven back to their prior state.
@@ -108,15 +109,16 @@ type Manager struct {
 	observers []func(Event)
 	followUps map[string]*time.Timer
 	groupSeq  uint64
-	wg        sync.WaitGroup
 	stop      context.CancelFunc
+	closeOnce sync.Once
 	stopped   <-chan struct{}
 }
 
 type worker struct {
 	name string
 	act  drivers.Actuator
-	jobs chan func()
+	slot chan struct{} // capacity 1: held while the device is worked
+	tr   *watchdog.Tracker
 }
 
 // New makes a manager for the opened actuators and starts their workers.
@@ -134,27 +136,14 @@ func New(acts map[string]drivers.Actuator, o Options) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{opts: o, log: o.Logger, workers: map[string]*worker{}, stop: cancel, stopped: ctx.Done()}
 	for name, a := range acts {
-		w := &worker{name: name, act: a, jobs: make(chan func())}
+		w := &worker{name: name, act: a, slot: make(chan struct{}, 1)}
+		if o.Watchdog != nil {
+			// A job that outlasts twice ApplyTimeout (a driver ignoring its
+			// deadline) counts as stuck.
+			w.tr = o.Watchdog.Track("actuator "+name, 2*o.ApplyTimeout+10*time.Second)
+		}
 		m.workers[name] = w
 		m.names = append(m.names, name)
-		var tr *watchdog.Tracker
-		if o.Watchdog != nil {
-			tr = o.Watchdog.Track("actuator "+name, 2*o.ApplyTimeout+10*time.Second)
-		}
-		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case job := <-w.jobs:
-					tr.Begin()
-					job()
-					tr.End()
-				}
-			}
-		}()
 	}
 	sort.Strings(m.names)
 	return m
@@ -180,16 +169,26 @@ func (m *Manager) Observe(fn func(Event)) {
 	m.observers = append(m.observers, fn)
 }
 
-// Close stops the workers (after the job each is running) and closes the
-// actuators.
+// Close waits for the jobs in flight, refuses new ones (ErrStopped) and
+// closes the actuators.
 func (m *Manager) Close() error {
+	var err error
+	m.closeOnce.Do(func() { err = m.close() })
+	return err
+}
+
+func (m *Manager) close() error {
 	m.mu.Lock()
 	for _, t := range m.followUps {
 		t.Stop()
 	}
 	m.mu.Unlock()
 	m.stop()
-	m.wg.Wait()
+	// Take every slot: this waits for the jobs in flight, and nobody gets
+	// a slot after (they see the stop and return ErrStopped).
+	for _, n := range m.names {
+		m.workers[n].slot <- struct{}{}
+	}
 	var errs []error
 	for _, n := range m.names {
 		if err := m.workers[n].act.Close(); err != nil {
@@ -199,22 +198,30 @@ func (m *Manager) Close() error {
 	return errors.Join(errs...)
 }
 
-// do runs fn on the actuator's worker and waits for it.
+// do runs fn with the actuator's slot held: one job at a time per device,
+// in the order callers arrived (Go queues blocked senders first in, first
+// out).
 func (m *Manager) do(ctx context.Context, name string, fn func(a drivers.Actuator) error) error {
 	w, ok := m.workers[name]
 	if !ok {
 		return fmt.Errorf("%w %q", ErrUnknownActuator, name)
 	}
-	done := make(chan error, 1)
-	job := func() { done <- fn(w.act) }
 	select {
-	case w.jobs <- job:
+	case <-m.stopped:
+		return ErrStopped
+	default:
+	}
+	select {
+	case w.slot <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-m.stopped:
 		return ErrStopped
 	}
-	return <-done // a job always finishes: Apply is bounded by its context
+	defer func() { <-w.slot }()
+	w.tr.Begin()
+	defer w.tr.End()
+	return fn(w.act)
 }
 
 // Read returns an actuator's current state (through its worker, so it
