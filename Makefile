@@ -49,6 +49,7 @@ lint:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './tmp/*')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 
 cross:
 	@mkdir -p $(BIN)

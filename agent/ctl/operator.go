@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -110,8 +109,6 @@ type session struct {
 	root   string
 	cancel context.CancelFunc
 	done   chan struct{}
-	mu     sync.Mutex
-	subs   map[string][]chan *link.Message
 }
 
 // connect opens an MQTT session with the given subscriptions (filter →
@@ -172,11 +169,6 @@ func connect(ctx context.Context, m *mqttFlags, filters map[string]chan *link.Me
 func (s *session) close() {
 	s.cancel()
 	<-s.done
-}
-
-// shadowTopic builds a topic of THING's shadow (named when name != "").
-func (s *session) shadowTopic(thing, name string, op shadow.Op, sfx shadow.Suffix) string {
-	return shadow.Topic{Thing: thing, Name: name, Op: op, Suffix: sfx}.Build(s.root)
 }
 
 // shadowRequest publishes one shadow request and waits for its accepted or

@@ -1,10 +1,12 @@
 package localapi
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"time"
 
@@ -183,11 +185,7 @@ func (s *Server) history(r *http.Request) (any, error) {
 		return nil
 	})
 	// newest first across actuators
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].ID > out[j-1].ID; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
+	slices.SortFunc(out, func(a, b *store.Change) int { return cmp.Compare(b.ID, a.ID) })
 	if len(out) > n {
 		out = out[:n]
 	}

@@ -195,7 +195,7 @@ func (s *Shadow) UnmarshalJSON(b []byte) error {
 	if err := unmarshal(b, &st); err != nil {
 		return fmt.Errorf("decode shadow document: %w", err)
 	}
-	*s = Shadow{State: st.State, Metadata: st.Metadata, Version: st.Version, Timestamp: st.Timestamp, Deleted: st.Deleted}
+	*s = Shadow(st)
 	return nil
 }
 

@@ -86,7 +86,7 @@ func (s *Service) serve(ctx context.Context, m *link.Message) {
 		err = json.Unmarshal(doc, &sh)
 	}
 	var out []shadow.Message
-	if err != nil && !isNotFound(err) {
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.Error("load shadow", "thing", t.Thing, "shadow", t.Name, "err", err)
 		out = []shadow.Message{internalError(t, s.now())}
 	} else {
@@ -119,8 +119,6 @@ func (s *Service) serve(ctx context.Context, m *link.Message) {
 		}
 	}
 }
-
-func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
 
 func internalError(t shadow.Topic, now time.Time) shadow.Message {
 	e := &shadow.Error{Code: 500, Message: shadow.MsgInternal, Timestamp: now.Unix()}

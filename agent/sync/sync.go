@@ -25,6 +25,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	gosync "sync"
 	"sync/atomic"
 	"time"
@@ -87,9 +88,10 @@ type Syncer struct {
 
 	// Reconcilers run on demand, one per shadow with work, so that a gateway
 	// with 100 shadows does not keep 100 idle goroutines.
-	runMu  gosync.Mutex
-	runCtx context.Context
-	runWG  gosync.WaitGroup
+	runMu   gosync.Mutex
+	runCtx  context.Context
+	stopped bool
+	runWG   gosync.WaitGroup
 }
 
 type binding struct {
@@ -231,7 +233,21 @@ func (s *Syncer) Run(ctx context.Context) {
 		s.start(sh) // work that arrived before Run
 	}
 	<-ctx.Done()
+	s.runMu.Lock()
+	s.stopped = true // no goroutine joins runWG from now on
+	s.runMu.Unlock()
 	s.runWG.Wait()
+}
+
+// track counts one more goroutine in runWG if sync is running.
+func (s *Syncer) track() bool {
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	if s.runCtx == nil || s.stopped {
+		return false
+	}
+	s.runWG.Add(1)
+	return true
 }
 
 // poke marks a shadow as having desired state to reconcile.
@@ -258,7 +274,12 @@ func (s *Syncer) start(sh *shadowSync) {
 	}
 	sh.running = true
 	sh.mu.Unlock()
-	s.runWG.Add(1)
+	if !s.track() {
+		sh.mu.Lock()
+		sh.running = false
+		sh.mu.Unlock()
+		return
+	}
 	go func() {
 		defer s.runWG.Done()
 		for {
@@ -400,7 +421,7 @@ func (s *Syncer) onUpdateRejected(ctx context.Context, sh *shadowSync, m *link.M
 		s.get(ctx, sh)
 	case mine != nil:
 		s.log.Error("cloud rejected a local change", "shadow", label(sh.name), "key", key, "code", e.Code, "message", e.Message)
-	case len(e.ClientToken) > 3 && e.ClientToken[:3] == "sg-":
+	case strings.HasPrefix(e.ClientToken, "sg-"):
 		s.log.Error("cloud rejected a report", "shadow", label(sh.name), "code", e.Code, "message", e.Message)
 	}
 }
@@ -583,9 +604,14 @@ func (s *Syncer) enqueueReport(sh *shadowSync, key string, v any) {
 		Key: s.o.Thing + "/" + sh.name + "/" + key,
 	}
 	gen := s.nextGen(item.Key)
-	if s.o.Link.Connected() && s.o.Store.OutboxStats().Items == 0 {
-		if p, err := s.o.Link.PublishAsync(item.Topic, false, payload); err == nil {
+	if s.o.Link.Connected() && s.o.Store.OutboxStats().Items == 0 && s.track() {
+		if p, err := s.o.Link.PublishAsync(item.Topic, false, payload); err != nil {
+			s.runWG.Done()
+		} else {
 			go func() {
+				defer s.runWG.Done()
+				// Bounded by the PUBACK, the connection dropping, or 30 s;
+				// Run waits for it, so the store is still open here.
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				if p.Wait(ctx) != nil && s.currentGen(item.Key) == gen {

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"math"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/config"
@@ -149,8 +148,7 @@ type Modbus struct {
 	// charTime is the time of one character (11 bits: start, 8 data,
 	// parity or stop, stop); frames are separated by 3.5 of them.
 	charTime time.Duration
-	lastIO   time.Time
-	mu       sync.Mutex
+	lastIO   time.Time // guarded by p.mu
 }
 
 // NewModbus makes a device on the hardware's serial port.

@@ -22,7 +22,6 @@ type Broker struct {
 	dir  string
 	port int
 	cmd  *exec.Cmd
-	log  *os.File
 }
 
 // Path finds the mosquitto binary. Without one the test fails with a clear
