@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -30,15 +32,49 @@ type Change struct {
 	Time          time.Time      `json:"time"`
 }
 
+// History layout: one flat bucket, key = actuator + 0x00 + id (8 bytes BE).
+// An actuator's changes sit together in id order, so recording one rewrites
+// a single leaf and the pages above it. (A bucket per actuator plus an id
+// index, the first layout, rewrote about eleven pages per change; on an SD
+// card every page is wear.) Actuator names never contain 0x00 (the config
+// allows [A-Za-z0-9_-]).
+
+func histPrefix(actuator string) []byte { return append([]byte(actuator), 0) }
+
+func histKey(actuator string, id uint64) []byte {
+	return binary.BigEndian.AppendUint64(histPrefix(actuator), id)
+}
+
+// splitHistKey returns the actuator and id of a history key.
+func splitHistKey(k []byte) (string, uint64, bool) {
+	if len(k) < 9 || k[len(k)-9] != 0 {
+		return "", 0, false
+	}
+	return string(k[:len(k)-9]), binary.BigEndian.Uint64(k[len(k)-8:]), true
+}
+
+// historyActuators returns every actuator with history, jumping from one
+// key range to the next (one seek per actuator, not one step per change).
+func (t *Tx) historyActuators() []string {
+	var out []string
+	c := t.tx.Bucket(bucketChanges).Cursor()
+	for k, _ := c.First(); k != nil; {
+		act, _, ok := splitHistKey(k)
+		if !ok {
+			k, _ = c.Next()
+			continue
+		}
+		out = append(out, act)
+		k, _ = c.Seek(append([]byte(act), 1))
+	}
+	return out
+}
+
 // RecordChange stores c with a new id and keeps the actuator's history to
 // the configured depth and all history to its byte quota (oldest first).
 func (t *Tx) RecordChange(c *Change) (uint64, error) {
-	hist := t.tx.Bucket(bucketHistory)
-	ab, err := hist.CreateBucketIfNotExists([]byte(c.Actuator))
-	if err != nil {
-		return 0, fmt.Errorf("history bucket for %s: %w", c.Actuator, err)
-	}
-	id, err := hist.NextSequence()
+	b := t.tx.Bucket(bucketChanges)
+	id, err := b.NextSequence()
 	if err != nil {
 		return 0, err
 	}
@@ -47,70 +83,89 @@ func (t *Tx) RecordChange(c *Change) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("encode change: %w", err)
 	}
-	if err := ab.Put(u64(id), v); err != nil {
-		return 0, err
-	}
-	if err := t.tx.Bucket(bucketHistoryIDs).Put(u64(id), []byte(c.Actuator)); err != nil {
-		return 0, err
+	if err := b.Put(histKey(c.Actuator, id), v); err != nil {
+		return 0, fmt.Errorf("record change of %s: %w", c.Actuator, err)
 	}
 	t.histDelta += int64(len(v))
-	// Depth: keep the newest HistoryDepth entries of this actuator.
-	cur := ab.Cursor()
-	k, _ := cur.Last()
-	for i := 0; i < t.s.opts.HistoryDepth && k != nil; i++ {
-		k, _ = cur.Prev()
-	}
-	for k != nil {
-		if err := t.dropChange(c.Actuator, binary.BigEndian.Uint64(k)); err != nil {
-			return 0, err
-		}
-		k, _ = cur.Last()
-		for i := 0; i < t.s.opts.HistoryDepth && k != nil; i++ {
-			k, _ = cur.Prev()
+	// Depth: readers see the newest HistoryDepth entries of an actuator.
+	// The ones that age out are deleted in batches of depth/8, so that most
+	// changes rewrite only the leaf they were added to, not also the leaf
+	// of the oldest entry.
+	ids := t.historyIDs(c.Actuator)
+	if over := len(ids) - t.s.opts.HistoryDepth; over > t.s.opts.HistoryDepth/8 {
+		for _, old := range ids[:over] {
+			if err := t.dropChange(c.Actuator, old); err != nil {
+				return 0, err
+			}
 		}
 	}
 	// Bytes: drop the oldest entries of any actuator, never the new one.
 	t.s.mu.Lock()
 	total := t.s.histLen
 	t.s.mu.Unlock()
-	ids := t.tx.Bucket(bucketHistoryIDs).Cursor()
 	for total+t.histDelta > t.s.opts.HistoryMaxBytes {
-		k, act := ids.First()
-		if k == nil || binary.BigEndian.Uint64(k) == id {
+		act, oldest := t.oldestChange()
+		if oldest == 0 || oldest == id {
 			break
 		}
-		if err := t.dropChange(string(act), binary.BigEndian.Uint64(k)); err != nil {
+		if err := t.dropChange(act, oldest); err != nil {
 			return 0, err
 		}
-		t.dropped = append(t.dropped, fmt.Sprintf("history #%d of %s (history_max_bytes)", binary.BigEndian.Uint64(k), act))
+		t.dropped = append(t.dropped, fmt.Sprintf("history #%d of %s (history_max_bytes)", oldest, act))
 	}
 	return id, nil
 }
 
-func (t *Tx) dropChange(actuator string, id uint64) error {
-	ab := t.tx.Bucket(bucketHistory).Bucket([]byte(actuator))
-	if ab == nil {
-		return nil
+// historyIDs returns an actuator's change ids, oldest first.
+func (t *Tx) historyIDs(actuator string) []uint64 {
+	var ids []uint64
+	prefix := histPrefix(actuator)
+	c := t.tx.Bucket(bucketChanges).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, _ = c.Next() {
+		ids = append(ids, binary.BigEndian.Uint64(k[len(prefix):]))
 	}
-	k := u64(id)
-	if v := ab.Get(k); v != nil {
+	return ids
+}
+
+// oldestChange finds the oldest change of all actuators (id 0: none).
+func (t *Tx) oldestChange() (string, uint64) {
+	var act string
+	var oldest uint64
+	b := t.tx.Bucket(bucketChanges)
+	for _, a := range t.historyActuators() {
+		k, _ := b.Cursor().Seek(histPrefix(a))
+		if _, id, ok := splitHistKey(k); ok && (oldest == 0 || id < oldest) {
+			act, oldest = a, id
+		}
+	}
+	return act, oldest
+}
+
+func (t *Tx) dropChange(actuator string, id uint64) error {
+	b := t.tx.Bucket(bucketChanges)
+	k := histKey(actuator, id)
+	if v := b.Get(k); v != nil {
 		t.histDelta -= int64(len(v))
 	}
-	if err := ab.Delete(k); err != nil {
-		return err
-	}
-	return t.tx.Bucket(bucketHistoryIDs).Delete(k)
+	return b.Delete(k)
 }
 
 // History returns up to n changes of an actuator, newest first.
 func (t *Tx) History(actuator string, n int) ([]*Change, error) {
-	ab := t.tx.Bucket(bucketHistory).Bucket([]byte(actuator))
-	if ab == nil {
-		return nil, nil
+	prefix := histPrefix(actuator)
+	c := t.tx.Bucket(bucketChanges).Cursor()
+	k, v := c.Seek(histKey(actuator, ^uint64(0)))
+	if k == nil {
+		k, v = c.Last()
 	}
 	var out []*Change
-	c := ab.Cursor()
-	for k, v := c.Last(); k != nil && len(out) < n; k, v = c.Prev() {
+	for n = min(n, t.s.opts.HistoryDepth); k != nil && len(out) < n; k, v = c.Prev() {
+		if !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
+			if bytes.Compare(k, prefix) < 0 {
+				break
+			}
+			continue // the seek landed past the actuator's last change
+		}
 		ch, err := decodeChange(v)
 		if err != nil {
 			return nil, err
@@ -122,28 +177,34 @@ func (t *Tx) History(actuator string, n int) ([]*Change, error) {
 
 // GetChange returns the change with id or ErrNotFound.
 func (t *Tx) GetChange(id uint64) (*Change, error) {
-	act := t.tx.Bucket(bucketHistoryIDs).Get(u64(id))
-	if act == nil {
+	act, ok := t.changeActuator(id)
+	if !ok {
 		return nil, fmt.Errorf("history entry %d: %w", id, ErrNotFound)
 	}
-	ab := t.tx.Bucket(bucketHistory).Bucket(act)
-	if ab == nil {
-		return nil, fmt.Errorf("history entry %d: %w", id, ErrNotFound)
+	return decodeChange(t.tx.Bucket(bucketChanges).Get(histKey(act, id)))
+}
+
+// changeActuator finds whose change id is: one lookup per actuator, which
+// is cheaper than an id index rewritten on every change. An entry that aged
+// out of its actuator's depth but awaits its batch deletion is not found.
+func (t *Tx) changeActuator(id uint64) (string, bool) {
+	b := t.tx.Bucket(bucketChanges)
+	for _, a := range t.historyActuators() {
+		if b.Get(histKey(a, id)) == nil {
+			continue
+		}
+		ids := t.historyIDs(a)
+		newer := len(ids) - 1 - slices.Index(ids, id)
+		return a, newer < t.s.opts.HistoryDepth
 	}
-	v := ab.Get(u64(id))
-	if v == nil {
-		return nil, fmt.Errorf("history entry %d: %w", id, ErrNotFound)
-	}
-	return decodeChange(v)
+	return "", false
 }
 
 func (t *Tx) historyBytes() int64 {
 	var n int64
-	t.tx.Bucket(bucketHistory).ForEachBucket(func(name []byte) error {
-		return t.tx.Bucket(bucketHistory).Bucket(name).ForEach(func(_, v []byte) error {
-			n += int64(len(v))
-			return nil
-		})
+	t.tx.Bucket(bucketChanges).ForEach(func(_, v []byte) error {
+		n += int64(len(v))
+		return nil
 	})
 	return n
 }
@@ -161,34 +222,27 @@ func decodeChange(v []byte) (*Change, error) {
 // DeleteChange removes a change that did not happen after all (its Apply
 // failed), so that history holds only what the hardware went through.
 func (t *Tx) DeleteChange(id uint64) error {
-	act := t.tx.Bucket(bucketHistoryIDs).Get(u64(id))
-	if act == nil {
+	act, ok := t.changeActuator(id)
+	if !ok {
 		return nil
 	}
-	return t.dropChange(string(act), id)
+	return t.dropChange(act, id)
 }
 
 // DeleteGroup removes the changes a multi-actuator group recorded for the
 // given actuators: a group a crash interrupted is undone as if it had never
 // happened, so that power-on restore does not bring it back.
 func (t *Tx) DeleteGroup(group string, actuators []string) error {
+	b := t.tx.Bucket(bucketChanges)
 	for _, a := range actuators {
-		ab := t.tx.Bucket(bucketHistory).Bucket([]byte(a))
-		if ab == nil {
-			continue
-		}
-		var ids []uint64
-		c := ab.Cursor()
-		for k, v := c.Last(); k != nil; k, v = c.Prev() {
-			ch, err := decodeChange(v)
+		for _, id := range t.historyIDs(a) {
+			ch, err := decodeChange(b.Get(histKey(a, id)))
 			if err != nil {
 				return err
 			}
-			if ch.Group == group {
-				ids = append(ids, ch.ID)
+			if ch.Group != group {
+				continue
 			}
-		}
-		for _, id := range ids {
 			if err := t.dropChange(a, id); err != nil {
 				return err
 			}

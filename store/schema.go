@@ -17,10 +17,12 @@ import (
 //	inbox        tid → Command JSON
 //	inbox_order  seq (8 bytes BE) → tid, arrival order of commands
 //	inbox_done   finished time (8 bytes BE unix nanos) + tid → nil, for expiry
-//	history      actuator → bucket of id (8 bytes BE) → Change JSON
-//	history_ids  id (8 bytes BE) → actuator, global age order and lookup by id
+//	changes      actuator + 0x00 + id (8 bytes BE) → Change JSON (history.go)
 //	journal      group id → journal entry JSON (multi-actuator changes in flight)
-const SchemaVersion = 1
+//
+// Version 1 kept history as a bucket per actuator under "history" plus an
+// id index "history_ids"; version 2 flattened it into "changes".
+const SchemaVersion = 2
 
 var (
 	bucketMeta       = []byte("meta")
@@ -30,12 +32,15 @@ var (
 	bucketInbox      = []byte("inbox")
 	bucketInboxOrder = []byte("inbox_order")
 	bucketInboxDone  = []byte("inbox_done")
-	bucketHistory    = []byte("history")
-	bucketHistoryIDs = []byte("history_ids")
+	bucketChanges    = []byte("changes")
 	bucketJournal    = []byte("journal")
 
 	allBuckets = [][]byte{bucketMeta, bucketShadows, bucketOutbox, bucketOutboxKeys, bucketInbox,
-		bucketInboxOrder, bucketInboxDone, bucketHistory, bucketHistoryIDs, bucketJournal}
+		bucketInboxOrder, bucketInboxDone, bucketChanges, bucketJournal}
+
+	// schema 1's history buckets
+	bucketHistoryV1    = []byte("history")
+	bucketHistoryIDsV1 = []byte("history_ids")
 
 	keySchema = []byte("schema")
 )
@@ -51,6 +56,41 @@ var migrations = []func(tx *bolt.Tx) error{
 		}
 		return nil
 	},
+	1: flattenHistory,
+}
+
+// flattenHistory moves schema 1's per-actuator history buckets into the
+// flat "changes" bucket, keeping ids and the id sequence.
+func flattenHistory(tx *bolt.Tx) error {
+	changes, err := tx.CreateBucketIfNotExists(bucketChanges)
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketChanges, err)
+	}
+	old := tx.Bucket(bucketHistoryV1)
+	if old == nil {
+		return nil // a new file: migration 0 made the current buckets
+	}
+	err = old.ForEachBucket(func(act []byte) error {
+		return old.Bucket(act).ForEach(func(id, v []byte) error {
+			if len(id) != 8 {
+				return fmt.Errorf("history of %s: key of %d bytes", act, len(id))
+			}
+			return changes.Put(histKey(string(act), binary.BigEndian.Uint64(id)), v)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if err := changes.SetSequence(old.Sequence()); err != nil {
+		return err
+	}
+	if err := tx.DeleteBucket(bucketHistoryV1); err != nil {
+		return err
+	}
+	if tx.Bucket(bucketHistoryIDsV1) != nil {
+		return tx.DeleteBucket(bucketHistoryIDsV1)
+	}
+	return nil
 }
 
 func migrate(tx *bolt.Tx) error {

@@ -3,6 +3,7 @@ package store_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/shadowgate/shadowgate/store"
 )
@@ -502,5 +505,122 @@ func TestGroupCommit(t *testing.T) {
 		if n, _ := strconv.Atoi(string(it.Payload)); n%8 == 0 {
 			t.Fatalf("a failed writer's item was committed: %s", it.Payload)
 		}
+	}
+}
+
+// A schema 1 file (a history bucket per actuator and an id index) opens with
+// its history intact, the same ids, and new ids after the old ones.
+func TestMigrateSchema1History(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v1.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range []string{"meta", "shadows", "outbox", "outbox_keys", "inbox", "inbox_order", "inbox_done", "history", "history_ids", "journal"} {
+			if _, err := tx.CreateBucket([]byte(b)); err != nil {
+				return err
+			}
+		}
+		tx.Bucket([]byte("meta")).Put([]byte("schema"), u64(1))
+		hist := tx.Bucket([]byte("history"))
+		for id, act := range map[uint64]string{3: "lamp", 5: "lamp", 4: "lamp2"} {
+			ab, _ := hist.CreateBucketIfNotExists([]byte(act))
+			v, _ := json.Marshal(store.Change{ID: id, Actuator: act, Before: map[string]any{"on": false}, After: map[string]any{"on": true}, Source: store.SourceLocal})
+			ab.Put(u64(id), v)
+			tx.Bucket([]byte("history_ids")).Put(u64(id), []byte(act))
+		}
+		return hist.SetSequence(5)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var next uint64
+	s.Update(func(tx *store.Tx) (err error) {
+		next, err = tx.RecordChange(&store.Change{Actuator: "lamp", Before: map[string]any{"on": true}, After: map[string]any{"on": false}})
+		return err
+	})
+	s.View(func(tx *store.Tx) error {
+		if v := tx.SchemaVersion(); v != store.SchemaVersion {
+			t.Errorf("schema %d after migration", v)
+		}
+		h, err := tx.History("lamp", 10)
+		if err != nil || len(h) != 3 || h[0].ID != next || h[1].ID != 5 || h[2].ID != 3 {
+			t.Errorf("lamp history after migration: %v %v", h, err)
+		}
+		if next != 6 {
+			t.Errorf("new id %d, want 6 (after the migrated ones)", next)
+		}
+		if c, err := tx.GetChange(4); err != nil || c.Actuator != "lamp2" {
+			t.Errorf("get migrated change 4: %v %v", c, err)
+		}
+		return nil
+	})
+}
+
+// Actuators whose names are prefixes of each other keep separate histories.
+func TestHistoryPrefixNames(t *testing.T) {
+	s := open(t, store.Options{HistoryDepth: 2})
+	for i := 0; i < 3; i++ {
+		for _, a := range []string{"lamp", "lamp2", "lam", "lamp-"} {
+			if err := s.Update(func(tx *store.Tx) error {
+				_, err := tx.RecordChange(&store.Change{Actuator: a, After: map[string]any{"i": i}})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s.View(func(tx *store.Tx) error {
+		for _, a := range []string{"lamp", "lamp2", "lam", "lamp-"} {
+			h, err := tx.History(a, 10)
+			if err != nil || len(h) != 2 || h[0].Actuator != a || h[1].Actuator != a || h[0].ID <= h[1].ID {
+				t.Errorf("history of %s: %v %v", a, h, err)
+			}
+		}
+		if h, _ := tx.History("la", 10); len(h) != 0 {
+			t.Errorf("history of la: %v", h)
+		}
+		return nil
+	})
+}
+
+// Recording a change rewrites a few pages, not a page per bucket on the
+// way: SD cards wear by the page. With a full history (10 actuators at depth
+// 100) a change costs leaf, branch, root and meta, plus the leaf of the
+// entry that ages out and now and then a split: about 20 KB. The first
+// layout (a bucket per actuator and an id index) wrote about 44 KB.
+func TestHistoryWritesFewPages(t *testing.T) {
+	s := open(t, store.Options{})
+	record := func(i int) {
+		if err := s.Update(func(tx *store.Tx) error {
+			_, err := tx.RecordChange(&store.Change{Actuator: fmt.Sprint("light", i%10), Before: map[string]any{"on": i%2 == 0}, After: map[string]any{"on": i%2 != 0}, Source: store.SourceDelta, ShadowVersion: int64(i), Time: time.Now()})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 1000; i++ {
+		record(i)
+	}
+	before := s.WriteStats()
+	for i := 0; i < 100; i++ {
+		record(i)
+	}
+	after := s.WriteStats()
+	if n := after.Commits - before.Commits; n != 100 {
+		t.Fatalf("%d commits for 100 changes", n)
+	}
+	perChange := (after.Bytes - before.Bytes) / 100
+	t.Logf("%d bytes written per recorded change", perChange)
+	if perChange > 24<<10 {
+		t.Fatalf("recording a change writes %d bytes; want at most 24 KiB", perChange)
 	}
 }

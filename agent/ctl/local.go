@@ -175,7 +175,7 @@ func runStatus(e *env, f *localFlags, c *apiClient, args []string) error {
 	row("commands", fmt.Sprintf("%d pending, %d executed, %d unreadable", st.PendingCmds, st.CommandsStats.Executed, st.CommandsStats.Malformed))
 	row("sync", fmt.Sprintf("%d applied, %d failed, %d stale deltas, %d conflicts, %d malformed", st.Sync.Applied, st.Sync.ApplyFailures, st.Sync.StaleDeltas, st.Sync.Conflicts, st.Sync.Malformed))
 	row("actuators", strconv.Itoa(st.ActuatorsCount))
-	row("store", fmt.Sprintf("%s (%d bytes)", st.StorePath, st.StoreBytes))
+	row("store", fmt.Sprintf("%s (%d bytes; %d commits, %d bytes written since start)", st.StorePath, st.StoreBytes, st.StoreWrites.Commits, st.StoreWrites.Bytes))
 	row("uptime", st.Uptime.String())
 	return tw.Flush()
 }

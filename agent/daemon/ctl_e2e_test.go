@@ -13,6 +13,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/ctl"
 	"github.com/shadowgate/shadowgate/agent/shadow"
+	"github.com/shadowgate/shadowgate/store"
 )
 
 type ctlResult struct {
@@ -54,11 +55,19 @@ func TestShadowctlOnTheGateway(t *testing.T) {
 		t.Fatalf("socket %s: mode %v, %v", sock, fi.Mode(), err)
 	}
 
-	shadowctl(t, "status", "--socket", sock).must(t, 0, "gw-ctl", "connected to "+c.broker.URL(), "outbox")
+	shadowctl(t, "status", "--socket", sock).must(t, 0, "gw-ctl", "connected to "+c.broker.URL(), "outbox", "bytes written since start")
 	r := shadowctl(t, "status", "--socket", sock, "--json")
-	var st map[string]any
-	if json.Unmarshal([]byte(r.stdout), &st) != nil || st["thing"] != "gw-ctl" || st["connected"] != true {
+	var st struct {
+		Thing       string
+		Connected   bool
+		StoreWrites store.WriteStats `json:"store_writes"`
+	}
+	if json.Unmarshal([]byte(r.stdout), &st) != nil || st.Thing != "gw-ctl" || !st.Connected {
 		t.Fatalf("status --json: %s", r.stdout)
+	}
+	// Creating the shadows wrote the replicas: whole pages and a meta page.
+	if w := st.StoreWrites; w.Commits == 0 || w.Bytes < 2*4096*w.Commits || w.Bytes%4096 != 0 {
+		t.Fatalf("store writes in status: %+v", w)
 	}
 	shadowctl(t, "actuators", "--socket", sock).must(t, 0, "porch_light", "sim", `{"on":false}`, "(classic).porch_light", "doors.front_door")
 

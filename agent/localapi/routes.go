@@ -54,26 +54,27 @@ func (s *Server) routes() []route {
 
 // Status is GET /v1/status.
 type Status struct {
-	Version        string        `json:"version"`
-	Thing          string        `json:"thing"`
-	Broker         string        `json:"broker"`
-	Connected      bool          `json:"connected"`
-	Connects       int64         `json:"connects"`
-	LastConnect    time.Time     `json:"last_connect,omitzero"`
-	LastError      string        `json:"last_error,omitempty"`
-	OutboxItems    int64         `json:"outbox_items"`
-	OutboxBytes    int64         `json:"outbox_bytes"`
-	OutboxDropped  uint64        `json:"outbox_dropped"`
-	OutboxSent     int64         `json:"outbox_sent"`
-	PendingCmds    int           `json:"pending_commands"`
-	StoreBytes     int64         `json:"store_bytes"`
-	StorePath      string        `json:"store_path"`
-	Uptime         time.Duration `json:"uptime_ns"`
-	Started        time.Time     `json:"started"`
-	Sync           sync.Stats    `json:"sync"`
-	CommandsStats  command.Stats `json:"commands"`
-	ActuatorsCount int           `json:"actuators"`
-	Goroutines     int           `json:"goroutines"`
+	Version        string           `json:"version"`
+	Thing          string           `json:"thing"`
+	Broker         string           `json:"broker"`
+	Connected      bool             `json:"connected"`
+	Connects       int64            `json:"connects"`
+	LastConnect    time.Time        `json:"last_connect,omitzero"`
+	LastError      string           `json:"last_error,omitempty"`
+	OutboxItems    int64            `json:"outbox_items"`
+	OutboxBytes    int64            `json:"outbox_bytes"`
+	OutboxDropped  uint64           `json:"outbox_dropped"`
+	OutboxSent     int64            `json:"outbox_sent"`
+	PendingCmds    int              `json:"pending_commands"`
+	StoreBytes     int64            `json:"store_bytes"`
+	StorePath      string           `json:"store_path"`
+	StoreWrites    store.WriteStats `json:"store_writes"`
+	Uptime         time.Duration    `json:"uptime_ns"`
+	Started        time.Time        `json:"started"`
+	Sync           sync.Stats       `json:"sync"`
+	CommandsStats  command.Stats    `json:"commands"`
+	ActuatorsCount int              `json:"actuators"`
+	Goroutines     int              `json:"goroutines"`
 }
 
 func (s *Server) status(r *http.Request) (any, error) {
@@ -89,7 +90,7 @@ func (s *Server) status(r *http.Request) (any, error) {
 		Version: version.Version, Thing: s.d.Config.Gateway.Thing, Broker: ls.Broker, Connected: ls.Connected,
 		Connects: ls.Connects, LastConnect: ls.LastConnect, LastError: ls.LastError,
 		OutboxItems: ob.Items, OutboxBytes: ob.Bytes, OutboxDropped: ob.Dropped, OutboxSent: s.d.Outbox.Sent(),
-		PendingCmds: pending, StoreBytes: s.d.Store.Size(), StorePath: s.d.Store.Path(),
+		PendingCmds: pending, StoreBytes: s.d.Store.Size(), StorePath: s.d.Store.Path(), StoreWrites: s.d.Store.WriteStats(),
 		Uptime: time.Since(s.d.Started).Round(time.Second), Started: s.d.Started,
 		Sync: s.d.Sync.Stats(), CommandsStats: s.d.Commands.Stats(), ActuatorsCount: len(s.d.Config.Actuators),
 		Goroutines: runtime.NumGoroutine(),
