@@ -61,6 +61,17 @@ func (s *Store) OutboxStats() OutboxStats {
 	return s.outbox
 }
 
+// Queued says whether an item with the coalescing key waits in the outbox
+// (a read, no write).
+func (s *Store) Queued(key string) bool {
+	var found bool
+	s.View(func(tx *Tx) error {
+		found = tx.tx.Bucket(bucketOutboxKeys).Get([]byte(key)) != nil
+		return nil
+	})
+	return found
+}
+
 // Enqueue appends an item and returns its sequence number.
 func (s *Store) Enqueue(it OutItem) (seq uint64, err error) {
 	err = s.Update(func(tx *Tx) error {

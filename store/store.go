@@ -209,13 +209,35 @@ type Tx struct {
 // function of a group fails, the group is rolled back, that caller gets its
 // error, and the others run again: fn must act only through tx (it may run
 // more than once).
-func (s *Store) Update(fn func(tx *Tx) error) error {
+func (s *Store) Update(fn func(tx *Tx) error) error { return s.Submit(fn)() }
+
+// Submit queues fn for the next group commit and returns at once; wait
+// blocks until fn's transaction is durable and returns its error (as
+// Update). Writes are durable in the order they were submitted: a write
+// submitted later never becomes durable before one submitted earlier. This
+// lets a caller go on before its fsync ends (accept the next command, free
+// an actuator for the next change) while every later write still lands
+// after it. wait must be called: a write nobody waits for commits only with
+// the next one.
+func (s *Store) Submit(fn func(tx *Tx) error) (wait func() error) {
 	req := &commitReq{fn: fn, done: make(chan error, 1)}
 	s.cmu.Lock()
 	s.queue = append(s.queue, req)
+	s.cmu.Unlock()
+	return func() error {
+		s.lead()
+		return <-req.done
+	}
+}
+
+// lead commits the queue unless another caller is already doing so; the
+// leader keeps committing until the queue is empty, so nothing queued
+// before it returns is left behind.
+func (s *Store) lead() {
+	s.cmu.Lock()
 	if s.leading {
 		s.cmu.Unlock()
-		return <-req.done
+		return
 	}
 	s.leading = true
 	s.cmu.Unlock()
@@ -226,12 +248,11 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 		if len(batch) == 0 {
 			s.leading = false
 			s.cmu.Unlock()
-			break
+			return
 		}
 		s.cmu.Unlock()
 		s.commit(batch)
 	}
-	return <-req.done
 }
 
 type commitReq struct {

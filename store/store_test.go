@@ -624,3 +624,38 @@ func TestHistoryWritesFewPages(t *testing.T) {
 		t.Fatalf("recording a change writes %d bytes; want at most 24 KiB", perChange)
 	}
 }
+
+// Submit returns before the commit; writes become durable in the order they
+// were submitted, whoever waits first, and a write nobody waited for yet
+// goes with the next commit.
+func TestSubmitOrder(t *testing.T) {
+	s := open(t, store.Options{})
+	enqueue := func(p string) func(tx *store.Tx) error {
+		return func(tx *store.Tx) error {
+			_, err := tx.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "t", Payload: []byte(p), QoS: 1})
+			return err
+		}
+	}
+	first := s.Submit(enqueue("a"))
+	second := s.Submit(enqueue("b"))
+	if err := second(); err != nil {
+		t.Fatal(err)
+	}
+	// a was submitted before b, so b's commit took it along.
+	if items, _ := s.Peek(10); len(items) != 2 || string(items[0].Payload) != "a" || string(items[1].Payload) != "b" {
+		t.Fatalf("after waiting for the second write: %v", items)
+	}
+	if err := first(); err != nil {
+		t.Fatal(err)
+	}
+	later := s.Submit(enqueue("c"))
+	if err := s.Update(enqueue("d")); err != nil {
+		t.Fatal(err)
+	}
+	if items, _ := s.Peek(10); len(items) != 4 || string(items[2].Payload) != "c" || string(items[3].Payload) != "d" {
+		t.Fatalf("a submitted write did not go with the next commit: %v", items)
+	}
+	if err := later(); err != nil {
+		t.Fatal(err)
+	}
+}

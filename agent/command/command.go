@@ -66,6 +66,11 @@ type Processor struct {
 	wake   chan struct{}
 	jobs   sync.WaitGroup
 
+	// Requests whose inbox write is submitted but not yet durable, in
+	// arrival order; the intake goroutine acknowledges and schedules them.
+	intake     []*pendingRequest
+	intakeWake chan struct{}
+
 	malformed, executed atomic.Int64
 }
 
@@ -87,7 +92,8 @@ func New(o Options) *Processor {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	p := &Processor{o: o, log: o.Logger.With("component", "command"), lanes: map[string][]string{}, active: map[string]*job{}, wake: make(chan struct{}, 1)}
+	p := &Processor{o: o, log: o.Logger.With("component", "command"), lanes: map[string][]string{}, active: map[string]*job{},
+		wake: make(chan struct{}, 1), intakeWake: make(chan struct{}, 1)}
 	o.Link.Handle(RequestTopic(o.Thing), p.onRequest)
 	return p
 }
@@ -116,10 +122,10 @@ func (p *Processor) Recover() error {
 		switch {
 		case err != nil:
 			// The config changed under it, or it expired while we were down.
-			p.finish(c.TID, StatusFailure, err.Error(), nil)
+			p.finish(c.TID, StatusFailure, err.Error(), nil)()
 		case !c.Started.IsZero() && !pl.typ.Idempotent:
 			p.log.Warn("command was running when the gateway stopped; reporting it interrupted", "tid", c.TID, "cmd", c.Cmd)
-			p.finish(c.TID, StatusFailure, ReasonInterrupted, nil)
+			p.finish(c.TID, StatusFailure, ReasonInterrupted, nil)()
 		default:
 			if !c.Started.IsZero() {
 				p.log.Info("resuming an idempotent command interrupted by a stop", "tid", c.TID, "cmd", c.Cmd)
@@ -134,6 +140,9 @@ func (p *Processor) Recover() error {
 // finish their action (commands still queued stay in the inbox).
 func (p *Processor) Run(ctx context.Context) {
 	p.expire()
+	intakeDone := make(chan struct{})
+	go func() { defer close(intakeDone); p.runIntake(ctx) }()
+	defer func() { <-intakeDone }()
 	tick := time.NewTicker(time.Hour)
 	defer tick.Stop()
 	for {
@@ -174,8 +183,18 @@ func (p *Processor) expire() {
 	}
 }
 
-// onRequest runs on the link's dispatcher; the broker is acknowledged when
-// it returns, so the request is in the inbox (fsync) by then.
+// pendingRequest is a received request whose inbox write was submitted.
+type pendingRequest struct {
+	wait    func() error    // until the write is durable
+	done    func(ok bool)   // acknowledges the message, or asks for it again
+	settled func(err error) // runs once durable (err nil) or failed
+}
+
+// onRequest runs on the link's dispatcher. It submits the request's inbox
+// write (with its RUNNING ack) and returns without waiting for the fsync:
+// the message is acknowledged to the broker by the intake goroutine once
+// the write is durable. Requests that arrive meanwhile share the next
+// commit, and a burst costs one fsync, not one each.
 func (p *Processor) onRequest(_ context.Context, m *link.Message) {
 	r, perr := parse(m.Payload)
 	if r == nil {
@@ -194,7 +213,8 @@ func (p *Processor) onRequest(_ context.Context, m *link.Message) {
 		request, _ = json.Marshal(string(m.Payload))
 	}
 	fresh := false
-	err := p.o.Store.Update(func(tx *store.Tx) error {
+	wait := p.o.Store.Submit(func(tx *store.Tx) error {
+		fresh = false
 		c := &store.Command{TID: r.TID, Cmd: r.Cmd, Request: request, Received: now}
 		if pl != nil {
 			c.ExpiresAt = pl.expires
@@ -234,21 +254,52 @@ func (p *Processor) onRequest(_ context.Context, m *link.Message) {
 		}
 		return p.enqueueAck(tx, ack)
 	})
-	if err != nil {
-		// Not in the inbox: the broker must not forget it.
-		p.log.Error("cannot persist command; asking the broker to deliver it again", "tid", r.TID, "err", err)
-		m.Redeliver()
-		return
+	settled := func(err error) {
+		switch {
+		case err != nil:
+			// Not in the inbox: the broker must not forget it.
+			p.log.Error("cannot persist command; asking the broker to deliver it again", "tid", r.TID, "err", err)
+		case !fresh:
+			p.log.Info("duplicate command tid; answered with its recorded ack", "tid", r.TID)
+		case reason != nil:
+			p.log.Warn("command refused", "tid", r.TID, "cmd", r.Cmd, "reason", reason)
+		default:
+			p.log.Info("command accepted", "tid", r.TID, "cmd", r.Cmd)
+			p.schedule(r.TID, pl)
+		}
 	}
-	p.o.Outbox.Kick()
-	switch {
-	case !fresh:
-		p.log.Info("duplicate command tid; answered with its recorded ack", "tid", r.TID)
-	case reason != nil:
-		p.log.Warn("command refused", "tid", r.TID, "cmd", r.Cmd, "reason", reason)
+	p.mu.Lock()
+	p.intake = append(p.intake, &pendingRequest{wait: wait, done: m.Defer(), settled: settled})
+	p.mu.Unlock()
+	select {
+	case p.intakeWake <- struct{}{}:
 	default:
-		p.log.Info("command accepted", "tid", r.TID, "cmd", r.Cmd)
-		p.schedule(r.TID, pl)
+	}
+}
+
+// runIntake settles submitted requests in arrival order: wait for the
+// write, acknowledge the message (or ask for it again), schedule. At the
+// end it settles what was already submitted.
+func (p *Processor) runIntake(ctx context.Context) {
+	for {
+		p.mu.Lock()
+		batch := p.intake
+		p.intake = nil
+		p.mu.Unlock()
+		for _, r := range batch {
+			err := r.wait()
+			r.done(err == nil)
+			r.settled(err)
+		}
+		if len(batch) > 0 {
+			p.o.Outbox.Kick()
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.intakeWake:
+		}
 	}
 }
 
@@ -309,40 +360,47 @@ func (p *Processor) startRunnable(ctx context.Context) {
 		p.jobs.Add(1)
 		go func() {
 			defer p.jobs.Done()
-			p.run(ctx, j)
-			p.mu.Lock()
-			delete(p.active, j.tid)
-			for _, l := range j.lanes {
-				q := p.lanes[l]
-				for i, tid := range q {
-					if tid == j.tid {
-						p.lanes[l] = append(q[:i:i], q[i+1:]...)
-						break
-					}
-				}
-			}
-			p.mu.Unlock()
-			p.poke()
+			settle := p.run(ctx, j)
+			// The final status is submitted: the next command on these
+			// lanes may start now, as its writes land after this one.
+			p.release(j)
+			settle()
 		}()
 	}
 }
 
-// run takes one command from approval to its final ack.
-func (p *Processor) run(ctx context.Context, j *job) {
+// release takes a job out of its lanes.
+func (p *Processor) release(j *job) {
+	p.mu.Lock()
+	delete(p.active, j.tid)
+	for _, l := range j.lanes {
+		q := p.lanes[l]
+		for i, tid := range q {
+			if tid == j.tid {
+				p.lanes[l] = append(q[:i:i], q[i+1:]...)
+				break
+			}
+		}
+	}
+	p.mu.Unlock()
+	p.poke()
+}
+
+// run takes one command from approval to its final ack, and returns once
+// that ack is submitted; settle waits until it is durable.
+func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 	stopBeat := p.heartbeat(j)
 	defer stopBeat()
 	if j.plan.typ.RequiresApproval {
 		switch ok, reason := p.awaitApproval(ctx, j); {
 		case reason == "shutdown":
-			return // still pending in the inbox; asked again after restart
+			return func() {} // still pending in the inbox; asked again after restart
 		case !ok:
-			p.finish(j.tid, StatusFailure, reason, nil)
-			return
+			return p.finish(j.tid, StatusFailure, reason, nil)
 		}
 	}
 	if !j.plan.expires.IsZero() && !p.o.Now().Before(j.plan.expires) {
-		p.finish(j.tid, StatusFailure, "expired at "+j.plan.expires.UTC().Format(time.RFC3339), nil)
-		return
+		return p.finish(j.tid, StatusFailure, "expired at "+j.plan.expires.UTC().Format(time.RFC3339), nil)
 	}
 	// The action finishes even when the daemon is asked to stop (SIGTERM
 	// finishes the running action); only its own timeout cuts it short.
@@ -379,14 +437,13 @@ func (p *Processor) run(ctx context.Context, j *job) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			reason = ReasonTimeout
 		}
-		p.finish(j.tid, StatusFailure, reason, nil)
-		return
+		return p.finish(j.tid, StatusFailure, reason, nil)
 	}
 	result := map[string]any{}
 	for _, r := range results {
 		result[r.Actuator] = map[string]any(r.After)
 	}
-	p.finish(j.tid, StatusSuccess, "", result)
+	return p.finish(j.tid, StatusSuccess, "", result)
 }
 
 func (p *Processor) awaitApproval(ctx context.Context, j *job) (bool, string) {
@@ -448,10 +505,11 @@ func (p *Processor) heartbeat(j *job) (stop func()) {
 	return func() { close(done); wg.Wait() }
 }
 
-// finish records the final status and queues its ack in one transaction.
-func (p *Processor) finish(tid, status, reason string, result map[string]any) {
+// finish submits the final status and its ack in one transaction; settle
+// waits until they are durable.
+func (p *Processor) finish(tid, status, reason string, result map[string]any) (settle func()) {
 	ack := p.ack(tid, status, reason, result)
-	err := p.o.Store.Update(func(tx *store.Tx) error {
+	wait := p.o.Store.Submit(func(tx *store.Tx) error {
 		_, err := tx.UpdateCommand(tid, func(c *store.Command) error {
 			c.Status, c.LastAck, c.Finished = status, ack, p.o.Now()
 			if c.Approval == "pending" {
@@ -464,15 +522,17 @@ func (p *Processor) finish(tid, status, reason string, result map[string]any) {
 		}
 		return p.enqueueAck(tx, ack)
 	})
-	if err != nil {
-		p.log.Error("record command result", "tid", tid, "status", status, "err", err)
-		return
-	}
-	p.o.Outbox.Kick()
-	if status == StatusFailure {
-		p.log.Warn("command failed", "tid", tid, "reason", reason)
-	} else {
-		p.log.Info("command done", "tid", tid)
+	return func() {
+		if err := wait(); err != nil {
+			p.log.Error("record command result", "tid", tid, "status", status, "err", err)
+			return
+		}
+		p.o.Outbox.Kick()
+		if status == StatusFailure {
+			p.log.Warn("command failed", "tid", tid, "reason", reason)
+		} else {
+			p.log.Info("command done", "tid", tid)
+		}
 	}
 }
 

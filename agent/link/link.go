@@ -5,7 +5,9 @@
 //
 // Incoming messages are acknowledged (PUBACK) only after their handler
 // returns, so a handler that persists a message makes it durable before the
-// broker forgets it; after a crash the broker delivers it again.
+// broker forgets it; after a crash the broker delivers it again. A handler
+// that batches its writes defers the acknowledgement (Message.Defer) and
+// gives it once the write is durable.
 package link
 
 import (
@@ -39,6 +41,9 @@ type Message struct {
 	Duplicate bool
 
 	redeliver bool
+	deferred  bool
+	ack       func()
+	link      *Link
 }
 
 // Redeliver asks for the message again: it is not acknowledged, and the
@@ -46,8 +51,25 @@ type Message struct {
 // handler calls it when it could not make the message durable.
 func (m *Message) Redeliver() { m.redeliver = true }
 
+// Defer takes the acknowledgement of m over from the dispatcher, so that the
+// handler can return, and the next message be handled, before m is durable
+// (a handler that batches its writes). done must be called exactly once,
+// from any goroutine: done(true) acknowledges m; done(false) asks for it
+// again, as Redeliver. If the connection drops before done(true), the
+// broker delivers m again.
+func (m *Message) Defer() (done func(ok bool)) {
+	m.deferred = true
+	return func(ok bool) {
+		if ok {
+			m.ack()
+		} else {
+			m.link.redeliver(m.Topic)
+		}
+	}
+}
+
 // Handler processes a message. The message is acknowledged to the broker
-// when the handler returns.
+// when the handler returns, unless it called Defer.
 type Handler func(ctx context.Context, m *Message)
 
 // Options configure a Link.
@@ -110,9 +132,8 @@ type Link struct {
 }
 
 type queued struct {
-	m   *Message
-	h   Handler
-	ack func()
+	m *Message
+	h Handler
 }
 
 // New validates the options and makes a link; Run connects it.
@@ -415,12 +436,12 @@ func wait(ctx context.Context, tok mqtt.Token, down <-chan struct{}) error {
 // enqueue runs on paho's goroutine: it only queues, pausing when the queue
 // is full so that nothing is dropped.
 func (l *Link) enqueue(m mqtt.Message, h Handler) {
-	msg := &Message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained(), Duplicate: m.Duplicate()}
+	msg := &Message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained(), Duplicate: m.Duplicate(), ack: m.Ack, link: l}
 	l.mu.Lock()
 	for len(l.queue) >= l.opts.QueueDepth && l.client.IsConnectionOpen() {
 		l.space.Wait()
 	}
-	l.queue = append(l.queue, queued{msg, h, m.Ack})
+	l.queue = append(l.queue, queued{msg, h})
 	l.mu.Unlock()
 	select {
 	case l.wake <- struct{}{}:
@@ -457,18 +478,26 @@ func (l *Link) run(ctx context.Context, q queued) {
 			// A handler bug must not take the daemon down with it.
 			l.log.Error("message handler panicked", "topic", q.m.Topic, "panic", r)
 		}
-		if q.m.redeliver {
-			l.log.Warn("message not acknowledged; reconnecting so that the broker delivers it again", "topic", q.m.Topic)
-			l.client.Disconnect(0)
-			l.connected.Store(false)
-			l.markDown()
-			select {
-			case l.lost <- errors.New("a message must be delivered again"):
-			default:
-			}
-			return
+		switch {
+		case q.m.deferred:
+		case q.m.redeliver:
+			l.redeliver(q.m.Topic)
+		default:
+			q.m.ack()
 		}
-		q.ack()
 	}()
 	q.h(ctx, q.m)
+}
+
+// redeliver drops the session without acknowledging a message, so that the
+// broker delivers it again on reconnect.
+func (l *Link) redeliver(topic string) {
+	l.log.Warn("message not acknowledged; reconnecting so that the broker delivers it again", "topic", topic)
+	l.client.Disconnect(0)
+	l.connected.Store(false)
+	l.markDown()
+	select {
+	case l.lost <- errors.New("a message must be delivered again"):
+	default:
+	}
 }

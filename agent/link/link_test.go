@@ -193,3 +193,62 @@ func writePair(t *testing.T, dir, name string) (cert, key string) {
 	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
 	return cert, key
 }
+
+// A handler that defers its acknowledgement lets the next message through
+// at once; done(true) acknowledges (no redelivery after a reconnect), and
+// done(false) has the broker deliver the message again.
+func TestDeferredAck(t *testing.T) {
+	b := brokertest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var got []string
+	var laterDone func(bool)
+	redone := false
+	dev := start(t, ctx, link.Options{Broker: b.URL(), ClientID: "dev-defer", MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	dev.Handle("cmd/#", func(_ context.Context, m *link.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, string(m.Payload))
+		switch string(m.Payload) {
+		case "later":
+			laterDone = m.Defer() // acknowledged when "next" arrives
+		case "next":
+			laterDone(true)
+		case "redo":
+			if !redone {
+				redone = true
+				done := m.Defer()
+				go done(false)
+			}
+		}
+	})
+	op := start(t, ctx, link.Options{Broker: b.URL(), ClientID: "op-defer", CleanSession: true})
+	waitFor(t, "both connected", func() bool { return dev.Connected() && op.Connected() })
+	for _, p := range []string{"later", "next", "redo"} {
+		if err := op.Publish(ctx, "cmd/x", false, []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "redo delivered again", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(got, ",") == "later,next,redo,redo"
+	})
+	if err := op.Publish(ctx, "cmd/x", false, []byte("end")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "end", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.HasSuffix(strings.Join(got, ","), ",end")
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if s := strings.Join(got, ","); s != "later,next,redo,redo,end" {
+		t.Fatalf("deliveries %s: an acknowledged message came again", s)
+	}
+	if st := dev.Stats(); st.Connects < 2 {
+		t.Fatalf("done(false) did not reconnect: %+v", st)
+	}
+}

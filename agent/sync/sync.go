@@ -585,11 +585,14 @@ func (s *Syncer) report(sh *shadowSync, key string, st drivers.State) {
 	s.enqueueReport(sh, key, map[string]any(st))
 }
 
-// enqueueReport sends a report. While the link is up and nothing waits in
-// the outbox it is published directly (saving an fsync on the round trip);
-// otherwise, or if that publish fails, it goes to the outbox, coalesced per
-// key. A report lost to a crash is not lost for good: every reconnect
-// reports each key whose state differs from the cloud's reported.
+// enqueueReport sends a report. While the link is up and no older report
+// of the same key waits in the outbox (which it must not overtake), it is
+// published directly, saving an fsync on the round trip; otherwise, or if
+// that publish fails, it goes to the outbox, coalesced per key. Reports of
+// different keys are independent partial updates, so command acks or other
+// keys' reports waiting in the outbox do not hold it back. A report lost
+// to a crash is not lost for good: every reconnect reports each key whose
+// state differs from the cloud's reported.
 func (s *Syncer) enqueueReport(sh *shadowSync, key string, v any) {
 	payload, err := json.Marshal(map[string]any{
 		"state":       map[string]any{"reported": map[string]any{key: v}},
@@ -604,7 +607,7 @@ func (s *Syncer) enqueueReport(sh *shadowSync, key string, v any) {
 		Key: s.o.Thing + "/" + sh.name + "/" + key,
 	}
 	gen := s.nextGen(item.Key)
-	if s.o.Link.Connected() && s.o.Store.OutboxStats().Items == 0 && s.track() {
+	if s.o.Link.Connected() && !s.o.Store.Queued(item.Key) && s.track() {
 		if p, err := s.o.Link.PublishAsync(item.Topic, false, payload); err != nil {
 			s.runWG.Done()
 		} else {
