@@ -493,7 +493,11 @@ func (l *Link) run(ctx context.Context, q queued) {
 // broker delivers it again on reconnect.
 func (l *Link) redeliver(topic string) {
 	l.log.Warn("message not acknowledged; reconnecting so that the broker delivers it again", "topic", topic)
-	l.client.Disconnect(0)
+	// A clean DISCONNECT with time for the acknowledgements already queued
+	// to leave: with no quiesce time paho may close the socket first, and
+	// the broker would deliver messages already handled again too (paho
+	// does not order acks before the DISCONNECT, so it still may).
+	l.client.Disconnect(250)
 	l.connected.Store(false)
 	l.markDown()
 	select {
