@@ -188,20 +188,38 @@ func pipelined(b testing.TB, n, window int, send func(i int), done <-chan int) f
 // BenchmarkCommandThroughput: durable commands (request → persisted →
 // executed on a sim actuator → SUCCESS ack seen by the requester) per
 // second through mosquitto, next to raw MQTT request → echo → response per
-// second on the same broker, both with 32 requests in flight.
+// second on the same broker, both with 32 requests in flight; commands on
+// one actuator (they run in order) and spread over ten (they run at once).
 func BenchmarkCommandThroughput(b *testing.B) {
-	durable, raw := measureCommands(b, max(b.N, 200))
-	b.ReportMetric(durable, "cmds/s")
-	b.ReportMetric(raw, "raw-req/s")
-	b.ReportMetric(durable/raw, "ratio")
+	for _, acts := range []int{1, 10} {
+		b.Run(fmt.Sprintf("actuators=%d", acts), func(b *testing.B) {
+			durable, raw := measureCommands(b, max(b.N, 200), acts)
+			b.ReportMetric(durable, "cmds/s")
+			b.ReportMetric(raw, "raw-req/s")
+			b.ReportMetric(durable/raw, "ratio")
+		})
+	}
 }
 
-// measureCommands returns durable commands per second and raw MQTT
-// requests per second, n of each with 32 in flight.
-func measureCommands(b testing.TB, n int) (durable, raw float64) {
+// measureCommands returns durable commands per second, spread round-robin
+// over the given number of sim actuators, and raw MQTT requests per second:
+// n of each with 32 in flight.
+func measureCommands(b testing.TB, n, actuators int) (durable, raw float64) {
 	c := newCloud(b)
-	cfg, _ := gatewayConfig(b, "gw-cbench", c.broker.URL(), b.TempDir(), "cloud_wins")
-	cfg.Log.Level = "error"
+	dir := b.TempDir()
+	var acts, types strings.Builder
+	for i := 0; i < actuators; i++ {
+		fmt.Fprintf(&acts, "  m%d: {driver: sim, state: {speed: 0}}\n", i)
+		fmt.Fprintf(&types, "    SET%d: {actuator: m%d, set: {speed: \"{speed}\"}, args: {speed: {type: number, required: true}}}\n", i, i)
+	}
+	y := fmt.Sprintf("gateway: {thing: gw-cbench}\ncloud: {broker: %q, keepalive: 30s}\nstore: {path: %q}\napi: {socket: %q}\nlog: {level: error}\nactuators:\n%scommands:\n  types:\n%s",
+		c.broker.URL(), filepath.Join(dir, "state.db"), filepath.Join(dir, "api.sock"), acts.String(), types.String())
+	path := filepath.Join(dir, "cbench.yaml")
+	os.WriteFile(path, []byte(y), 0o600)
+	cfg, err := daemon.LoadConfig(path)
+	if err != nil {
+		b.Fatal(err)
+	}
 	d := gateway(b, cfg)
 	for !d.Link.Connected() {
 		time.Sleep(5 * time.Millisecond)
@@ -232,7 +250,7 @@ func measureCommands(b testing.TB, n int) (durable, raw float64) {
 		}
 	}
 	durable = pipelined(b, n, window, func(i int) {
-		c.op.PublishAsync("commands/gw-cbench", false, []byte(req("SET_SPEED", fmt.Sprintf("tp-%d", i), fmt.Sprintf(`{"speed":%d}`, i%100))))
+		c.op.PublishAsync("commands/gw-cbench", false, []byte(req(fmt.Sprintf("SET%d", i%actuators), fmt.Sprintf("tp-%d", i), fmt.Sprintf(`{"speed":%d}`, i%100))))
 	}, cmdDone)
 	return durable, raw
 }

@@ -59,21 +59,36 @@ func TestPerformanceReport(t *testing.T) {
 		t.Logf("%s: %s (target %s)", name, measured, target)
 	}
 
+	// The durable floor: what one bbolt commit (a put, fsync) costs on this
+	// disk in this run, from the raw bbolt baseline (two commits per pair).
+	ops, rawOps := measureStore(t, sz.storeOps)
+	commit := time.Duration(float64(time.Second) / (2 * rawOps))
+
 	for _, n := range []int{1, sz.rtShadows} {
 		r := measureRoundTrip(t, n, sz.rtIters)
 		ratio := float64(r.p50) / float64(r.rawP50)
-		add(fmt.Sprintf("shadow round trip, %d shadows: p50 / p99 (÷ raw MQTT round trip)", n),
-			fmt.Sprintf("%.1f ms / %.1f ms (%.1f× / %.1f×)", ms(r.p50), ms(r.p99), ratio, float64(r.p99)/float64(r.rawP99)),
+		// Four broker hops (two raw round trips) and three commits: the
+		// service stores desired, the gateway records history before it
+		// drives the actuator, the service stores reported.
+		floor := 2*r.rawP50 + 3*commit
+		add(fmt.Sprintf("shadow round trip, %d shadows: p50 / p99 (÷ raw MQTT round trip; ÷ floor²)", n),
+			fmt.Sprintf("%.1f ms / %.1f ms (%.1f× / %.1f×; %.2f× of %.1f ms)", ms(r.p50), ms(r.p99), ratio, float64(r.p99)/float64(r.rawP99), float64(r.p50)/float64(floor), ms(floor)),
 			"≤ 1.5× at p50", ratio <= 1.5)
 	}
-	durable, raw := measureCommands(t, sz.cmds)
-	add("durable commands per second (÷ raw MQTT request/response)", fmt.Sprintf("%.0f/s (%.3f×)", durable, durable/raw), "≥ 0.5×", durable/raw >= 0.5)
+	for _, acts := range []int{1, 10} {
+		durable, raw := measureCommands(t, sz.cmds, acts)
+		name := "durable commands per second, one actuator (÷ raw MQTT request/response; ÷ floor³)"
+		extra := fmt.Sprintf("; %.2f× of %.0f/s", durable*commit.Seconds(), 1/commit.Seconds())
+		if acts > 1 {
+			name = fmt.Sprintf("durable commands per second, spread over %d actuators (÷ raw MQTT request/response)", acts)
+			extra = ""
+		}
+		add(name, fmt.Sprintf("%.0f/s (%.3f×%s)", durable, durable/raw, extra), "≥ 0.5×", durable/raw >= 0.5)
+	}
 
 	drain, bare := measureDrain(t, sz.drain)
 	add(fmt.Sprintf("outbox drain of %d messages (÷ bare paho QoS 1 publish)", sz.drain),
 		fmt.Sprintf("%.2f s (%.2f×)", drain.Seconds(), drain.Seconds()/bare.Seconds()), "≤ 1.5×", drain.Seconds()/bare.Seconds() <= 1.5)
-
-	ops, rawOps := measureStore(t, sz.storeOps)
 	add("store: outbox enqueue+remove per second (÷ raw bbolt put+delete)", fmt.Sprintf("%.0f/s (%.2f×)", ops, ops/rawOps), "informative", true)
 
 	p := measureProcess(t, sz)
@@ -104,6 +119,8 @@ func TestPerformanceReport(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.name, r.measured, r.target, mark)
 	}
 	b.WriteString("\n¹ The store counts the pages it writes (`shadowctl status`). The kernel's `/proc/PID/io` write_bytes is shown beside it but overstates: a kernel with large page-cache folios (ext4 since Linux 6.16) charges the whole folio for every 4 KB page dirtied, while only the dirty blocks reach the disk.\n")
+	b.WriteString("\n² The floor is what the protocol cannot avoid, measured in this run: four broker hops (two raw round trips) and three durable commits (raw bbolt, one put each): the service stores desired, the gateway records the prior state before it drives the actuator, the service stores reported.\n")
+	b.WriteString("\n³ On one actuator commands run in order, and each records its prior state durably before it touches the hardware: at most one command per commit. The floor is that rate, from raw bbolt in this run.\n")
 	fmt.Println(b.String())
 	if full {
 		os.MkdirAll("../../bench", 0o755)
