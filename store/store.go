@@ -117,6 +117,10 @@ func Open(path string, opts Options) (s *Store, err error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	if err := verify(path); err != nil {
+		db.Close()
+		return nil, corrupt(path, err)
+	}
 	s = &Store{db: db, path: path, opts: opts, log: opts.Logger}
 	if err := s.init(); err != nil {
 		db.Close()
