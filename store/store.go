@@ -136,11 +136,16 @@ func corrupt(path string, cause error) error {
 
 // init checks consistency, migrates the schema and rebuilds the counters.
 func (s *Store) init() error {
-	if err := s.db.View(func(tx *bolt.Tx) error {
+	if err := s.db.View(func(tx *bolt.Tx) (first error) {
+		// The check runs in a goroutine of its own that reads the
+		// transaction until it closes the channel: read to the end, or the
+		// transaction (and then the file's mapping) goes away under it.
 		for cerr := range tx.Check() {
-			return cerr
+			if first == nil {
+				first = cerr
+			}
 		}
-		return nil
+		return first
 	}); err != nil {
 		return corrupt(s.path, err)
 	}
