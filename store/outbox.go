@@ -281,16 +281,3 @@ func decodeItem(k, v []byte) (OutItem, error) {
 	it.Payload = bytes.Clone(rest) // bbolt's memory is only valid inside the tx
 	return it, nil
 }
-
-// RemoveBatch deletes several items in one transaction (one fsync), as the
-// outbox drainer does for a window of PUBACKed messages.
-func (s *Store) RemoveBatch(seqs []uint64) error {
-	return s.Update(func(tx *Tx) error {
-		for _, seq := range seqs {
-			if err := tx.Remove(seq); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,12 @@ type Drainer struct {
 	window int
 	kick   chan struct{}
 	sent   atomic.Int64
+
+	// The last window's removal, committing while the next window goes
+	// out (and sharing a commit with other writers when it can); its items
+	// are skipped until it ends. Only Run's goroutine touches these.
+	removing map[uint64]bool
+	removal  chan error
 	// Tracker, when set, is told when each window is published.
 	Tracker *watchdog.Tracker
 }
@@ -68,6 +75,7 @@ func (d *Drainer) Run(ctx context.Context) {
 	// A slow poll catches anything a missed kick left behind.
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
+	defer d.settle()
 	for {
 		for d.pub.Connected() {
 			d.Tracker.Begin()
@@ -83,6 +91,9 @@ func (d *Drainer) Run(ctx context.Context) {
 				break
 			}
 		}
+		if err := d.settle(); err != nil {
+			d.log.Warn("outbox remove sent messages; they will be sent again", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -94,9 +105,14 @@ func (d *Drainer) Run(ctx context.Context) {
 
 // drainOnce publishes one window and removes what the broker acknowledged.
 func (d *Drainer) drainOnce(ctx context.Context) (int, error) {
-	items, err := d.store.Peek(d.window)
-	if err != nil || len(items) == 0 {
+	items, err := d.store.Peek(d.window + len(d.removing))
+	if err != nil {
 		return 0, err
+	}
+	items = slices.DeleteFunc(items, func(it store.OutItem) bool { return d.removing[it.Seq] })
+	items = items[:min(len(items), d.window)]
+	if len(items) == 0 {
+		return 0, nil
 	}
 	pending := make([]link.Pending, 0, len(items))
 	var pubErr error
@@ -121,10 +137,41 @@ func (d *Drainer) drainOnce(ctx context.Context) (int, error) {
 		done = append(done, items[i].Seq)
 	}
 	if len(done) > 0 {
-		if err := d.store.RemoveBatch(done); err != nil {
+		if err := d.settle(); err != nil {
 			return 0, err
 		}
+		d.remove(done)
 		d.sent.Add(int64(len(done)))
 	}
 	return len(done), pubErr
+}
+
+// remove starts committing the removal of acknowledged items. A crash
+// before it is durable sends them again (at least once, as a crash between
+// PUBACK and removal always could).
+func (d *Drainer) remove(seqs []uint64) {
+	d.removing = make(map[uint64]bool, len(seqs))
+	for _, seq := range seqs {
+		d.removing[seq] = true
+	}
+	wait := d.store.Submit(func(tx *store.Tx) error {
+		for _, seq := range seqs {
+			if err := tx.Remove(seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	d.removal = make(chan error, 1)
+	go func() { d.removal <- wait() }()
+}
+
+// settle waits for the last removal to be durable.
+func (d *Drainer) settle() error {
+	if d.removal == nil {
+		return nil
+	}
+	err := <-d.removal
+	d.removal, d.removing = nil, nil
+	return err
 }

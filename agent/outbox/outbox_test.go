@@ -1,0 +1,102 @@
+package outbox_test
+
+import (
+	"context"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/shadowgate/shadowgate/agent/link"
+	"github.com/shadowgate/shadowgate/agent/link/brokertest"
+	"github.com/shadowgate/shadowgate/agent/outbox"
+	"github.com/shadowgate/shadowgate/store"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/eclipse/paho.mqtt.golang.(*router).matchAndDispatch.func1"))
+}
+
+// A backlog drains in order and exactly once through a real broker, with a
+// small window so that many windows go out while the one before is still
+// being removed from the store (those items must not be sent twice);
+// whatever is queued while draining follows the backlog.
+func TestDrainInOrderExactlyOnce(t *testing.T) {
+	b := brokertest.Start(t)
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const backlog, later = 2000, 200
+	if err := st.Update(func(tx *store.Tx) error {
+		for i := range backlog {
+			if _, err := tx.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "acks", Payload: []byte(strconv.Itoa(i)), QoS: 1}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	var mu sync.Mutex
+	var got []int
+	sub, _ := link.New(link.Options{Broker: b.URL(), ClientID: "sub", CleanSession: true})
+	sub.Handle("acks", func(_ context.Context, m *link.Message) {
+		n, _ := strconv.Atoi(string(m.Payload))
+		mu.Lock()
+		got = append(got, n)
+		mu.Unlock()
+	})
+	goRun := func(run func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); run(ctx) }()
+	}
+	goRun(func(c context.Context) { sub.Run(c) })
+	waitFor(t, "subscriber connected", sub.Connected)
+	pub, _ := link.New(link.Options{Broker: b.URL(), ClientID: "gw", CleanSession: true})
+	d := outbox.New(st, pub, 16, nil)
+	pub.OnConnect(func(context.Context) { d.Kick() })
+	goRun(func(c context.Context) { pub.Run(c) })
+	goRun(d.Run)
+	for i := backlog; i < backlog+later; i++ {
+		if _, err := st.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "acks", Payload: []byte(strconv.Itoa(i)), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+		d.Kick()
+	}
+	waitFor(t, "outbox empty", func() bool { return st.OutboxStats().Items == 0 })
+	waitFor(t, "every message received", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= backlog+later })
+	time.Sleep(200 * time.Millisecond) // a duplicate would arrive by now
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != backlog+later {
+		t.Fatalf("received %d messages for %d queued", len(got), backlog+later)
+	}
+	for i, n := range got {
+		if n != i {
+			t.Fatalf("message %d is %d: out of order or repeated (%v…)", i, n, got[max(0, i-3):min(len(got), i+3)])
+		}
+	}
+	if s := d.Sent(); s != backlog+later {
+		t.Fatalf("Sent() = %d", s)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
