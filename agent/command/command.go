@@ -278,29 +278,38 @@ func (p *Processor) onRequest(_ context.Context, m *link.Message) {
 }
 
 // runIntake settles submitted requests in arrival order: wait for the
-// write, acknowledge the message (or ask for it again), schedule. At the
-// end it settles what was already submitted.
+// write, acknowledge the message (or ask for it again), schedule. When ctx
+// ends it settles what was already submitted, so that a stop does not make
+// the broker deliver durable requests again.
 func (p *Processor) runIntake(ctx context.Context) {
 	for {
-		p.mu.Lock()
-		batch := p.intake
-		p.intake = nil
-		p.mu.Unlock()
-		for _, r := range batch {
-			err := r.wait()
-			r.done(err == nil)
-			r.settled(err)
-		}
-		if len(batch) > 0 {
-			p.o.Outbox.Kick()
-			continue
+		for p.settleIntake() {
 		}
 		select {
 		case <-ctx.Done():
+			p.settleIntake()
 			return
 		case <-p.intakeWake:
 		}
 	}
+}
+
+// settleIntake settles the requests submitted so far; false if there were
+// none.
+func (p *Processor) settleIntake() bool {
+	p.mu.Lock()
+	batch := p.intake
+	p.intake = nil
+	p.mu.Unlock()
+	for _, r := range batch {
+		err := r.wait()
+		r.done(err == nil)
+		r.settled(err)
+	}
+	if len(batch) > 0 {
+		p.o.Outbox.Kick()
+	}
+	return len(batch) > 0
 }
 
 func (p *Processor) ack(tid, status, reason string, result map[string]any) []byte {
