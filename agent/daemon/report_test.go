@@ -23,6 +23,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/localapi"
 	"github.com/shadowgate/shadowgate/agent/outbox"
 	"github.com/shadowgate/shadowgate/agent/shadow"
+	"github.com/shadowgate/shadowgate/agent/watchdog/watchdogtest"
 	"github.com/shadowgate/shadowgate/store"
 )
 
@@ -243,9 +244,9 @@ func measureProcess(t *testing.T, sz reportSizes) processFigures {
 	cfg := filepath.Join(dir, "perf.yaml")
 	os.WriteFile(cfg, []byte(y), 0o600)
 
-	n := listenNotify(t)
+	n := watchdogtest.Listen(t)
 	cmd := exec.Command(gatewayBin, "--config", cfg)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.path)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.Path)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -253,7 +254,7 @@ func measureProcess(t *testing.T, sz reportSizes) processFigures {
 	}
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
 	var f processFigures
-	for n.has("READY=1") == 0 {
+	for n.Count("READY=1") == 0 {
 		if time.Since(t0) > 30*time.Second {
 			t.Fatal("no READY=1")
 		}

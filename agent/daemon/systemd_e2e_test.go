@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,56 +9,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shadowgate/shadowgate/agent/watchdog/watchdogtest"
 )
 
-// notifyListener is what systemd listens on for sd_notify.
-type notifyListener struct {
-	path string
-	mu   sync.Mutex
-	msgs []string
-}
-
-func listenNotify(t *testing.T) *notifyListener {
-	n := &notifyListener{path: filepath.Join(t.TempDir(), "notify.sock")}
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			k, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			n.mu.Lock()
-			n.msgs = append(n.msgs, string(buf[:k]))
-			n.mu.Unlock()
-		}
-	}()
-	return n
-}
-
-func (n *notifyListener) has(s string) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c := 0
-	for _, m := range n.msgs {
-		if strings.Contains(m, s) {
-			c++
-		}
-	}
-	return c
-}
-
 func TestSystemdNotifyWatchdogReloadStop(t *testing.T) {
-	n := listenNotify(t)
+	n := watchdogtest.Listen(t)
 	dir := t.TempDir()
 	// A broker nobody listens on: READY must not wait for the cloud.
 	_, cfgPath := gatewayConfig(t, "gw-sd", "tcp://127.0.0.1:1", dir, "cloud_wins")
 	cmd := exec.Command(gatewayBin, "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.path, "WATCHDOG_USEC=400000", "WATCHDOG_PID=")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=400000", "WATCHDOG_PID=")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var out strings.Builder
 	cmd.Stderr = &syncWriter{w: &out}
@@ -67,12 +27,12 @@ func TestSystemdNotifyWatchdogReloadStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	waitFor(t, "READY=1 with the broker unreachable", func() bool { return n.has("READY=1") == 1 })
-	waitFor(t, "watchdog pings", func() bool { return n.has("WATCHDOG=1") >= 3 })
-	waitFor(t, "an offline status line", func() bool { return n.has("STATUS=offline") >= 1 })
+	waitFor(t, "READY=1 with the broker unreachable", func() bool { return n.Count("READY=1") == 1 })
+	waitFor(t, "watchdog pings", func() bool { return n.Count("WATCHDOG=1") >= 3 })
+	waitFor(t, "an offline status line", func() bool { return n.Count("STATUS=offline") >= 1 })
 
 	cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "RELOADING=1 then READY=1", func() bool { return n.has("RELOADING=1") == 1 && n.has("READY=1") == 2 })
+	waitFor(t, "RELOADING=1 then READY=1", func() bool { return n.Count("RELOADING=1") == 1 && n.Count("READY=1") == 2 })
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
@@ -85,8 +45,8 @@ func TestSystemdNotifyWatchdogReloadStop(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("did not stop within 20s of SIGTERM\n%s", out.String())
 	}
-	if n.has("STOPPING=1") != 1 {
-		t.Fatalf("no STOPPING=1: %v", n.msgs)
+	if n.Count("STOPPING=1") != 1 {
+		t.Fatalf("no STOPPING=1: %v", n.Messages())
 	}
 }
 
