@@ -20,6 +20,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/actuate"
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/link"
+	"github.com/shadowgate/shadowgate/agent/watchdog"
 	"github.com/shadowgate/shadowgate/store"
 )
 
@@ -47,6 +48,9 @@ type Options struct {
 	Outbox  Kicker
 	Logger  *slog.Logger
 	Now     func() time.Time
+	// Tracker, when set, is busy while received requests wait for their
+	// inbox write: a disk that stops answering stops the watchdog pings.
+	Tracker *watchdog.Tracker
 }
 
 // Topics of the command protocol for a thing.
@@ -301,6 +305,10 @@ func (p *Processor) settleIntake() bool {
 	batch := p.intake
 	p.intake = nil
 	p.mu.Unlock()
+	if len(batch) > 0 {
+		p.o.Tracker.Begin()
+		defer p.o.Tracker.End()
+	}
 	for _, r := range batch {
 		err := r.wait()
 		r.done(err == nil)

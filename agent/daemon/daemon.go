@@ -265,6 +265,7 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	d.Commands = command.New(command.Options{
 		Thing: cfg.Gateway.Thing, Config: cfg, Store: d.Store, Manager: d.Manager, Link: d.Link, Outbox: d.Outbox, Logger: log,
+		Tracker: d.watchdog.Track("command intake", 2*time.Minute),
 	})
 	if err := d.Commands.Recover(); err != nil {
 		return d, err
