@@ -80,7 +80,13 @@ func runService(t testing.TB, svc *shadowsvc.Service) {
 
 func newCloud(t testing.TB) *cloud {
 	t.Helper()
-	c := &cloud{broker: brokertest.Start(t)}
+	return newCloudWith(t, brokertest.Config{})
+}
+
+// newCloudWith is newCloud on a broker configured as bc says.
+func newCloudWith(t testing.TB, bc brokertest.Config) *cloud {
+	t.Helper()
+	c := &cloud{broker: brokertest.StartWith(t, bc)}
 	st, err := store.Open(filepath.Join(t.TempDir(), "cloud.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
