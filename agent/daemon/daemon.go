@@ -129,7 +129,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks,
 	goRun(d.Commands.Run)
 	api, err := localapi.Listen(cfg.API.Socket, cfg.API.Group, &localapi.Backend{
 		Config: cfg, Store: d.Store, Manager: d.Manager, Sync: d.Sync, Commands: d.Commands, Link: d.Link,
-		Outbox: d.Outbox, Started: d.Started, Reload: reload,
+		Outbox: d.Outbox, Started: d.Started, Reload: func(ctx context.Context) ([]string, error) { return []string{"everything"}, reload(ctx) },
 	}, log)
 	if err != nil {
 		// The gateway goes on without its local API: actuators and cloud
