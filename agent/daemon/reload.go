@@ -440,4 +440,6 @@ func nodeEqual(a, b *yaml.Node) bool {
 	}
 }
 
-func isEmptyNode(n *yaml.Node) bool { return n == nil || n.Kind == yaml.MappingNode && len(n.Content) == 0 }
+func isEmptyNode(n *yaml.Node) bool {
+	return n == nil || n.Kind == yaml.MappingNode && len(n.Content) == 0
+}
