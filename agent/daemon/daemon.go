@@ -164,6 +164,8 @@ func (d *Daemon) serve(ctx context.Context, hooks Hooks, hup <-chan os.Signal) {
 			d.closing = true // a reload asked for now is refused
 			d.reloadMu.Unlock()
 			// Running actions finish; queued commands stay in the inbox.
+			// The shutdown states (see shutdown) are still reported, through
+			// the outbox, for the next start to send.
 			stop()
 			d.gen.stop()
 			d.up.stop()
@@ -365,11 +367,12 @@ func (g *generation) start(parent context.Context, hooks bool) {
 }
 
 // stop ends sync and commands: running actions finish, queued commands
-// stay in the inbox for the next generation.
-func (g *generation) stop() {
-	g.run.stop()
-	g.share.Release()
-}
+// stay in the inbox for the next generation. Sync still hears of changes
+// (and queues their reports in the outbox) until release.
+func (g *generation) stop() { g.run.stop() }
+
+// release ends sync's observing: the next generation observes instead.
+func (g *generation) release() { g.share.Release() }
 
 // embedded is the loopback broker and the shadow service on it.
 type embedded struct {

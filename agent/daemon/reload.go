@@ -177,6 +177,7 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 	if p.gen {
 		d.up.gate.Lock()
 		d.gen.stop()
+		d.gen.release()
 		g, err := d.newGeneration(next)
 		if err != nil {
 			// The store could not be read to settle unfinished commands;
