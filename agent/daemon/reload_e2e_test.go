@@ -348,3 +348,73 @@ func TestReloadLeavesUnchangedPartsAlone(t *testing.T) {
 	c.waitShadow(t, "gw-rl2", "", "desired running, reported running", settled("gate_motor", "running", "true"))
 	p.stop(t)
 }
+
+const reloadSetYAML = `
+gateway: {thing: gw-rl3}
+cloud: {broker: %s, keepalive: 5s}
+store: {path: %s}
+api: {socket: %s}
+log: {level: info}
+actuators:
+  gate_motor: {driver: sim, state: {running: false, speed: 0}}
+%s
+commands:
+  heartbeat: 1s
+  types:
+    UNLOCK_GATE: {actuator: gate_motor, set: {running: true}, requires_approval: true}
+%s`
+
+// A reload adds and removes actuators (a removed one with on_shutdown: safe
+// is driven safe first); a first named shadow makes the session again to
+// subscribe its topics; a command awaiting approval survives new command
+// types; a change that takes a restart is refused and changes nothing.
+func TestReloadAddsAndRemovesActuators(t *testing.T) {
+	c := newCloud(t)
+	dir := t.TempDir()
+	cfgPath, sock := filepath.Join(dir, "shadowgate.yaml"), filepath.Join(dir, "api.sock")
+	db := filepath.Join(dir, "state.db")
+	light := "  porch_light: {driver: sim, state: {on: false}, on_shutdown: safe, safe_state: {on: false}}"
+	door := "  front_door: {driver: sim, shadow: doors, state: {locked: true}}"
+	write := func(db, acts, types string) {
+		if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(reloadSetYAML, c.broker.URL(), db, sock, acts, types)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(db, light, "")
+	p := runGateway(t, cfgPath, sock)
+	waitFor(t, "connected", func() bool { return p.status(t).Connected })
+	c.waitShadow(t, "gw-rl3", "", "created", func(g *shadow.GetAccepted) bool { return g.State.Reported["porch_light"] != nil })
+	shadowctl(t, "set", "porch_light", "on=true", "--socket", sock).must(t, 0)
+	c.send(t, "gw-rl3", req("UNLOCK_GATE", "ap-1", ""))
+	c.waitAck(t, "gw-rl3", "ap-1", command.StatusRunning)
+
+	// A change that takes a restart: refused, nothing changed.
+	write(filepath.Join(dir, "other.db"), door, "    NOP: {actuator: gate_motor, set: {speed: 0}}\n")
+	shadowctl(t, "reload", "--socket", sock).must(t, 1, "store changed: that takes a restart", "nothing was changed")
+	if s := p.state(t, "porch_light"); s["on"] != true {
+		t.Fatalf("the light was touched by a refused reload: %v", s)
+	}
+
+	write(db, door, "    NOP: {actuator: gate_motor, set: {speed: 0}}\n")
+	shadowctl(t, "reload", "--socket", sock).must(t, 0, "actuator front_door added", "actuator porch_light removed (driven to its safe state first)",
+		"command types", "MQTT session: made again to subscribe")
+	shadowctl(t, "set", "porch_light", "on=true", "--socket", sock).must(t, 1, `no actuator named "porch_light"`)
+	var shut bool
+	for _, ch := range p.history(t, "porch_light") {
+		shut = shut || ch.Source == store.SourceShutdown && ch.After["on"] == false
+	}
+	if !shut {
+		t.Fatalf("the removed light was not driven safe: %+v", p.history(t, "porch_light"))
+	}
+	c.waitShadow(t, "gw-rl3", "doors", "the new named shadow created", func(g *shadow.GetAccepted) bool { return g.State.Reported["front_door"] != nil })
+	c.desire(t, "gw-rl3", "doors", `{"front_door":{"locked":false}}`)
+	waitFor(t, "the door unlocked", func() bool { return p.state(t, "front_door")["locked"] == false })
+
+	// The command that waited for approval across the reload runs now.
+	shadowctl(t, "approve", "ap-1", "--socket", sock).must(t, 0, "ap-1: approved")
+	c.waitAck(t, "gw-rl3", "ap-1", command.StatusSuccess)
+	if s := p.state(t, "gate_motor"); s["running"] != true {
+		t.Fatalf("approved command: %v", s)
+	}
+	p.stop(t)
+}

@@ -179,10 +179,10 @@ func (s *Server) history(r *http.Request) (any, error) {
 		return nil, err
 	}
 	names := d.Manager.Names()
+	gone := false // an actuator a reload removed: its history is kept
 	if a := r.URL.Query().Get("actuator"); a != "" {
-		if _, ok := d.Config.Actuators[a]; !ok {
-			return nil, notFound("no actuator named %q", a)
-		}
+		_, ok := d.Config.Actuators[a]
+		gone = !ok
 		names = []string{a}
 	}
 	out := []*store.Change{}
@@ -196,6 +196,9 @@ func (s *Server) history(r *http.Request) (any, error) {
 		}
 		return nil
 	})
+	if gone && err == nil && len(out) == 0 {
+		return nil, notFound("no actuator named %q", names[0])
+	}
 	// newest first across actuators
 	slices.SortFunc(out, func(a, b *store.Change) int { return cmp.Compare(b.ID, a.ID) })
 	if len(out) > n {
