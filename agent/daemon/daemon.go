@@ -245,8 +245,10 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	d.Outbox = outbox.New(d.Store, d.up, outbox.DefaultWindow, log)
 	d.Outbox.Tracker = d.watchdog.Track("outbox", 2*time.Minute)
 	d.up.onConnect(func(context.Context) { d.Outbox.Kick() })
-	d.gen, err = d.newGeneration(cfg)
-	if err != nil {
+	if d.gen, err = d.newGeneration(cfg); err != nil {
+		if d.gen != nil {
+			d.gen.release()
+		}
 		return d, err
 	}
 	d.up.attach(l, d.gen.routes.filters())
@@ -319,14 +321,15 @@ type generation struct {
 
 // newGeneration builds sync and commands for cfg and settles the commands
 // a stop left unfinished. Their handlers are in routes, not yet installed.
+// If only the settling failed (the store could not be read), the
+// generation is returned with the error.
 func (d *Daemon) newGeneration(cfg *config.Config) (*generation, error) {
 	g, err := d.buildGeneration(cfg)
 	if err != nil {
 		return nil, err
 	}
 	if err := g.commands.Recover(); err != nil {
-		g.share.Release()
-		return nil, err
+		return g, err
 	}
 	return g, nil
 }

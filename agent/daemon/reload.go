@@ -179,20 +179,27 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 		d.gen.stop()
 		d.gen.release()
 		g, err := d.newGeneration(next)
-		if err != nil {
+		if g == nil {
+			// The same configuration was built above; this is a store
+			// gone bad meanwhile. The old configuration's, then.
+			d.log.Error("reload: shadow sync and commands of the new configuration", "err", err)
+			g, err = d.newGeneration(d.cfg)
+		}
+		if err != nil && g != nil {
 			// The store could not be read to settle unfinished commands;
 			// they wait for the next start. Sync and commands go on.
 			d.log.Error("reload: settling unfinished commands", "err", err)
 			p.changes = append(p.changes, "commands: unfinished commands could not be settled: "+err.Error())
-			if g, err = d.buildGeneration(next); err != nil {
-				d.log.Error("reload: shadow sync and commands", "err", err)
-				g, _ = d.buildGeneration(d.cfg)
-			}
 		}
-		d.up.install(g.routes)
+		if g != nil {
+			d.up.install(g.routes)
+			d.gen = g
+			g.start(d.ctx, nl == nil)
+		}
+		// Else the stopped generation's handlers go on receiving: command
+		// requests stay unacknowledged (the broker delivers them again),
+		// and the shadows are fetched again on the next connect.
 		d.up.gate.Unlock()
-		d.gen = g
-		g.start(d.ctx, nl == nil)
 	}
 	if nl != nil {
 		d.up.attach(nl, filters)
