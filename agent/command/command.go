@@ -87,7 +87,7 @@ type Processor struct {
 	intake     []*pendingRequest
 	intakeWake chan struct{}
 
-	malformed, tooLarge, executed atomic.Int64
+	received, malformed, tooLarge, executed atomic.Int64
 }
 
 type job struct {
@@ -126,17 +126,24 @@ func New(o Options) *Processor {
 	return p
 }
 
-// Stats counts requests that could not be answered (Malformed), requests
-// over MaxRequestBytes (TooLarge, answered FAILURE when their tid could be
-// read) and commands executed, and shows the inbox and its quota.
+// Stats counts requests received, those that could not be answered
+// (Malformed), those over MaxRequestBytes (TooLarge, answered FAILURE when
+// their tid could be read) and commands executed; Unwritten is how many
+// received requests are not in the inbox yet (their write is being retried
+// when the disk refuses it); Inbox shows the inbox and its quota.
 type Stats struct {
-	Malformed, TooLarge, Executed int64
-	Inbox                         store.InboxStats
+	Received, Malformed, TooLarge, Executed int64
+	Unwritten                               int
+	Inbox                                   store.InboxStats
 }
 
 // Stats returns the counters.
 func (p *Processor) Stats() Stats {
-	return Stats{Malformed: p.malformed.Load(), TooLarge: p.tooLarge.Load(), Executed: p.executed.Load(), Inbox: p.o.Store.InboxStats()}
+	p.mu.Lock()
+	unwritten := len(p.intake)
+	p.mu.Unlock()
+	return Stats{Received: p.received.Load(), Malformed: p.malformed.Load(), TooLarge: p.tooLarge.Load(), Executed: p.executed.Load(),
+		Unwritten: unwritten, Inbox: p.o.Store.InboxStats()}
 }
 
 // Recover queues the commands a crash left unfinished, before Run, in

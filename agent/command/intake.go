@@ -76,6 +76,7 @@ type intake struct {
 // when the disk refuses some writes (then the refused one and every later
 // one are written again, in order).
 func (p *Processor) onRequest(_ context.Context, m *link.Message) {
+	p.received.Add(1)
 	in := p.intakeOf(m.Payload)
 	if in == nil {
 		return // nobody to answer; counted and logged. The message is acknowledged.

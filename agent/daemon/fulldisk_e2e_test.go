@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/command"
+	"github.com/shadowgate/shadowgate/agent/daemon"
 	"github.com/shadowgate/shadowgate/agent/shadow"
 	"github.com/shadowgate/shadowgate/store"
 )
@@ -89,25 +90,30 @@ func stopProcess(t *testing.T, p *gatewayProcess) {
 // full, then space returns. Whatever the full disk makes fail, every command
 // ends with exactly one final ack, commands on the motor run in the order
 // sent, and a command that failed never runs later, also after restarts.
-// restartFull adds a restart while the disk is still full. What fails on a
-// full disk depends on which pages bbolt can reuse, so the sequence runs in
-// three rounds.
+// What fails on a full disk depends on which pages bbolt can reuse, so the
+// sequence runs in three rounds. Modes: the shadowgated process with a
+// restart after the rounds, the same with a restart in each round while the
+// disk is still full, and the daemon in the test's process (for the race
+// detector; no restarts).
 func TestFullDiskCommands(t *testing.T) {
-	for _, tc := range []struct {
-		name        string
-		restartFull bool
-	}{{"space returns", false}, {"restart while full", true}} {
-		t.Run(tc.name, func(t *testing.T) { fullDiskSequence(t, tc.restartFull) })
+	for _, mode := range []string{"space returns", "restart while full", "in process"} {
+		t.Run(mode, func(t *testing.T) { fullDiskSequence(t, mode) })
 	}
 }
 
-func fullDiskSequence(t *testing.T, restartFull bool) {
+func fullDiskSequence(t *testing.T, mode string) {
 	c := newCloud(t)
 	dir := smallDisk(t, "2m")
 	const thing = "gw-full"
-	_, cfgPath := gatewayConfig(t, thing, c.broker.URL(), dir, "cloud_wins")
+	cfg, cfgPath := gatewayConfig(t, thing, c.broker.URL(), dir, "cloud_wins")
 	dbPath := filepath.Join(dir, "state.db")
-	p := startProcess(t, cfgPath)
+	var p *gatewayProcess
+	var d *daemon.Daemon
+	if mode == "in process" {
+		d = gateway(t, cfg)
+	} else {
+		p = startProcess(t, cfgPath)
+	}
 	c.waitShadow(t, thing, "", "gateway up", func(g *shadow.GetAccepted) bool { return g.State.Reported["gate_motor"] != nil })
 	c.send(t, thing, req("SET_SPEED", "F0", `{"speed":1}`))
 	c.waitAck(t, thing, "F0", command.StatusSuccess)
@@ -123,10 +129,15 @@ func fullDiskSequence(t *testing.T, restartFull bool) {
 			c.send(t, thing, req("SET_SPEED", tid, fmt.Sprintf(`{"speed":%d}`, 30*(round-1)+3*i)))
 		}
 		// Until the gateway has seen the last one (accepted, refused or not
-		// persisted: its tid is in the log either way).
-		last := regexp.MustCompile(`tid=` + sent[9] + `\b`)
-		waitFor(t, sent[9]+" handled on the full disk", func() bool { return last.MatchString(p.output()) })
-		if restartFull {
+		// yet written: its tid is in the log either way).
+		if d != nil {
+			want := int64(1 + 10*round)
+			waitFor(t, sent[9]+" received on the full disk", func() bool { return d.Commands.Stats().Received >= want })
+		} else {
+			last := regexp.MustCompile(`tid=` + sent[9] + `\b`)
+			waitFor(t, sent[9]+" handled on the full disk", func() bool { return last.MatchString(p.output()) })
+		}
+		if mode == "restart while full" {
 			stopProcess(t, p)
 			p = startProcess(t, cfgPath)
 			waitFor(t, "the gateway restarted on the full disk", func() bool {
@@ -146,11 +157,12 @@ func fullDiskSequence(t *testing.T, restartFull bool) {
 		tids = append(tids, sent...)
 	}
 	// A restart must not run any of them again.
-	stopProcess(t, p)
-	p = startProcess(t, cfgPath)
+	if p != nil {
+		stopProcess(t, p)
+		p = startProcess(t, cfgPath)
+	}
 	c.send(t, thing, req("SET_SPEED", "M", `{"speed":99}`))
 	c.waitAck(t, thing, "M", command.StatusSuccess)
-	stopProcess(t, p)
 	order = append(order, "M")
 
 	final := map[string]command.Ack{}
@@ -174,11 +186,17 @@ func fullDiskSequence(t *testing.T, restartFull bool) {
 		}
 	}
 
-	st, err := store.Open(dbPath, store.Options{})
-	if err != nil {
-		t.Fatal(err)
+	var st *store.Store
+	if d != nil {
+		st = d.Store
+	} else {
+		stopProcess(t, p)
+		var err error
+		if st, err = store.Open(dbPath, store.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
 	}
-	defer st.Close()
 	var h []*store.Change
 	st.View(func(tx *store.Tx) (err error) { h, err = tx.History("gate_motor", 1000); return err })
 	slices.Reverse(h) // oldest first
