@@ -313,7 +313,7 @@ func (t *Tx) ExpireCommands(cutoff time.Time) (int, error) {
 func decodeCommand(v []byte) (*Command, error) {
 	var c Command
 	if err := json.Unmarshal(v, &c); err != nil {
-		return nil, fmt.Errorf("stored command is malformed: %w", err)
+		return nil, fmt.Errorf("%w: stored command is malformed: %v", ErrCorrupt, err)
 	}
 	return &c, nil
 }

@@ -558,7 +558,7 @@ func (p *Processor) finish(ctx context.Context, j *job, status, reason string, r
 					p.log.Warn("stopping before the final status of a command was written; it is settled after the restart", "tid", j.tid, "status", status)
 					return
 				}
-			case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrClosed):
+			case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrCorrupt):
 				p.log.Error("record command result", "tid", j.tid, "status", status, "err", err)
 				return
 			default:

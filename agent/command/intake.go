@@ -166,14 +166,20 @@ func (p *Processor) intakeOf(payload []byte) *intake {
 		fresh = iota
 		duplicate
 		refused
+		damaged
 	)
 	var outcome int
 	var kept bool
-	var full error
+	var why error
 	write := func(tx *store.Tx) error {
 		rec := c
 		old, err := tx.PutCommand(&rec)
 		switch {
+		case errors.Is(err, store.ErrCorrupt):
+			// The record of this tid is damaged: whether it ran is
+			// unknown, so it must not run; answer, and store nothing.
+			outcome, why = damaged, err
+			return p.enqueueAck(tx, p.ack(r.TID, StatusFailure, "the gateway's record of this tid is damaged; not run: "+err.Error(), nil))
 		case errors.Is(err, store.ErrDuplicateTID):
 			outcome = duplicate
 			a := old.LastAck
@@ -182,7 +188,7 @@ func (p *Processor) intakeOf(payload []byte) *intake {
 			}
 			return p.enqueueAck(tx, a)
 		case errors.Is(err, store.ErrInboxFull):
-			outcome, full = refused, err
+			outcome, why = refused, err
 			a := p.ack(r.TID, StatusFailure, err.Error(), nil)
 			ref := store.Command{TID: c.TID, Cmd: c.Cmd, Received: now, Status: StatusFailure, Finished: now, LastAck: a}
 			if kept, err = tx.PutRefused(&ref); err != nil {
@@ -199,8 +205,10 @@ func (p *Processor) intakeOf(payload []byte) *intake {
 		switch {
 		case outcome == duplicate:
 			p.log.Info("duplicate command tid; answered with its recorded ack", "tid", r.TID)
+		case outcome == damaged:
+			p.log.Error("command refused: its stored record is damaged", "tid", r.TID, "err", why)
 		case outcome == refused:
-			p.log.Warn("command refused: the inbox is full", "tid", r.TID, "cmd", c.Cmd, "reason", full, "remembered", kept)
+			p.log.Warn("command refused: the inbox is full", "tid", r.TID, "cmd", c.Cmd, "reason", why, "remembered", kept)
 		case reason != nil:
 			p.log.Warn("command refused", "tid", r.TID, "cmd", c.Cmd, "reason", clip(reason.Error(), maxReason))
 		default:

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/daemon"
@@ -134,4 +136,40 @@ func TestInboxQuotaRefusesVisibly(t *testing.T) {
 		t.Fatalf("motor speed %v, want 5: the refused command ran", s)
 	}
 	shadowctl(t, "status", "--socket", cfg.API.Socket).must(t, 0, "inbox", "6 of 5 commands", "1 refused")
+}
+
+// A tid whose stored record is damaged is answered FAILURE and not run:
+// whether it ran before is unknown. The intake goes on with the next.
+func TestDamagedInboxRecordIsNotRun(t *testing.T) {
+	c := newCloud(t)
+	dir := t.TempDir()
+	cfg, _ := gatewayConfig(t, "gw-dmg", c.broker.URL(), dir, "cloud_wins")
+	st, err := store.Open(cfg.Store.Path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	db, err := bolt.Open(cfg.Store.Path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("inbox")).Put([]byte("dmg-1"), []byte("{not json")) })
+	db.Close()
+	d := gateway(t, cfg)
+	waitFor(t, "link up", d.Link.Connected)
+	c.send(t, "gw-dmg", req("SET_SPEED", "dmg-1", `{"speed":7}`))
+	c.send(t, "gw-dmg", req("SET_SPEED", "dmg-2", `{"speed":8}`))
+	a := c.waitAck(t, "gw-dmg", "dmg-1", command.StatusFailure)
+	if !strings.Contains(a.Reason, "record of this tid is damaged") {
+		t.Fatalf("reason %q", a.Reason)
+	}
+	c.waitAck(t, "gw-dmg", "dmg-2", command.StatusSuccess)
+	if s := read(t, d, "gate_motor")["speed"]; fmt.Sprint(s) != "8" {
+		t.Fatalf("speed %v", s)
+	}
+	var h []*store.Change
+	d.Store.View(func(tx *store.Tx) (err error) { h, err = tx.History("gate_motor", 10); return err })
+	if len(h) != 1 || h[0].TID != "dmg-2" {
+		t.Fatalf("history %+v", h)
+	}
 }
