@@ -1,6 +1,7 @@
 package command
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -275,7 +276,16 @@ func checkArgs(raw map[string]json.RawMessage, specs map[string]config.ArgSpec) 
 				return nil, fmt.Errorf("%s must be ≤ %v, got %v", name, *spec.Max, f)
 			}
 			if spec.Type == "int" {
-				out[name] = int64(f)
+				// Exact from the digits where they fit; a float64 outside
+				// int64 would wrap when converted (1e19 → -9223372036854775808).
+				n, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+				if err != nil {
+					if f < -(1<<63) || f >= 1<<63 {
+						return nil, fmt.Errorf("%s is out of range: wants a whole number from %d to %d, got %v", name, int64(math.MinInt64), int64(math.MaxInt64), f)
+					}
+					n = int64(f)
+				}
+				out[name] = n
 			} else {
 				out[name] = f
 			}
