@@ -158,7 +158,6 @@ type queued struct {
 	h Handler
 }
 
-
 // New validates the options and makes a link; Run connects it.
 func New(o Options) (*Link, error) {
 	u, err := url.Parse(o.Broker)
