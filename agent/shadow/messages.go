@@ -6,11 +6,11 @@ import "fmt"
 // timestamp for every leaf it touched. State is null, and Metadata only a
 // timestamp, for "state": null.
 type UpdateAccepted struct {
-	State       any           `json:"state"`
-	Metadata    any           `json:"metadata"`
-	Version     int64         `json:"version"`
-	Timestamp   int64         `json:"timestamp"`
-	ClientToken string        `json:"clientToken,omitempty"`
+	State       any    `json:"state"`
+	Metadata    any    `json:"metadata"`
+	Version     int64  `json:"version"`
+	Timestamp   int64  `json:"timestamp"`
+	ClientToken string `json:"clientToken,omitempty"`
 }
 
 // acceptedState echoes a section, including an explicit "desired": null.
