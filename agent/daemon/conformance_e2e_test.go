@@ -1,0 +1,82 @@
+package daemon_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shadowgate/shadowgate/agent/shadow"
+	"github.com/shadowgate/shadowgate/agent/shadow/shadowtest"
+	"github.com/shadowgate/shadowgate/agent/shadow/shadowtest/mqttdoor"
+)
+
+// TestCorpusAgainstEmbeddedService plays the shadow conformance corpus
+// against the demo as it ships: the shadowgated binary with
+// configs/demo.yaml (broker: {embedded: true}), moved to a free port and a
+// temporary directory. The corpus's things are not the gateway's, so the
+// gateway's own shadow traffic runs beside it.
+func TestCorpusAgainstEmbeddedService(t *testing.T) {
+	demo, err := os.ReadFile("../../configs/demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	listen := freeLoopbackAddr(t)
+	y := string(demo)
+	for old, repl := range map[string]string{
+		"listen: 127.0.0.1:1883":    "listen: " + listen,
+		"path: tmp/demo/state.db":   "path: " + filepath.Join(dir, "state.db"),
+		"socket: tmp/demo/api.sock": "socket: " + filepath.Join(dir, "api.sock"),
+	} {
+		if !strings.Contains(y, old) {
+			t.Fatalf("configs/demo.yaml no longer has %q: update this test", old)
+		}
+		y = strings.Replace(y, old, repl, 1)
+	}
+	cfgPath := filepath.Join(dir, "demo.yaml")
+	if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startProcess(t, cfgPath)
+
+	door := mqttdoorWhenUp(t, "tcp://"+listen, shadow.DefaultRoot)
+	// The embedded service subscribes after the broker is up: wait until
+	// it answers.
+	waitFor(t, "the embedded shadow service to answer", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		_, err := door.Send(ctx, shadowtest.Request{Thing: "conformance-probe", Op: shadow.OpGet})
+		return err == nil
+	})
+	shadowtest.RunCorpus(t, door, shadowtest.Options{})
+}
+
+// mqttdoorWhenUp connects the conformance client once the embedded broker
+// listens.
+func mqttdoorWhenUp(t *testing.T, url, root string) *mqttdoor.Door {
+	t.Helper()
+	addr := strings.TrimPrefix(url, "tcp://")
+	waitFor(t, "the embedded broker on "+addr, func() bool {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return mqttdoor.New(t, url, root)
+}
+
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return fmt.Sprintf("127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port)
+}
