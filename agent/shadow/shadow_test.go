@@ -109,6 +109,8 @@ func TestTopics(t *testing.T) {
 		{"things/", "$aws/things/gw/shadow/get", shadow.Topic{}, true},
 		{"things/", "things/gw/shadow/update/accepted/extra", shadow.Topic{}, true},
 		{"things/", "things/gw/shadow/name/" + strings.Repeat("n", 65) + "/get", shadow.Topic{}, true},
+		{"things/", "things/gw/shadow/name/$cfg/get", shadow.Topic{Thing: "gw", Name: "$cfg", Op: shadow.OpGet}, false},
+		{"things/", "things/g$w/shadow/get", shadow.Topic{}, true},
 	} {
 		got, err := shadow.ParseTopic(tc.root, tc.topic)
 		if (err != nil) != tc.err {
@@ -123,6 +125,24 @@ func TestTopics(t *testing.T) {
 				t.Errorf("build %+v = %s, want %s", got, back, tc.topic)
 			}
 		}
+	}
+}
+
+// TestMergeKeepsEmptyObjects holds the gateway's replica (which merges
+// deltas and accepted states with Merge) to the service's rules.
+func TestMergeKeepsEmptyObjects(t *testing.T) {
+	base := map[string]any{"a": json.Number("1"), "b": map[string]any{"c": json.Number("3")}}
+	got := shadow.Merge(base, map[string]any{"b": map[string]any{"c": map[string]any{}}, "d": map[string]any{}, "e": map[string]any{"f": nil}})
+	want := map[string]any{"a": json.Number("1"), "b": map[string]any{"c": map[string]any{}}, "d": map[string]any{}}
+	if !shadow.Equal(got, want) {
+		t.Fatalf("Merge = %v, want %v", got, want)
+	}
+	got = shadow.Merge(want, map[string]any{"b": map[string]any{"c": nil}, "a": nil, "d": nil})
+	if want := map[string]any{"b": map[string]any{}}; !shadow.Equal(got, want) {
+		t.Fatalf("deleting the last key of b: Merge = %v, want %v", got, want)
+	}
+	if got := shadow.Merge(map[string]any{"a": json.Number("1")}, map[string]any{"a": nil}); got != nil {
+		t.Fatalf("an emptied section: Merge = %v, want nil", got)
 	}
 }
 
