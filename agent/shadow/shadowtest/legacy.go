@@ -7,19 +7,14 @@ import (
 )
 
 // Exchange sends one request and returns the responses it caused, by
-// suffix; want is how many the corpus expects.
-//
-// Deprecated: implement Door and call RunCorpus.
+// suffix; want is how many the corpus expects. It is the older form of a
+// door, kept for its callers; new code implements Door.
 type Exchange func(t *testing.T, topic shadow.Topic, payload []byte, want int) map[shadow.Suffix][]byte
 
-// Case is a corpus entry with its thing name fixed.
-//
-// Deprecated: use Entries and RunCorpus.
+// Case is a corpus entry with its thing name fixed (older form of Entry).
 type Case struct{ Entry }
 
 // Cases is the whole corpus as Cases, thing names "conf-NNN".
-//
-// Deprecated: use Entries and RunCorpus.
 var Cases = func() []Case {
 	var out []Case
 	for i, e := range Entries() {
@@ -29,9 +24,8 @@ var Cases = func() []Case {
 	return out
 }()
 
-// Run runs cases through exchange with the corpus's comparison.
-//
-// Deprecated: implement Door and call RunCorpus.
+// Run runs cases through exchange with the corpus's comparison (the older
+// form of RunCorpus).
 func Run(t *testing.T, cases []Case, exchange Exchange) {
 	t.Helper()
 	for _, c := range cases {
