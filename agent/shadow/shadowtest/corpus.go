@@ -117,7 +117,16 @@ func (e *Entry) check() error {
 		if _, err := st.Bytes(); err != nil {
 			return fmt.Errorf("step %d: %w", i, err)
 		}
+		if st.Expect == nil {
+			return fmt.Errorf("step %d: no expect (write {} for no response)", i)
+		}
 		for sfx, body := range st.Expect {
+			switch {
+			case sfx == shadow.SuffixAccepted || sfx == shadow.SuffixRejected:
+			case (sfx == shadow.SuffixDelta || sfx == shadow.SuffixDocuments) && st.Op == shadow.OpUpdate:
+			default:
+				return fmt.Errorf("step %d: no %s/%s topic", i, st.Op, sfx)
+			}
 			if !json.Valid(body) {
 				return fmt.Errorf("step %d: expected %s is not JSON", i, sfx)
 			}
