@@ -42,25 +42,30 @@ func TestCorpusAgainstEmbeddedService(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startProcess(t, cfgPath)
+	p := startProcess(t, cfgPath)
 
-	door := mqttdoorWhenUp(t, "tcp://"+listen, shadow.DefaultRoot)
-	// The embedded service subscribes after the broker is up: wait until
-	// it answers.
-	waitFor(t, "the embedded shadow service to answer", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		defer cancel()
-		_, err := door.Send(ctx, shadowtest.Request{Thing: "conformance-probe", Op: shadow.OpGet})
-		return err == nil
+	waitListening(t, listen)
+	// Connect once the daemon's own clients (the embedded service and the
+	// gateway) are up and subscribed.
+	waitFor(t, "the gateway's link", func() bool {
+		return strings.Contains(p.output(), `msg="mqtt link up" broker=tcp://`+listen+` client_id=demo-gw subscriptions=`)
 	})
+	door := mqttdoor.New(t, "tcp://"+listen, shadow.DefaultRoot)
+	// Both the classic and the named request topics answer before the
+	// corpus starts.
+	for _, name := range []string{"", "probe"} {
+		waitFor(t, "the embedded shadow service to answer (shadow "+name+")", func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_, err := door.Send(ctx, shadowtest.Request{Thing: "conformance-probe", Shadow: name, Op: shadow.OpGet})
+			return err == nil
+		})
+	}
 	shadowtest.RunCorpus(t, door, shadowtest.Options{})
 }
 
-// mqttdoorWhenUp connects the conformance client once the embedded broker
-// listens.
-func mqttdoorWhenUp(t *testing.T, url, root string) *mqttdoor.Door {
+func waitListening(t *testing.T, addr string) {
 	t.Helper()
-	addr := strings.TrimPrefix(url, "tcp://")
 	waitFor(t, "the embedded broker on "+addr, func() bool {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
@@ -68,7 +73,6 @@ func mqttdoorWhenUp(t *testing.T, url, root string) *mqttdoor.Door {
 		}
 		return err == nil
 	})
-	return mqttdoor.New(t, url, root)
 }
 
 func freeLoopbackAddr(t *testing.T) string {
