@@ -64,8 +64,8 @@ type httpEnv struct {
 	mqtt   *client
 	svc    *shadowsvc.Service
 	broker *brokertest.Broker
-	url  string
-	file string // the credentials file
+	url    string
+	file   string // the credentials file
 }
 
 func newHTTPEnv(t *testing.T, o awsapi.Options) *httpEnv {
@@ -511,7 +511,7 @@ func TestHTTPMalformedRequestsNeverCrash(t *testing.T) {
 	auth := "AWS4-HMAC-SHA256 Credential=AKIDADMIN0000000001/20200101/us-east-1/iotdata/aws4_request, SignedHeaders=host;x-amz-date, Signature=00"
 	for _, c := range []struct {
 		method, path, auth, date, body string
-		want                         int
+		want                           int
 	}{
 		{"GET", "/things/x/shadow", "Bearer abc", "", "", 403},
 		{"GET", "/things/x/shadow", "AWS4-HMAC-SHA256", "", "", 403},
