@@ -47,6 +47,7 @@ type Daemon struct {
 	svcStore *store.Store
 	svcLink  *link.Link
 	svc      *shadowsvc.Service
+	svcHTTP  func(context.Context) // serves the embedded service's HTTP API
 	closers  []func() error
 }
 
@@ -124,6 +125,9 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks,
 	if d.svcLink != nil {
 		goRun(d.svc.Run)
 		goRun(func(c context.Context) { d.svcLink.Run(c) })
+	}
+	if d.svcHTTP != nil {
+		goRun(d.svcHTTP)
 	}
 	goRun(func(c context.Context) { d.Link.Run(c) })
 	goRun(d.Outbox.Run)
@@ -299,6 +303,19 @@ func (d *Daemon) startEmbedded(cfg *config.Config, log *slog.Logger) error {
 	}
 	d.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: d.svcLink, Store: d.svcStore, Logger: log,
 		Tracker: d.watchdog.Track("shadow service", 2*time.Minute)})
+	if h := cfg.Broker.HTTP; h.Listen != "" {
+		srv, ln, err := shadowsvc.HTTPServer(d.svc, shadowsvc.HTTPOptions{Addr: h.Listen, CertFile: h.Cert, KeyFile: h.Key, Credentials: h.Credentials}, log,
+			map[string]string{"addr": "broker.http.listen", "cert": "broker.http.cert", "key": "broker.http.key", "credentials": "broker.http.credentials"})
+		if err != nil {
+			return fmt.Errorf("embedded shadow service: %w", err)
+		}
+		d.closers = append(d.closers, func() error { ln.Close(); return nil })
+		d.svcHTTP = func(ctx context.Context) {
+			if err := srv.Serve(ctx, ln); err != nil && ctx.Err() == nil {
+				log.Error("embedded shadow service: HTTP API stopped", "err", err)
+			}
+		}
+	}
 	return nil
 }
 
