@@ -68,7 +68,7 @@ type httpEnv struct {
 	file   string // the credentials file
 }
 
-func newHTTPEnv(t *testing.T, o awsapi.Options) *httpEnv {
+func newHTTPEnv(t testing.TB, o awsapi.Options) *httpEnv {
 	t.Helper()
 	c, svc, b := setup(t, "$aws/things/")
 	file := filepath.Join(t.TempDir(), "credentials")
@@ -92,7 +92,7 @@ func newHTTPEnv(t *testing.T, o awsapi.Options) *httpEnv {
 // client is the real SDK client for a profile of the credentials file, read
 // by the SDK's own loader as an app would; no retries, so that each call is
 // one request.
-func (e *httpEnv) client(t *testing.T, profile string) *iotdataplane.Client {
+func (e *httpEnv) client(t testing.TB, profile string) *iotdataplane.Client {
 	t.Helper()
 	cfg, err := config.LoadDefaultConfig(context.Background(),
 		config.WithSharedCredentialsFiles([]string{e.file}), config.WithSharedConfigFiles([]string{}),
@@ -263,7 +263,7 @@ func TestHTTPEveryOperation(t *testing.T) {
 }
 
 // subscribe is an MQTT client that collects what matches filter.
-func subscribe(t *testing.T, b *brokertest.Broker, filter string) *client {
+func subscribe(t testing.TB, b *brokertest.Broker, filter string) *client {
 	t.Helper()
 	c := &client{}
 	c.l, _ = link.New(link.Options{Broker: b.URL(), ClientID: "sub-" + t.Name(), CleanSession: true, MinBackoff: 50 * time.Millisecond})
