@@ -87,6 +87,8 @@ func TestPerformanceReport(t *testing.T) {
 		add(name, fmt.Sprintf("%.0f/s (%.3f×%s)", durable, durable/raw, extra), "≥ 0.5×", durable/raw >= 0.5)
 	}
 
+	httpRows(t, sz.rtIters*3, add)
+
 	drain, bare := measureDrain(t, sz.drain)
 	add(fmt.Sprintf("outbox drain of %d messages (÷ bare paho QoS 1 publish)", sz.drain),
 		fmt.Sprintf("%.2f s (%.2f×)", drain.Seconds(), drain.Seconds()/bare.Seconds()), "≤ 1.5×", drain.Seconds()/bare.Seconds() <= 1.5)
