@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -261,3 +262,33 @@ func TestTokenBucketRefills(t *testing.T) {
 		t.Fatalf("after half a second: %d %d", a, b)
 	}
 }
+
+func TestSecretsNeverLogged(t *testing.T) {
+	var logs lockedBuffer
+	url, _ := server(t, awsapi.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	for _, secret := range []string{"s3cr3t-value", "wrong-guess"} {
+		signed(t, "POST", url+"/topics/x", "iotdata", []byte("x"), "AKIDTEST", secret)
+	}
+	signed(t, "POST", url+"/things/a/jobs/b", "iotdata", nil, "AKIDLIMITED", "other-s3cr3t")
+	out := logs.String()
+	if !strings.Contains(out, "signature refused") || !strings.Contains(out, "key=AKIDTEST") {
+		t.Fatalf("refusals are logged with the key id:\n%s", out)
+	}
+	for _, secret := range []string{"s3cr3t-value", "other-s3cr3t", "wrong-guess", "Signature="} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("the log shows %q:\n%s", secret, out)
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu gosync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
