@@ -125,6 +125,12 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks,
 	if d.svcLink != nil {
 		goRun(d.svc.Run)
 		goRun(func(c context.Context) { d.svcLink.Run(c) })
+		// The gateway GETs its shadows once per connect: the embedded
+		// service subscribes first, or that GET finds no one and the
+		// shadows are not created until the next reconnect.
+		for deadline := time.Now().Add(5 * time.Second); !d.svcLink.Connected() && time.Now().Before(deadline) && ctx.Err() == nil; {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	if d.svcHTTP != nil {
 		goRun(d.svcHTTP)
