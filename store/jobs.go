@@ -153,8 +153,8 @@ func (t *Tx) LatestJobExecution(thing, jobID string) (JobExecKey, []byte, error)
 	p = append(p, 0)
 	c := t.tx.Bucket(bucketJobExecs).Cursor()
 	end := append(bytes.Clone(p), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
-	k, v := c.Seek(end)
-	if k == nil {
+	var k, v []byte
+	if k, _ = c.Seek(end); k == nil {
 		k, v = c.Last()
 	} else {
 		k, v = c.Prev()
