@@ -18,6 +18,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/broker"
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/agent/jobs"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/localapi"
 	"github.com/shadowgate/shadowgate/agent/outbox"
@@ -69,6 +70,7 @@ type Daemon struct {
 	// The embedded shadow service's loops (its link's handler, its
 	// finisher), made once: reloads rebuild the service, not the trackers.
 	svcLinkTracker, svcTracker *watchdog.Tracker
+	jobsTracker                *watchdog.Tracker // the embedded jobs service's finisher
 }
 
 // Hooks let the caller (main, tests) see the daemon come up.
@@ -203,6 +205,7 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	d.intakeTracker = d.watchdog.Track("command intake", 2*time.Minute)
 	d.svcLinkTracker = d.watchdog.Track("shadow service message handler", time.Minute)
 	d.svcTracker = d.watchdog.Track("shadow service", 2*time.Minute)
+	d.jobsTracker = d.watchdog.Track("jobs service", 2*time.Minute)
 	defer func() {
 		if err != nil {
 			d.close()
@@ -390,6 +393,7 @@ type embedded struct {
 	own     bool // the broker was started for this one (not reused)
 	svcLink *link.Link
 	svc     *shadowsvc.Service
+	jobs    *jobs.Service // the self-hosted AWS IoT Jobs on the same link and file
 	run     *task
 }
 
@@ -426,11 +430,12 @@ func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedde
 		return nil, err
 	}
 	e.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.svcTracker})
+	e.jobs = jobs.New(jobs.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.jobsTracker})
 	return e, nil
 }
 
 func (e *embedded) start(parent context.Context) {
-	e.run = startTask(parent, e.svc.Run, func(ctx context.Context) { e.svcLink.Run(ctx) })
+	e.run = startTask(parent, e.svc.Run, e.jobs.Run, func(ctx context.Context) { e.svcLink.Run(ctx) })
 }
 
 // stopService stops the shadow service, leaving the broker.

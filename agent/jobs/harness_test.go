@@ -252,3 +252,27 @@ func field(v map[string]any, path ...string) any {
 	}
 	return cur
 }
+
+// awaitService asks jobs/get until the service answers (a service process
+// that has just started may not have subscribed yet).
+func (d *device) awaitService() {
+	d.t.Helper()
+	topic := d.e.root + d.thing + "/jobs/get"
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		d.l.Publish(context.Background(), topic, false, []byte(`{"clientToken":"ping"}`))
+		for range 40 {
+			time.Sleep(5 * time.Millisecond)
+			d.mu.Lock()
+			for _, m := range d.msgs {
+				if m.Topic == topic+"/accepted" {
+					d.msgs = nil
+					d.mu.Unlock()
+					return
+				}
+			}
+			d.mu.Unlock()
+		}
+	}
+	d.t.Fatal("the jobs service never answered")
+}

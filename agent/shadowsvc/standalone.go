@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shadowgate/shadowgate/agent/jobs"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/shadow"
 	"github.com/shadowgate/shadowgate/agent/watchdog"
@@ -25,6 +26,9 @@ type StandaloneOptions struct {
 	LogLevel                          string
 	// MaxInFlightPerThing and MaxQueued are the load limits (Options).
 	MaxInFlightPerThing, MaxQueued int
+	// NoJobs turns the self-hosted AWS IoT Jobs (agent/jobs) off; by
+	// default the service answers the jobs topics too, from the same file.
+	NoJobs bool
 }
 
 // RunStandalone runs the service until ctx ends.
@@ -66,20 +70,33 @@ func RunStandalone(ctx context.Context, o StandaloneOptions, logOut io.Writer) e
 	svc := New(Options{Root: o.Root, Link: l, Store: st, Logger: log,
 		MaxInFlightPerThing: o.MaxInFlightPerThing, MaxQueued: o.MaxQueued,
 		Tracker: wd.Track("shadow service", 2*time.Minute)})
-	log.Info("shadowsvc serving", "broker", o.Broker, "root", o.Root, "store", o.StorePath)
+	var js *jobs.Service
+	if !o.NoJobs {
+		js = jobs.New(jobs.Options{Root: o.Root, Link: l, Store: st, Logger: log, Tracker: wd.Track("jobs service", 2*time.Minute)})
+	}
+	log.Info("shadowsvc serving", "broker", o.Broker, "root", o.Root, "store", o.StorePath, "jobs", !o.NoJobs)
 	status := func() string {
 		ls, ss := l.Stats(), svc.Stats()
 		state := "connected to " + o.Broker
 		if !ls.Connected {
 			state = "offline (" + cmp.Or(ls.LastError, "connecting") + ")"
 		}
-		return fmt.Sprintf("%s; %d requests, %d answered 429, %d responses lost", state, ss.Requests, ss.Throttled, ss.Lost)
+		line := fmt.Sprintf("%s; %d requests, %d answered 429, %d responses lost", state, ss.Requests, ss.Throttled, ss.Lost)
+		if js != nil {
+			st := js.Stats()
+			line += fmt.Sprintf("; jobs: %d requests, %d throttled", st.Requests, st.Throttled)
+		}
+		return line
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Add(2)
 	go func() { defer wg.Done(); svc.Run(ctx) }()
 	go func() { defer wg.Done(); wd.Run(ctx, 0, status) }()
+	if js != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); js.Run(ctx) }()
+	}
 	wd.Ready(status())
 	l.Run(ctx)
 	wd.Stopping()

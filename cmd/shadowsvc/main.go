@@ -1,6 +1,7 @@
 // Command shadowsvc is the self-hosted AWS IoT Device Shadow service for
 // fleets on a plain MQTT broker (mosquitto, EMQX, HiveMQ): it answers the
-// shadow topics of every thing exactly as AWS does.
+// shadow topics of every thing exactly as AWS does, and the AWS IoT Jobs
+// device API (-no-jobs turns that off).
 package main
 
 import (
@@ -29,6 +30,7 @@ func main() {
 	flag.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	flag.IntVar(&o.MaxInFlightPerThing, "max-inflight-per-thing", shadowsvc.DefaultMaxInFlightPerThing, "requests of one thing waiting before more are answered 429 (AWS: 10 per connection)")
 	flag.IntVar(&o.MaxQueued, "max-queued", shadowsvc.DefaultMaxQueued, "requests waiting in all before more are answered 429")
+	flag.BoolVar(&o.NoJobs, "no-jobs", false, "do not serve the AWS IoT Jobs topics ($aws/things/+/jobs/…)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
