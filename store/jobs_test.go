@@ -11,8 +11,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-func TestJobsSchemaMigratesFromVersion2(t *testing.T) {
-	// A file of schema 2 (before the jobs buckets) opens, gains them and
+func TestJobsSchemaMigratesFromVersion3(t *testing.T) {
+	// A file of schema 3 (before the jobs buckets) opens, gains them and
 	// keeps its shadows.
 	path := filepath.Join(t.TempDir(), "s.db")
 	s, err := store.Open(path, store.Options{})
@@ -29,7 +29,7 @@ func TestJobsSchemaMigratesFromVersion2(t *testing.T) {
 	}
 	db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("jobs")) })
 	db.Close()
-	setSchema(t, path, 2)
+	setSchema(t, path, 3)
 	s, err = store.Open(path, store.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -8,13 +8,13 @@
 // message is received and the disk's commits are shared:
 //
 //   - the link's dispatcher hands each request to the engine (serve) and
-//     returns at once; its acknowledgement is deferred;
+//     returns at once, so the broker is acknowledged without delay;
 //   - the engine runs the request against the document inside the store's
 //     next group commit (store.Submit), in arrival order, so requests to
 //     one shadow see each other's results and hundreds share one fsync;
 //   - the finisher waits for each commit in turn, then publishes the
-//     responses (without waiting for their PUBACKs) and acknowledges the
-//     request, which the broker then forgets.
+//     responses (without waiting for their PUBACKs): nothing is accepted
+//     before it is on disk.
 //
 // Load is shed, never queued without bound: more than MaxInFlightPerThing
 // requests for one thing waiting, or more than MaxQueued in all, and the
@@ -48,6 +48,7 @@ type Link interface {
 const (
 	DefaultMaxInFlightPerThing = 1000
 	DefaultMaxQueued           = 20000
+	DefaultMaxQueuedBytes      = 16 << 20
 )
 
 // ErrOverloaded is Do's error when the request was shed (429).
@@ -66,6 +67,7 @@ type Service struct {
 	work     []*request              // accepted, waiting for the finisher
 	perThing map[string]int          // requests in the pipeline per thing
 	writes   map[store.ShadowKey]int // updates and deletes in the pipeline per shadow
+	bytes    int                     // payload bytes in the pipeline
 	wake     chan struct{}           // work was added
 	tracked  chan link.Pending       // responses whose PUBACK the reaper awaits
 
@@ -83,8 +85,11 @@ type Options struct {
 	// service before more are answered 429 (default 1000; AWS allows 10 in
 	// flight per connection).
 	MaxInFlightPerThing int
-	// MaxQueued bounds the requests waiting in all (default 20000).
-	MaxQueued int
+	// MaxQueued and MaxQueuedBytes bound the requests waiting in all, in
+	// count and in payload bytes (defaults 20000 and 16 MiB), so that a
+	// burst of large requests cannot take the memory of a small box.
+	MaxQueued      int
+	MaxQueuedBytes int
 	// Tracker, when set, is told when the finisher works, so that a commit
 	// that never ends shows as a stuck loop to the watchdog.
 	Tracker *watchdog.Tracker
@@ -119,6 +124,9 @@ func New(o Options) *Service {
 	if o.MaxQueued <= 0 {
 		o.MaxQueued = DefaultMaxQueued
 	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = DefaultMaxQueuedBytes
+	}
 	s := &Service{root: o.Root, link: o.Link, store: o.Store, log: o.Logger.With("component", "shadowsvc"), now: o.Now, o: o,
 		perThing: map[string]int{}, writes: map[store.ShadowKey]int{}, wake: make(chan struct{}, 1), tracked: make(chan link.Pending, 4096)}
 	for _, op := range []shadow.Op{shadow.OpGet, shadow.OpUpdate, shadow.OpDelete} {
@@ -147,10 +155,10 @@ func (s *Service) Stats() Stats {
 	return Stats{s.requests.Load(), s.rejected.Load(), s.malformed.Load(), s.throttled.Load(), s.lost.Load(), waiting}
 }
 
-// Run finishes requests until ctx ends: it waits for each one's commit,
-// publishes its responses and acknowledges it. When ctx ends, the requests
-// already handed to the store are finished too (a request that committed
-// but was never answered would run again when the broker redelivers it).
+// Run finishes requests until ctx ends: it waits for each one's commit and
+// publishes its responses. When ctx ends, the requests already handed to
+// the store are finished too, so that none is committed and left
+// unanswered.
 func (s *Service) Run(ctx context.Context) {
 	var wg gosync.WaitGroup
 	wg.Add(1)
@@ -190,10 +198,14 @@ func (s *Service) serve(_ context.Context, m *link.Message) {
 		return
 	}
 	s.requests.Add(1)
-	ack := m.Defer()
-	if err := s.submit(t, m.Payload, all, func([]shadow.Message, error) { ack(true) }); err != nil {
+	// The request is acknowledged to the broker when this returns, before
+	// its commit: a request lost with a crash was never answered, which a
+	// client must handle anyway (it asks again), while acknowledging only
+	// after the commit would cap each group commit at the broker's
+	// in-flight window (20 on a stock mosquitto) and make the broker queue,
+	// and then drop, what a busy service has not taken yet.
+	if err := s.submit(t, m.Payload, all, func([]shadow.Message, error) {}); err != nil {
 		s.publishAll([]shadow.Message{tooMany(t, m.Payload, s.now())}, nil)
-		ack(true)
 	}
 }
 
@@ -240,12 +252,13 @@ func (s *Service) Do(ctx context.Context, t shadow.Topic, payload []byte, publis
 // service has too much waiting.
 func (s *Service) submit(t shadow.Topic, payload []byte, publish func(shadow.Message) bool, done func([]shadow.Message, error)) error {
 	s.mu.Lock()
-	if s.perThing[t.Thing] >= s.o.MaxInFlightPerThing || len(s.work) >= s.o.MaxQueued {
+	if s.perThing[t.Thing] >= s.o.MaxInFlightPerThing || len(s.work) >= s.o.MaxQueued || s.bytes+len(payload) > s.o.MaxQueuedBytes {
 		s.mu.Unlock()
 		s.throttled.Add(1)
 		return ErrOverloaded
 	}
 	s.perThing[t.Thing]++
+	s.bytes += len(payload)
 	r := &request{topic: t, payload: payload, now: s.now(), publish: publish, done: done}
 	key := r.key()
 	if t.Op == shadow.OpGet && s.writes[key] == 0 {
@@ -314,6 +327,7 @@ func (s *Service) finish(r *request) {
 		out = []shadow.Message{internalError(r.topic, r.now)}
 	}
 	s.mu.Lock()
+	s.bytes -= len(r.payload)
 	if s.perThing[r.topic.Thing]--; s.perThing[r.topic.Thing] <= 0 {
 		delete(s.perThing, r.topic.Thing)
 	}
