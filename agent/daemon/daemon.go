@@ -19,6 +19,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/broker"
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/agent/jobs"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/localapi"
 	"github.com/shadowgate/shadowgate/agent/outbox"
@@ -70,6 +71,7 @@ type Daemon struct {
 	// The embedded shadow service's loops (its link's handler, its
 	// finisher), made once: reloads rebuild the service, not the trackers.
 	svcLinkTracker, svcTracker *watchdog.Tracker
+	jobsTracker                *watchdog.Tracker // the embedded jobs service's finisher
 }
 
 // Hooks let the caller (main, tests) see the daemon come up.
@@ -204,6 +206,7 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	d.intakeTracker = d.watchdog.Track("command intake", 2*time.Minute)
 	d.svcLinkTracker = d.watchdog.Track("shadow service message handler", time.Minute)
 	d.svcTracker = d.watchdog.Track("shadow service", 2*time.Minute)
+	d.jobsTracker = d.watchdog.Track("jobs service", 2*time.Minute)
 	defer func() {
 		if err != nil {
 			d.close()
@@ -394,6 +397,7 @@ type embedded struct {
 	svc     *shadowsvc.Service
 	http    func(context.Context) // serves the service's HTTP API; nil without one
 	httpLn  net.Listener
+	jobs    *jobs.Service // the self-hosted AWS IoT Jobs on the same link and file
 	run     *task
 }
 
@@ -447,6 +451,7 @@ func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedde
 			}
 		}
 	}
+	e.jobs = jobs.New(jobs.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.jobsTracker})
 	return e, nil
 }
 
@@ -455,7 +460,7 @@ func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedde
 // service to subscribe, or that GET would find no one and the shadows would
 // not be created until the next reconnect.
 func (e *embedded) start(parent context.Context) {
-	fns := []func(context.Context){e.svc.Run, func(ctx context.Context) { e.svcLink.Run(ctx) }}
+	fns := []func(context.Context){e.svc.Run, e.jobs.Run, func(ctx context.Context) { e.svcLink.Run(ctx) }}
 	if e.http != nil {
 		fns = append(fns, e.http)
 	}

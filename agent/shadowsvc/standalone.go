@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/awsapi"
+	"github.com/shadowgate/shadowgate/agent/jobs"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/shadow"
 	"github.com/shadowgate/shadowgate/agent/watchdog"
@@ -28,6 +29,9 @@ type StandaloneOptions struct {
 	LogLevel                          string
 	// MaxInFlightPerThing and MaxQueued are the load limits (Options).
 	MaxInFlightPerThing, MaxQueued int
+	// NoJobs turns the self-hosted AWS IoT Jobs (agent/jobs) off; by
+	// default the service answers the jobs topics too, from the same file.
+	NoJobs bool
 	// HTTP is the iot-data HTTP API: off when its address is empty.
 	HTTP HTTPOptions
 }
@@ -134,14 +138,23 @@ func RunStandalone(ctx context.Context, o StandaloneOptions, logOut io.Writer) e
 	} else if o.HTTP.CertFile != "" || o.HTTP.KeyFile != "" || o.HTTP.Credentials != "" {
 		return fmt.Errorf("--http-cert, --http-key and --credentials need --http ADDR")
 	}
-	log.Info("shadowsvc serving", "broker", o.Broker, "root", o.Root, "store", o.StorePath)
+	var js *jobs.Service
+	if !o.NoJobs {
+		js = jobs.New(jobs.Options{Root: o.Root, Link: l, Store: st, Logger: log, Tracker: wd.Track("jobs service", 2*time.Minute)})
+	}
+	log.Info("shadowsvc serving", "broker", o.Broker, "root", o.Root, "store", o.StorePath, "jobs", !o.NoJobs)
 	status := func() string {
 		ls, ss := l.Stats(), svc.Stats()
 		state := "connected to " + o.Broker
 		if !ls.Connected {
 			state = "offline (" + cmp.Or(ls.LastError, "connecting") + ")"
 		}
-		return fmt.Sprintf("%s; %d requests, %d answered 429, %d responses lost", state, ss.Requests, ss.Throttled, ss.Lost)
+		line := fmt.Sprintf("%s; %d requests, %d answered 429, %d responses lost", state, ss.Requests, ss.Throttled, ss.Lost)
+		if js != nil {
+			st := js.Stats()
+			line += fmt.Sprintf("; jobs: %d requests, %d throttled", st.Requests, st.Throttled)
+		}
+		return line
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -161,6 +174,10 @@ func RunStandalone(ctx context.Context, o StandaloneOptions, logOut io.Writer) e
 				stop()
 			}
 		}()
+	}
+	if js != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); js.Run(ctx) }()
 	}
 	wd.Ready(status())
 	l.Run(lctx)

@@ -1,7 +1,8 @@
 // Command shadowsvc is the self-hosted AWS IoT Device Shadow service for
 // fleets on a plain MQTT broker (mosquitto, EMQX, HiveMQ): it answers the
-// shadow topics of every thing exactly as AWS does, and with --http the AWS
-// IoT data-plane HTTP API (iot-data, SigV4) for apps, the AWS CLI and SDKs.
+// shadow topics of every thing exactly as AWS does, the AWS IoT Jobs device
+// API (-no-jobs turns that off), and with --http the AWS IoT data-plane HTTP
+// API (iot-data, SigV4) for apps, the AWS CLI and SDKs.
 package main
 
 import (
@@ -38,6 +39,7 @@ func main() {
 	flag.StringVar(&o.HTTP.Region, "http-region", "", "the only region a request may be signed for (default: any)")
 	flag.Float64Var(&o.HTTP.Rate, "http-rate", awsapi.DefaultRate, "HTTP requests a second per access key (token bucket; -1: no limit)")
 	flag.IntVar(&o.HTTP.Burst, "http-burst", awsapi.DefaultBurst, "HTTP requests per access key at once (token bucket size)")
+	flag.BoolVar(&o.NoJobs, "no-jobs", false, "do not serve the AWS IoT Jobs topics ($aws/things/+/jobs/…)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
