@@ -171,9 +171,13 @@ func (d *Daemon) serve(ctx context.Context, hooks Hooks, hup <-chan os.Signal) {
 			// the outbox, for the next start to send.
 			stop()
 			d.gen.stop()
-			d.up.stop()
+			connected := d.up.Connected()
+			d.up.stop() // publishes the offline presence, then disconnects
 			d.outbox.stop()
 			if d.emb != nil {
+				if connected {
+					d.emb.awaitOffline(d.cfg.Gateway.Thing, 2*time.Second)
+				}
 				if err := d.emb.stop(); err != nil {
 					d.log.Warn("stopping", "err", err)
 				}
@@ -300,15 +304,27 @@ func (d *Daemon) newLink(cfg *config.Config) (*link.Link, string, error) {
 		}
 		password = string(trimNewline(b))
 	}
+	// Each MQTT session (each link: its will is fixed when it is made) has
+	// a number greater than any before it, so that a will of an older one
+	// never wins over a newer one's connected (see shadowsvc/presence.go).
+	session, err := d.Store.NextSession(time.Now())
+	if err != nil {
+		return nil, "", err
+	}
+	presence := link.Presence{
+		Topic:   shadowsvc.PresenceTopic(cfg.Cloud.PresenceTopic, cfg.Gateway.Thing),
+		Online:  shadowsvc.Presence{Connected: true, Session: session}.JSON(),
+		Offline: shadowsvc.Presence{Connected: false, Session: session}.JSON(),
+	}
 	l, err := link.New(link.Options{
 		Broker: cfg.Cloud.Broker, ClientID: cfg.Cloud.ClientID, Username: cfg.Cloud.Username, Password: password,
-		TLS: tlsCfg, Keepalive: cfg.Cloud.Keepalive.D(),
-		StatusTopic: cfg.Cloud.TopicRoot + cfg.Gateway.Thing + "/status", Logger: d.log,
+		TLS: tlsCfg, Keepalive: cfg.Cloud.Keepalive.D(), Presence: presence, Logger: d.log,
 		Tracker: d.linkTracker,
 	})
 	if err != nil {
 		return nil, "", err
 	}
+	d.log.Info("mqtt session made", "presence_topic", presence.Topic, "session", session)
 	return l, key, nil
 }
 
@@ -394,7 +410,7 @@ type embedded struct {
 }
 
 func embeddedKey(cfg *config.Config) string {
-	return cfg.Broker.Listen + " " + cfg.Cloud.TopicRoot + " " + cfg.Gateway.Thing
+	return cfg.Broker.Listen + " " + cfg.Cloud.TopicRoot + " " + cfg.Gateway.Thing + " " + cfg.Cloud.PresenceTopic
 }
 
 // startEmbedded starts the loopback broker (or reuses b) and makes a shadow
@@ -425,8 +441,22 @@ func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedde
 	if err != nil {
 		return nil, err
 	}
-	e.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.svcTracker})
+	e.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.svcTracker,
+		PresenceTopic: cfg.Cloud.PresenceTopic})
 	return e, nil
+}
+
+// awaitOffline waits (up to wait) until the shadow service has applied the
+// offline presence the gateway published as it stopped: the service stops
+// with the daemon, and its store would keep the thing connected.
+func (e *embedded) awaitOffline(thing string, wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		if st, ok, err := e.svc.Presence(thing); err != nil || ok && !st.Connected {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (e *embedded) start(parent context.Context) {

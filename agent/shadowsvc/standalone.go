@@ -25,6 +25,9 @@ type StandaloneOptions struct {
 	LogLevel                          string
 	// MaxInFlightPerThing and MaxQueued are the load limits (Options).
 	MaxInFlightPerThing, MaxQueued int
+	// PresenceTopic is the gateways' presence topic (Options); "" ignores
+	// presence.
+	PresenceTopic string
 }
 
 // RunStandalone runs the service until ctx ends.
@@ -39,6 +42,11 @@ func RunStandalone(ctx context.Context, o StandaloneOptions, logOut io.Writer) e
 	}
 	if _, err := shadow.ParseTopic(o.Root, o.Root+"x/shadow/get"); err != nil {
 		return fmt.Errorf("--topic-root %q: %w", o.Root, err)
+	}
+	if o.PresenceTopic != "" {
+		if err := CheckPresenceTopic(o.PresenceTopic); err != nil {
+			return fmt.Errorf("--presence-topic: %w", err)
+		}
 	}
 	tlsCfg, err := link.TLSConfig(o.Broker, o.TLS)
 	if err != nil {
@@ -64,9 +72,9 @@ func RunStandalone(ctx context.Context, o StandaloneOptions, logOut io.Writer) e
 		return err
 	}
 	svc := New(Options{Root: o.Root, Link: l, Store: st, Logger: log,
-		MaxInFlightPerThing: o.MaxInFlightPerThing, MaxQueued: o.MaxQueued,
+		MaxInFlightPerThing: o.MaxInFlightPerThing, MaxQueued: o.MaxQueued, PresenceTopic: o.PresenceTopic,
 		Tracker: wd.Track("shadow service", 2*time.Minute)})
-	log.Info("shadowsvc serving", "broker", o.Broker, "root", o.Root, "store", o.StorePath)
+	log.Info("shadowsvc serving", "broker", o.Broker, "root", o.Root, "store", o.StorePath, "presence", o.PresenceTopic)
 	status := func() string {
 		ls, ss := l.Stats(), svc.Stats()
 		state := "connected to " + o.Broker

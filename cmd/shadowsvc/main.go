@@ -28,6 +28,7 @@ func main() {
 	flag.StringVar(&o.PasswordFile, "password-file", "", "file holding the MQTT password")
 	flag.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	flag.IntVar(&o.MaxInFlightPerThing, "max-inflight-per-thing", shadowsvc.DefaultMaxInFlightPerThing, "requests of one thing waiting before more are answered 429 (AWS: 10 per connection)")
+	flag.StringVar(&o.PresenceTopic, "presence-topic", shadowsvc.DefaultPresenceTopic, `the gateways' presence topic, {thing} for the thing, applied to their shadows ("" to ignore presence)`)
 	flag.IntVar(&o.MaxQueued, "max-queued", shadowsvc.DefaultMaxQueued, "requests waiting in all before more are answered 429")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
