@@ -171,13 +171,10 @@ func (d *Daemon) serve(ctx context.Context, hooks Hooks, hup <-chan os.Signal) {
 			// the outbox, for the next start to send.
 			stop()
 			d.gen.stop()
-			connected := d.up.Connected()
 			d.up.stop() // publishes the offline presence, then disconnects
 			d.outbox.stop()
 			if d.emb != nil {
-				if connected {
-					d.emb.awaitOffline(d.cfg.Gateway.Thing, 2*time.Second)
-				}
+				d.emb.awaitOffline(d.cfg.Gateway.Thing, 2*time.Second)
 				if err := d.emb.stop(); err != nil {
 					d.log.Warn("stopping", "err", err)
 				}
@@ -446,21 +443,25 @@ func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedde
 	return e, nil
 }
 
-// awaitOffline waits (up to wait) until the shadow service has applied the
-// offline presence the gateway published as it stopped: the service stops
-// with the daemon, and its store would keep the thing connected.
+// awaitOffline waits (up to wait) while the shadow service shows thing
+// connected, so that it applies the offline presence the gateway published
+// as it stopped: the service stops with the daemon, and its store would
+// keep the thing connected.
 func (e *embedded) awaitOffline(thing string, wait time.Duration) {
 	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
-		if st, ok, err := e.svc.Presence(thing); err != nil || ok && !st.Connected {
+		if st, ok, err := e.svc.Presence(thing); err != nil || !ok || !st.Connected {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
+// start runs the shadow service until stop or stopService, not until parent
+// ends: at shutdown it outlives the gateway's link, whose offline presence
+// it applies.
 func (e *embedded) start(parent context.Context) {
-	e.run = startTask(parent, e.svc.Run, func(ctx context.Context) { e.svcLink.Run(ctx) })
+	e.run = startTask(context.WithoutCancel(parent), e.svc.Run, func(ctx context.Context) { e.svcLink.Run(ctx) })
 }
 
 // stopService stops the shadow service, leaving the broker.
