@@ -78,7 +78,7 @@ func (p *gatewayProcess) session(t *testing.T) uint64 {
 // (the gateway says so before its DISCONNECT); restart → true.
 func TestPresenceKill9CleanStopRestart(t *testing.T) {
 	c := newPresenceCloud(t)
-	_, cfgPath := gatewayConfig(t, "gw-pres", c.broker.URL(), t.TempDir(), "cloud_wins")
+	cfg, cfgPath := gatewayConfig(t, "gw-pres", c.broker.URL(), t.TempDir(), "cloud_wins")
 	p := startProcess(t, cfgPath)
 	s1 := p.session(t)
 	c.waitShadow(t, "gw-pres", "", "connected", connectedIs(true, s1))
@@ -117,6 +117,22 @@ func TestPresenceKill9CleanStopRestart(t *testing.T) {
 	g2 := c.waitShadow(t, "gw-pres", "", "connected after the next start", connectedIs(true, s3))
 	if g2.Version <= g.Version {
 		t.Fatalf("version %d after %d", g2.Version, g.Version)
+	}
+	// shadowctl shows it from the gateway's replica.
+	want := regexp.MustCompile(`\(classic\)\s+\d+\s+yes since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(session ` + strconv.FormatUint(s3, 10) + `\)`)
+	var out string
+	defer func() {
+		if t.Failed() {
+			t.Logf("shadowctl shadows:\n%s", out)
+		}
+	}()
+	waitFor(t, "shadowctl shadows shows the gateway connected", func() bool {
+		r := shadowctl(t, "shadows", "--socket", cfg.API.Socket)
+		out = r.stdout
+		return r.code == 0 && want.MatchString(out)
+	})
+	if !regexp.MustCompile(`doors\s+\d+\s+-\s`).MatchString(out) {
+		t.Fatalf("a named shadow has no presence:\n%s", out)
 	}
 }
 
