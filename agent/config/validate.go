@@ -387,7 +387,7 @@ func (c *Config) String() string {
 // presenceTopicProblem says what is wrong with a presence topic: it must
 // hold {thing} once as a whole level (the shadow service finds the thing
 // there), no wildcards, and stay outside the reserved $-topics (AWS IoT
-// Core refuses a will on $aws/ topics).
+// Core reserves them and its shadow service ignores wills there).
 func presenceTopicProblem(topic string) string {
 	whole := 0
 	for _, level := range strings.Split(topic, "/") {
@@ -397,7 +397,7 @@ func presenceTopicProblem(topic string) string {
 	}
 	switch {
 	case strings.HasPrefix(topic, "$"):
-		return "must not start with '$' ($-topics are reserved: AWS IoT Core refuses a will there)"
+		return "must not start with '$' ($-topics are reserved: AWS IoT Core's shadow service ignores wills there)"
 	case strings.ContainsAny(topic, "+#"):
 		return "must hold no '+' or '#'"
 	case whole != 1 || strings.Count(topic, "{thing}") != 1:

@@ -36,8 +36,9 @@ import (
 // it orders nothing.
 
 // DefaultPresenceTopic is the gateways' presence topic, {thing} standing
-// for the thing name: outside $aws/, which AWS IoT Core reserves (a will
-// there is refused), so that the same gateway works on AWS and here.
+// for the thing name: outside $aws/, which AWS IoT Core reserves (its
+// shadow service ignores wills there), so that the same gateway works on
+// AWS and here.
 const DefaultPresenceTopic = "shadowgate/{thing}/presence"
 
 // Presence is the payload of a presence message.
@@ -84,7 +85,7 @@ func PresenceTopic(pattern, thing string) string {
 
 // CheckPresenceTopic checks a presence topic pattern: "{thing}" once, as a
 // whole topic level, no wildcards, and not a $-topic (brokers reserve
-// those; AWS IoT Core refuses a will there).
+// those; AWS IoT Core's shadow service ignores wills there).
 func CheckPresenceTopic(pattern string) error {
 	levels := strings.Split(pattern, "/")
 	n := 0
@@ -95,7 +96,7 @@ func CheckPresenceTopic(pattern string) error {
 	}
 	switch {
 	case strings.HasPrefix(pattern, "$"):
-		return fmt.Errorf("presence topic %q: must not start with '$' (reserved; AWS IoT Core refuses a will on $aws/ topics)", pattern)
+		return fmt.Errorf("presence topic %q: must not start with '$' (reserved; AWS IoT Core's shadow service ignores wills there)", pattern)
 	case strings.ContainsAny(pattern, "+#"):
 		return fmt.Errorf("presence topic %q: must hold no '+' or '#'", pattern)
 	case n != 1 || strings.Count(pattern, "{thing}") != 1:
