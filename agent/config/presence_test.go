@@ -34,4 +34,14 @@ func TestPresenceTopic(t *testing.T) {
 			t.Errorf("%q: %v, want %q", topic, err, want)
 		}
 	}
+	for _, key := range []string{"connected", "presence"} {
+		y := minimal + "  " + key + ": {driver: sim, state: {on: false}}\n"
+		if _, err := config.Parse("t.yaml", []byte(y)); err == nil || !strings.Contains(err.Error(), "actuators."+key+".key: \""+key+"\" is where the classic shadow says whether the gateway is connected") {
+			t.Errorf("an actuator on %s: %v", key, err)
+		}
+		y = minimal + "  " + key + ": {driver: sim, shadow: extra, state: {on: false}}\n"
+		if _, err := config.Parse("t.yaml", []byte(y)); err != nil {
+			t.Errorf("an actuator on %s of a named shadow: %v", key, err)
+		}
+	}
 }

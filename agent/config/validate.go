@@ -255,6 +255,9 @@ func (c *Config) validateActuators(r *Reporter) {
 		if !actuatorNameRE.MatchString(a.Key) {
 			r.At(p+".key", "must be letters, digits, '_' or '-', got %q", a.Key)
 		}
+		if a.Shadow == "" && (a.Key == "connected" || a.Key == "presence") {
+			r.At(p+".key", "%q is where the classic shadow says whether the gateway is connected: give the actuator another key (key: …) or a named shadow", a.Key)
+		}
 		slot := a.Shadow + "/" + a.Key
 		if other, taken := slots[slot]; taken {
 			r.At(p+".key", "shadow key %q of shadow %q is already driven by actuator %q", a.Key, shadowLabel(a.Shadow), other)
