@@ -55,6 +55,9 @@ type Cloud struct {
 	TopicRoot    string   `yaml:"topic_root"`
 	Keepalive    Duration `yaml:"keepalive"`
 	Conflict     string   `yaml:"conflict"`
+	// PresenceTopic is where the gateway says whether it is connected
+	// (retained, and its last will); {thing} stands for the thing name.
+	PresenceTopic string `yaml:"presence_topic"`
 }
 
 // TLS holds paths of PEM files; secrets are never written inline.

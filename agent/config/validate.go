@@ -18,6 +18,7 @@ import (
 const (
 	DefaultListen          = "127.0.0.1:1883"
 	DefaultKeepalive       = 30 * time.Second
+	DefaultPresenceTopic   = "shadowgate/{thing}/presence"
 	DefaultStorePath       = "/var/lib/shadowgate/state.db"
 	DefaultOutboxItems     = 100000
 	DefaultOutboxBytes     = 64 << 20
@@ -67,6 +68,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Cloud.Keepalive == 0 {
 		c.Cloud.Keepalive = Duration(DefaultKeepalive)
+	}
+	if c.Cloud.PresenceTopic == "" {
+		c.Cloud.PresenceTopic = DefaultPresenceTopic
 	}
 	if c.Cloud.Conflict == "" {
 		c.Cloud.Conflict = CloudWins
@@ -261,6 +265,9 @@ func (c *Config) validateCloud(r *Reporter) {
 	if !strings.HasSuffix(cl.TopicRoot, "/") || strings.ContainsAny(cl.TopicRoot, "+#") {
 		r.At("cloud.topic_root", "must end with '/' and hold no '+' or '#', got %q", cl.TopicRoot)
 	}
+	if msg := presenceTopicProblem(cl.PresenceTopic); msg != "" {
+		r.At("cloud.presence_topic", "%s, got %q", msg, cl.PresenceTopic)
+	}
 	if cl.Keepalive.D() < minKeepalive {
 		r.At("cloud.keepalive", "must be at least %s, got %s", minKeepalive, cl.Keepalive)
 	}
@@ -311,6 +318,9 @@ func (c *Config) validateActuators(r *Reporter) {
 		}
 		if !actuatorNameRE.MatchString(a.Key) {
 			r.At(p+".key", "must be letters, digits, '_' or '-', got %q", a.Key)
+		}
+		if a.Shadow == "" && (a.Key == "connected" || a.Key == "presence") {
+			r.At(p+".key", "%q is where the classic shadow says whether the gateway is connected: give the actuator another key (key: …) or a named shadow", a.Key)
 		}
 		slot := a.Shadow + "/" + a.Key
 		if other, taken := slots[slot]; taken {
@@ -439,4 +449,26 @@ func checkPlaceholders(r *Reporter, path string, set map[string]any, args map[st
 // String describes where the config came from, for logs.
 func (c *Config) String() string {
 	return fmt.Sprintf("%s (thing %s, %d actuators)", c.File, c.Gateway.Thing, len(c.Actuators))
+}
+
+// presenceTopicProblem says what is wrong with a presence topic: it must
+// hold {thing} once as a whole level (the shadow service finds the thing
+// there), no wildcards, and stay outside the reserved $-topics (AWS IoT
+// Core reserves them and its shadow service ignores wills there).
+func presenceTopicProblem(topic string) string {
+	whole := 0
+	for _, level := range strings.Split(topic, "/") {
+		if level == "{thing}" {
+			whole++
+		}
+	}
+	switch {
+	case strings.HasPrefix(topic, "$"):
+		return "must not start with '$' ($-topics are reserved: AWS IoT Core's shadow service ignores wills there)"
+	case strings.ContainsAny(topic, "+#"):
+		return "must hold no '+' or '#'"
+	case whole != 1 || strings.Count(topic, "{thing}") != 1:
+		return "must hold {thing} once, as a whole level, as " + DefaultPresenceTopic + " does"
+	}
+	return ""
 }

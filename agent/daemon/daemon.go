@@ -174,9 +174,10 @@ func (d *Daemon) serve(ctx context.Context, hooks Hooks, hup <-chan os.Signal) {
 			// the outbox, for the next start to send.
 			stop()
 			d.gen.stop()
-			d.up.stop()
+			d.up.stop() // publishes the offline presence, then disconnects
 			d.outbox.stop()
 			if d.emb != nil {
+				d.emb.awaitOffline(d.cfg.Gateway.Thing, 2*time.Second)
 				if err := d.emb.stop(); err != nil {
 					d.log.Warn("stopping", "err", err)
 				}
@@ -305,15 +306,27 @@ func (d *Daemon) newLink(cfg *config.Config) (*link.Link, string, error) {
 		}
 		password = string(trimNewline(b))
 	}
+	// Each MQTT session (each link: its will is fixed when it is made) has
+	// a number greater than any before it, so that a will of an older one
+	// never wins over a newer one's connected (see shadowsvc/presence.go).
+	session, err := d.Store.NextSession(time.Now())
+	if err != nil {
+		return nil, "", err
+	}
+	presence := link.Presence{
+		Topic:   shadowsvc.PresenceTopic(cfg.Cloud.PresenceTopic, cfg.Gateway.Thing),
+		Online:  shadowsvc.Presence{Connected: true, Session: session}.JSON(),
+		Offline: shadowsvc.Presence{Connected: false, Session: session}.JSON(),
+	}
 	l, err := link.New(link.Options{
 		Broker: cfg.Cloud.Broker, ClientID: cfg.Cloud.ClientID, Username: cfg.Cloud.Username, Password: password,
-		TLS: tlsCfg, Keepalive: cfg.Cloud.Keepalive.D(),
-		StatusTopic: cfg.Cloud.TopicRoot + cfg.Gateway.Thing + "/status", Logger: d.log,
+		TLS: tlsCfg, Keepalive: cfg.Cloud.Keepalive.D(), Presence: presence, Logger: d.log,
 		Tracker: d.linkTracker,
 	})
 	if err != nil {
 		return nil, "", err
 	}
+	d.log.Info("mqtt session made", "presence_topic", presence.Topic, "session", session)
 	return l, key, nil
 }
 
@@ -403,7 +416,7 @@ type embedded struct {
 
 func embeddedKey(cfg *config.Config) string {
 	h := cfg.Broker.HTTP
-	return cfg.Broker.Listen + " " + cfg.Cloud.TopicRoot + " " + cfg.Gateway.Thing + " " +
+	return cfg.Broker.Listen + " " + cfg.Cloud.TopicRoot + " " + cfg.Gateway.Thing + " " + cfg.Cloud.PresenceTopic + " " +
 		h.Listen + " " + h.Cert + " " + h.Key + " " + h.Credentials
 }
 
@@ -435,7 +448,8 @@ func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedde
 	if err != nil {
 		return nil, err
 	}
-	e.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.svcTracker})
+	e.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.svcTracker,
+		PresenceTopic: cfg.Cloud.PresenceTopic})
 	if h := cfg.Broker.HTTP; h.Listen != "" {
 		// Listening here, so that a busy port fails the start (or the
 		// reload) instead of the running service.
@@ -455,16 +469,32 @@ func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedde
 	return e, nil
 }
 
-// start runs the service, its link and its HTTP API. The gateway GETs its
-// shadows once per connect: start waits (a few seconds at most) for the
-// service to subscribe, or that GET would find no one and the shadows would
-// not be created until the next reconnect.
+// awaitOffline waits (up to wait) while the shadow service shows thing
+// connected, so that it applies the offline presence the gateway published
+// as it stopped: the service stops with the daemon, and its store would
+// keep the thing connected.
+func (e *embedded) awaitOffline(thing string, wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		if st, ok, err := e.svc.Presence(thing); err != nil || !ok || !st.Connected {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// start runs the service, its jobs, its link and its HTTP API until stop or
+// stopService, not until parent ends: at shutdown it outlives the gateway's
+// link, whose offline presence it applies. The gateway GETs its shadows once
+// per connect: start waits (a few seconds at most) for the service to
+// subscribe, or that GET would find no one and the shadows would not be
+// created until the next reconnect.
 func (e *embedded) start(parent context.Context) {
 	fns := []func(context.Context){e.svc.Run, e.jobs.Run, func(ctx context.Context) { e.svcLink.Run(ctx) }}
 	if e.http != nil {
 		fns = append(fns, e.http)
 	}
-	e.run = startTask(parent, fns...)
+	e.run = startTask(context.WithoutCancel(parent), fns...)
 	for deadline := time.Now().Add(5 * time.Second); !e.svcLink.Connected() && time.Now().Before(deadline) && parent.Err() == nil; {
 		time.Sleep(5 * time.Millisecond)
 	}

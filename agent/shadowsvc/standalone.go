@@ -32,6 +32,9 @@ type StandaloneOptions struct {
 	// NoJobs turns the self-hosted AWS IoT Jobs (agent/jobs) off; by
 	// default the service answers the jobs topics too, from the same file.
 	NoJobs bool
+	// PresenceTopic is the gateways' presence topic (Options); "" ignores
+	// presence.
+	PresenceTopic string
 	// HTTP is the iot-data HTTP API: off when its address is empty.
 	HTTP HTTPOptions
 }
@@ -102,6 +105,11 @@ func RunStandalone(ctx context.Context, o StandaloneOptions, logOut io.Writer) e
 	if _, err := shadow.ParseTopic(o.Root, o.Root+"x/shadow/get"); err != nil {
 		return fmt.Errorf("--topic-root %q: %w", o.Root, err)
 	}
+	if o.PresenceTopic != "" {
+		if err := CheckPresenceTopic(o.PresenceTopic); err != nil {
+			return fmt.Errorf("--presence-topic: %w", err)
+		}
+	}
 	tlsCfg, err := link.TLSConfig(o.Broker, o.TLS)
 	if err != nil {
 		return err
@@ -126,7 +134,7 @@ func RunStandalone(ctx context.Context, o StandaloneOptions, logOut io.Writer) e
 		return err
 	}
 	svc := New(Options{Root: o.Root, Link: l, Store: st, Logger: log,
-		MaxInFlightPerThing: o.MaxInFlightPerThing, MaxQueued: o.MaxQueued,
+		MaxInFlightPerThing: o.MaxInFlightPerThing, MaxQueued: o.MaxQueued, PresenceTopic: o.PresenceTopic,
 		Tracker: wd.Track("shadow service", 2*time.Minute)})
 	var api *awsapi.Server
 	var apiLn net.Listener
@@ -142,7 +150,7 @@ func RunStandalone(ctx context.Context, o StandaloneOptions, logOut io.Writer) e
 	if !o.NoJobs {
 		js = jobs.New(jobs.Options{Root: o.Root, Link: l, Store: st, Logger: log, Tracker: wd.Track("jobs service", 2*time.Minute)})
 	}
-	log.Info("shadowsvc serving", "broker", o.Broker, "root", o.Root, "store", o.StorePath, "jobs", !o.NoJobs)
+	log.Info("shadowsvc serving", "broker", o.Broker, "root", o.Root, "store", o.StorePath, "jobs", !o.NoJobs, "presence", o.PresenceTopic)
 	status := func() string {
 		ls, ss := l.Stats(), svc.Stats()
 		state := "connected to " + o.Broker

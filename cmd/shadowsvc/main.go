@@ -31,6 +31,7 @@ func main() {
 	flag.StringVar(&o.PasswordFile, "password-file", "", "file holding the MQTT password")
 	flag.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	flag.IntVar(&o.MaxInFlightPerThing, "max-inflight-per-thing", shadowsvc.DefaultMaxInFlightPerThing, "requests of one thing waiting before more are answered 429 (AWS: 10 per connection)")
+	flag.StringVar(&o.PresenceTopic, "presence-topic", shadowsvc.DefaultPresenceTopic, `the gateways' presence topic, {thing} for the thing, applied to their shadows ("" to ignore presence)`)
 	flag.IntVar(&o.MaxQueued, "max-queued", shadowsvc.DefaultMaxQueued, "requests waiting in all before more are answered 429")
 	flag.StringVar(&o.HTTP.Addr, "http", "", "serve the AWS IoT data-plane HTTP API (iot-data) on ADDR, e.g. 127.0.0.1:8080 or :8443 (off when empty)")
 	flag.StringVar(&o.HTTP.CertFile, "http-cert", "", "TLS certificate (PEM) of the HTTP API; required off loopback")
