@@ -56,6 +56,9 @@ type Cloud struct {
 	TopicRoot    string   `yaml:"topic_root"`
 	Keepalive    Duration `yaml:"keepalive"`
 	Conflict     string   `yaml:"conflict"`
+	// StaleDelta is how long a delta may stand unchanged, the uplink up,
+	// before the gateway fetches the shadow again.
+	StaleDelta Duration `yaml:"stale_delta"`
 }
 
 // TLS holds paths of PEM files; secrets are never written inline.

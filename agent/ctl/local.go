@@ -174,6 +174,8 @@ func runStatus(e *env, f *localFlags, c *apiClient, args []string) error {
 	row("outbox", fmt.Sprintf("%d waiting (%d bytes), %d sent, %d dropped", st.OutboxItems, st.OutboxBytes, st.OutboxSent, st.OutboxDropped))
 	row("commands", fmt.Sprintf("%d pending, %d executed, %d unreadable", st.PendingCmds, st.CommandsStats.Executed, st.CommandsStats.Malformed))
 	row("sync", fmt.Sprintf("%d applied, %d failed, %d stale deltas, %d conflicts, %d malformed", st.Sync.Applied, st.Sync.ApplyFailures, st.Sync.StaleDeltas, st.Sync.Conflicts, st.Sync.Malformed))
+	row("shadow requests", fmt.Sprintf("%d awaiting an answer, %d sent again after no answer, %d retried after 429/5xx, %d refused; %d version gaps, %d safety-net fetches",
+		st.Sync.InFlight, st.Sync.Resent, st.Sync.Retried, st.Sync.Rejected, st.Sync.Gaps, st.Sync.SafetyGets))
 	row("actuators", strconv.Itoa(st.ActuatorsCount))
 	row("store", fmt.Sprintf("%s (%d bytes; %d commits, %d bytes written since start)", st.StorePath, st.StoreBytes, st.StoreWrites.Commits, st.StoreWrites.Bytes))
 	row("uptime", st.Uptime.String())

@@ -219,12 +219,6 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	d.Manager = actuate.New(acts, actuate.Options{Store: d.Store, Logger: log, Watchdog: d.watchdog})
 	d.closers = append(d.closers, d.Manager.Close)
-	if err := d.Manager.Recover(ctx); err != nil {
-		log.Error("restoring interrupted group changes", "err", err)
-	}
-	if err := d.Manager.PowerOn(ctx, cfg.Actuators); err != nil {
-		log.Error("power-on states", "err", err)
-	}
 
 	if cfg.Broker.Embedded {
 		if err := d.startEmbedded(cfg, log); err != nil {
@@ -258,10 +252,19 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	d.Link.OnConnect(func(context.Context) { d.Outbox.Kick() })
 	d.Sync, err = sync.New(sync.Options{
 		Thing: cfg.Gateway.Thing, Root: cfg.Cloud.TopicRoot, Conflict: cfg.Cloud.Conflict, Actuators: cfg.Actuators,
-		Store: d.Store, Manager: d.Manager, Link: d.Link, Outbox: d.Outbox, Logger: log,
+		Store: d.Store, Manager: d.Manager, Link: d.Link, Logger: log, StaleAfter: cfg.Cloud.StaleDelta.D(),
 	})
 	if err != nil {
 		return d, err
+	}
+	// After sync observes the actuators: a group restored after a crash is
+	// a change made at the gateway on purpose, written as desired too (the
+	// cloud may hold the desired state of the group's first half).
+	if err := d.Manager.Recover(ctx); err != nil {
+		log.Error("restoring interrupted group changes", "err", err)
+	}
+	if err := d.Manager.PowerOn(ctx, cfg.Actuators); err != nil {
+		log.Error("power-on states", "err", err)
 	}
 	d.Commands = command.New(command.Options{
 		Thing: cfg.Gateway.Thing, Config: cfg, Store: d.Store, Manager: d.Manager, Link: d.Link, Outbox: d.Outbox, Logger: log,
