@@ -24,14 +24,6 @@ func (s *Syncer) track() bool {
 	return true
 }
 
-// poke marks a shadow as having something to reconcile.
-func (s *Syncer) poke(sh *shadowSync) {
-	sh.mu.Lock()
-	sh.dirty = true
-	sh.mu.Unlock()
-	s.start(sh)
-}
-
 // start runs a reconciler for sh if it has work and none is running; the
 // goroutine ends when the shadow has nothing left to do. Whatever arrives
 // while it applies (a desired change reversed meanwhile) marks the shadow
@@ -210,8 +202,9 @@ func (s *Syncer) onChange(e actuate.Event) {
 	default:
 		s.setWant(sh, b.key, v)
 	}
+	sh.dirty = true // after every apply: reconcile
 	sh.mu.Unlock()
-	s.poke(sh)
+	s.start(sh)
 	s.kick()
 }
 

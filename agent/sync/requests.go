@@ -156,6 +156,23 @@ func (s *Syncer) settleUpdate(sh *shadowSync, token string) {
 	}
 }
 
+// settledByDocument settles the update in flight when the document just
+// fetched already holds everything it carries: its answer was lost, or it
+// landed and its answer has not come yet (it changes nothing then). sh.mu
+// held.
+func (s *Syncer) settledByDocument(sh *shadowSync) {
+	r := sh.upd
+	if r == nil {
+		return
+	}
+	for key, v := range r.values {
+		if !shadow.Equal(sh.rep.Reported[key], v) || (r.kind == reqWrite && !shadow.Equal(sh.rep.Desired[key], v)) {
+			return
+		}
+	}
+	s.settleUpdate(sh, r.token)
+}
+
 // updateRefused takes a rejection of the shadow's update in flight. sh.mu
 // held.
 func (s *Syncer) updateRefused(sh *shadowSync, e *shadow.Error) {

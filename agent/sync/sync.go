@@ -455,12 +455,13 @@ func (s *Syncer) onDelta(sh *shadowSync, m *link.Message) {
 	sh.mu.Lock()
 	changed, stale := patchSection(&sh.rep.Desired, &sh.rep.DesiredRank, d.State, partialRank(d.Version))
 	s.seen(sh, d.Version)
+	sh.dirty = true
 	sh.mu.Unlock()
 	if stale && len(changed) == 0 {
 		s.stale.Add(1)
 		s.log.Debug("ignoring stale delta", "shadow", label(sh.name), "version", d.Version)
 	}
-	s.poke(sh)
+	s.start(sh)
 	s.kick()
 }
 
@@ -521,8 +522,9 @@ func (s *Syncer) onUpdateAccepted(sh *shadowSync, m *link.Message) {
 	}
 	s.seen(sh, a.Version)
 	s.settleUpdate(sh, a.ClientToken)
+	sh.dirty = true // after every accepted update: reconcile
 	sh.mu.Unlock()
-	s.poke(sh) // after every accepted update: reconcile
+	s.start(sh)
 	s.kick()
 }
 
@@ -566,10 +568,12 @@ func (s *Syncer) onGetAccepted(sh *shadowSync, m *link.Message) {
 	replaceSection(&sh.rep.Reported, &sh.rep.ReportedRank, g.State.Reported, rk)
 	sh.rep.Version = max(sh.rep.Version, g.Version)
 	s.fetched(sh)
+	s.settledByDocument(sh)
 	s.resolvePending(sh)
 	s.persist(sh)
+	sh.dirty = true
 	sh.mu.Unlock()
-	s.poke(sh)
+	s.start(sh)
 	s.kick()
 }
 
@@ -597,8 +601,9 @@ func (s *Syncer) onGetRejected(sh *shadowSync, m *link.Message) {
 	s.fetched(sh)
 	s.resolvePending(sh)
 	s.persist(sh)
+	sh.dirty = true
 	sh.mu.Unlock()
-	s.poke(sh)
+	s.start(sh)
 	s.kick()
 }
 
