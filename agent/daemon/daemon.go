@@ -46,6 +46,7 @@ type Daemon struct {
 	broker   *broker.Server
 	svcStore *store.Store
 	svcLink  *link.Link
+	svc      *shadowsvc.Service
 	closers  []func() error
 }
 
@@ -121,6 +122,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks,
 		go func() { defer wg.Done(); fn(runCtx) }()
 	}
 	if d.svcLink != nil {
+		goRun(d.svc.Run)
 		goRun(func(c context.Context) { d.svcLink.Run(c) })
 	}
 	goRun(func(c context.Context) { d.Link.Run(c) })
@@ -293,11 +295,13 @@ func (d *Daemon) startEmbedded(cfg *config.Config, log *slog.Logger) error {
 	}
 	d.closers = append(d.closers, d.svcStore.Close)
 	d.svcLink, err = link.New(link.Options{Broker: "tcp://" + cfg.Broker.Listen, ClientID: cfg.Gateway.Thing + "-shadowsvc",
-		MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, Logger: log})
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, Logger: log,
+		Tracker: d.watchdog.Track("shadow service message handler", time.Minute)})
 	if err != nil {
 		return err
 	}
-	shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: d.svcLink, Store: d.svcStore, Logger: log})
+	d.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: d.svcLink, Store: d.svcStore, Logger: log,
+		Tracker: d.watchdog.Track("shadow service", 2*time.Minute)})
 	return nil
 }
 

@@ -70,6 +70,14 @@ func runLink(t testing.TB, l *link.Link) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
+// runService runs a shadow service until the test ends.
+func runService(t testing.TB, svc *shadowsvc.Service) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 func newCloud(t testing.TB) *cloud {
 	t.Helper()
 	c := &cloud{broker: brokertest.Start(t)}
@@ -81,6 +89,7 @@ func newCloud(t testing.TB) *cloud {
 	svcLink, _ := link.New(link.Options{Broker: c.broker.URL(), ClientID: "cloud-shadowsvc", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 	c.svc = shadowsvc.New(shadowsvc.Options{Root: root, Link: svcLink, Store: st})
 	c.svcLink = svcLink
+	runService(t, c.svc)
 	runLink(t, svcLink)
 	// A persistent session: acks published while the operator reconnects
 	// after a broker restart wait for it.

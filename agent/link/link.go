@@ -8,6 +8,16 @@
 // broker forgets it; after a crash the broker delivers it again. A handler
 // that batches its writes defers the acknowledgement (Message.Defer) and
 // gives it once the write is durable.
+//
+// paho reads every packet of a connection on one goroutine: the messages
+// it delivers and the PUBACKs of what we publish. So nothing on that
+// goroutine may wait: received messages go to a queue that one dispatcher
+// drains. Past QueueDepth a subscription with a Shed answers the message at
+// once (a service answering 429); one without queues it still, since its
+// messages must not be lost, and counts it: the broker's in-flight window
+// (20 on a stock mosquitto, 100 on AWS IoT Core) bounds what it can send
+// before we acknowledge. A handler may wait (with a deadline) without
+// stopping the connection: PUBACKs keep arriving while it waits.
 package link
 
 import (
@@ -72,6 +82,11 @@ func (m *Message) Defer() (done func(ok bool)) {
 // when the handler returns, unless it called Defer.
 type Handler func(ctx context.Context, m *Message)
 
+// Shed answers a message that arrived while the queue was full. It runs on
+// the connection's reader, so it must not block (PublishAsync is fine); the
+// message is acknowledged when it returns.
+type Shed func(m *Message)
+
 // Options configure a Link.
 type Options struct {
 	Broker       string // tcp://, mqtt://, ssl://, tls://, mqtts://, ws://, wss://
@@ -86,8 +101,11 @@ type Options struct {
 	StatusTopic string
 	MinBackoff  time.Duration // default 500ms
 	MaxBackoff  time.Duration // default 60s
-	// QueueDepth bounds received messages waiting for their handler; when
-	// full, reading from the broker pauses (nothing is dropped).
+	// QueueDepth is how many received messages may wait for their handler
+	// (default 4096) before more are shed (see Shed), or, for a
+	// subscription without Shed, queued still and counted as Overflowed:
+	// the reader never waits, so PUBACKs are never held up behind a slow
+	// handler.
 	QueueDepth int
 	Logger     *slog.Logger
 	// Tracker, when set, is told when each handler runs, so that a handler
@@ -104,6 +122,7 @@ const (
 type subscription struct {
 	filter string
 	h      Handler
+	shed   Shed
 }
 
 // Link is one MQTT session that stays connected until its context ends.
@@ -117,10 +136,13 @@ type Link struct {
 	onConnect []func(ctx context.Context)
 	queue     []queued
 	wake      chan struct{}
-	space     *gosync.Cond
 
 	connected   atomic.Bool
 	connects    atomic.Int64
+	shed        atomic.Int64 // messages answered by a Shed because the queue was full
+	overflowed  atomic.Int64 // messages queued past QueueDepth
+	warned      atomic.Bool  // overflow logged since the queue was last empty
+	dropping    atomic.Bool  // the connection is being dropped on purpose
 	lastConnect atomic.Int64 // unix nanos
 	lastError   atomic.Pointer[string]
 	lost        chan error
@@ -135,6 +157,9 @@ type queued struct {
 	m *Message
 	h Handler
 }
+
+// queueFull is true when a message must not be queued.
+func (l *Link) queueFull() bool { return len(l.queue) >= l.opts.QueueDepth }
 
 // New validates the options and makes a link; Run connects it.
 func New(o Options) (*Link, error) {
@@ -169,7 +194,6 @@ func New(o Options) (*Link, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	l := &Link{opts: o, log: o.Logger.With("broker", o.Broker), wake: make(chan struct{}, 1), lost: make(chan error, 1)}
-	l.space = gosync.NewCond(&l.mu)
 
 	po := mqtt.NewClientOptions().
 		AddBroker(o.Broker).
@@ -214,13 +238,19 @@ func New(o Options) (*Link, error) {
 
 // Handle registers h for messages matching filter (QoS 1). It is subscribed
 // on every connect, before OnConnect functions run. Call before Run.
-func (l *Link) Handle(filter string, h Handler) {
+func (l *Link) Handle(filter string, h Handler) { l.HandleShed(filter, h, nil) }
+
+// HandleShed is Handle with an answer for messages that arrive while the
+// queue is full (a service answering 429 instead of making the broker
+// deliver again). Call before Run.
+func (l *Link) HandleShed(filter string, h Handler, shed Shed) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.subs = append(l.subs, subscription{filter, h})
+	sub := subscription{filter, h, shed}
+	l.subs = append(l.subs, sub)
 	// Route now, not at SUBSCRIBE: a persistent session's queued messages
 	// arrive right after CONNACK, before this run has subscribed again.
-	l.client.AddRoute(filter, func(_ mqtt.Client, m mqtt.Message) { l.enqueue(m, h) })
+	l.client.AddRoute(filter, func(_ mqtt.Client, m mqtt.Message) { l.enqueue(m, sub) })
 }
 
 // OnConnect registers fn to run after every (re)connect, once every
@@ -242,11 +272,14 @@ type Stats struct {
 	LastConnect time.Time // zero if never
 	LastError   string
 	Queued      int
+	Shed        int64 // received while the queue was full, answered by the subscriber
+	Overflowed  int64 // received while the queue was full, queued all the same
 }
 
 // Stats returns the link's state.
 func (l *Link) Stats() Stats {
-	st := Stats{Broker: l.opts.Broker, Connected: l.Connected(), Connects: l.connects.Load()}
+	st := Stats{Broker: l.opts.Broker, Connected: l.Connected(), Connects: l.connects.Load(),
+		Shed: l.shed.Load(), Overflowed: l.overflowed.Load()}
 	if ns := l.lastConnect.Load(); ns != 0 {
 		st.LastConnect = time.Unix(0, ns)
 	}
@@ -265,12 +298,7 @@ func (l *Link) Run(ctx context.Context) error {
 	var wg gosync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); l.dispatch(ctx) }()
-	defer func() {
-		l.mu.Lock()
-		l.space.Broadcast()
-		l.mu.Unlock()
-		wg.Wait()
-	}()
+	defer wg.Wait()
 
 	backoff := l.opts.MinBackoff
 	for {
@@ -310,6 +338,7 @@ func (l *Link) session(ctx context.Context) error {
 	down := make(chan struct{})
 	l.down.Store(&down)
 	l.once.Store(new(gosync.Once))
+	l.dropping.Store(false)
 	if err := wait(ctx, l.client.Connect(), down); err != nil {
 		l.markDown()
 		return fmt.Errorf("connect to broker %s: %w", l.opts.Broker, err)
@@ -387,7 +416,7 @@ func (l *Link) shutdown() {
 
 // Publish sends payload with QoS 1 and waits for the broker's PUBACK.
 func (l *Link) Publish(ctx context.Context, topic string, retain bool, payload []byte) error {
-	if !l.client.IsConnectionOpen() {
+	if !l.client.IsConnectionOpen() || l.dropping.Load() {
 		return ErrNotConnected
 	}
 	down := l.currentDown()
@@ -410,7 +439,7 @@ func (p Pending) Wait(ctx context.Context) error { return wait(ctx, p.tok, p.dow
 // PublishAsync sends payload with QoS 1 without waiting, so that a caller
 // can keep a window of messages in flight; messages go out in call order.
 func (l *Link) PublishAsync(topic string, retain bool, payload []byte) (Pending, error) {
-	if !l.client.IsConnectionOpen() {
+	if !l.client.IsConnectionOpen() || l.dropping.Load() {
 		return Pending{}, ErrNotConnected
 	}
 	down := l.currentDown()
@@ -433,20 +462,41 @@ func wait(ctx context.Context, tok mqtt.Token, down <-chan struct{}) error {
 	}
 }
 
-// enqueue runs on paho's goroutine: it only queues, pausing when the queue
-// is full so that nothing is dropped.
-func (l *Link) enqueue(m mqtt.Message, h Handler) {
+// enqueue runs on paho's reader, which also reads the PUBACKs of our own
+// publishes: it never waits.
+func (l *Link) enqueue(m mqtt.Message, sub subscription) {
 	msg := &Message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained(), Duplicate: m.Duplicate(), ack: m.Ack, link: l}
 	l.mu.Lock()
-	for len(l.queue) >= l.opts.QueueDepth && l.client.IsConnectionOpen() {
-		l.space.Wait()
+	full := len(l.queue) >= l.opts.QueueDepth
+	if full && sub.shed != nil {
+		l.mu.Unlock()
+		l.shedMessage(msg, sub.shed)
+		return
 	}
-	l.queue = append(l.queue, queued{msg, h})
+	l.queue = append(l.queue, queued{msg, sub.h})
 	l.mu.Unlock()
+	if full {
+		l.overflowed.Add(1)
+		if l.warned.CompareAndSwap(false, true) {
+			l.log.Warn("receive queue over its depth: handlers are slower than the broker sends", "depth", l.opts.QueueDepth, "topic", msg.Topic)
+		}
+	}
 	select {
 	case l.wake <- struct{}{}:
 	default:
 	}
+}
+
+// shedMessage answers a message the queue has no room for.
+func (l *Link) shedMessage(m *Message, shed Shed) {
+	l.shed.Add(1)
+	defer m.ack()
+	defer func() {
+		if r := recover(); r != nil {
+			l.log.Error("shed handler panicked", "topic", m.Topic, "panic", r)
+		}
+	}()
+	shed(m)
 }
 
 func (l *Link) dispatch(ctx context.Context) {
@@ -454,6 +504,7 @@ func (l *Link) dispatch(ctx context.Context) {
 		l.mu.Lock()
 		if len(l.queue) == 0 {
 			l.mu.Unlock()
+			l.warned.Store(false)
 			select {
 			case <-ctx.Done():
 				return
@@ -464,7 +515,6 @@ func (l *Link) dispatch(ctx context.Context) {
 		q := l.queue[0]
 		l.queue[0] = queued{}
 		l.queue = l.queue[1:]
-		l.space.Signal()
 		l.mu.Unlock()
 		l.run(ctx, q)
 	}
@@ -493,6 +543,9 @@ func (l *Link) run(ctx context.Context, q queued) {
 // broker delivers it again on reconnect.
 func (l *Link) redeliver(topic string) {
 	l.log.Warn("message not acknowledged; reconnecting so that the broker delivers it again", "topic", topic)
+	// Publishing on a connection paho is taking down waits for its write
+	// timeout: refuse from now on.
+	l.dropping.Store(true)
 	// A clean DISCONNECT with time for the acknowledgements already queued
 	// to leave: with no quiesce time paho may close the socket first, and
 	// the broker would deliver messages already handled again too (paho

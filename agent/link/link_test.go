@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -29,9 +30,18 @@ func TestMain(m *testing.M) {
 
 func start(t *testing.T, ctx context.Context, o link.Options) *link.Link {
 	t.Helper()
+	return startWith(t, ctx, o, nil)
+}
+
+// startWith runs setup (Handle, OnConnect) before Run, as Link requires.
+func startWith(t *testing.T, ctx context.Context, o link.Options, setup func(l *link.Link)) *link.Link {
+	t.Helper()
 	l, err := link.New(o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(l)
 	}
 	done := make(chan struct{})
 	go func() { l.Run(ctx); close(done) }()
@@ -74,12 +84,14 @@ func TestRoundTripReconnectAndStatus(t *testing.T) {
 
 	var statusMu sync.Mutex
 	var status []string
-	obs := start(t, ctx, link.Options{Broker: b.URL(), ClientID: "obs", CleanSession: true, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
-	obs.Handle("things/dev/status", func(_ context.Context, m *link.Message) {
-		statusMu.Lock()
-		status = append(status, string(m.Payload))
-		statusMu.Unlock()
-	})
+	obs := startWith(t, ctx, link.Options{Broker: b.URL(), ClientID: "obs", CleanSession: true, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+		func(l *link.Link) {
+			l.Handle("things/dev/status", func(_ context.Context, m *link.Message) {
+				statusMu.Lock()
+				status = append(status, string(m.Payload))
+				statusMu.Unlock()
+			})
+		})
 	waitFor(t, "both connected", func() bool { return devLink.Connected() && obs.Connected() })
 	waitFor(t, "online status", func() bool {
 		statusMu.Lock()
@@ -205,8 +217,7 @@ func TestDeferredAck(t *testing.T) {
 	var got []string
 	var laterDone func(bool)
 	redone := false
-	dev := start(t, ctx, link.Options{Broker: b.URL(), ClientID: "dev-defer", MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
-	dev.Handle("cmd/#", func(_ context.Context, m *link.Message) {
+	handle := func(_ context.Context, m *link.Message) {
 		mu.Lock()
 		defer mu.Unlock()
 		got = append(got, string(m.Payload))
@@ -222,7 +233,9 @@ func TestDeferredAck(t *testing.T) {
 				go done(false)
 			}
 		}
-	})
+	}
+	dev := startWith(t, ctx, link.Options{Broker: b.URL(), ClientID: "dev-defer", MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+		func(l *link.Link) { l.Handle("cmd/#", handle) })
 	op := start(t, ctx, link.Options{Broker: b.URL(), ClientID: "op-defer", CleanSession: true})
 	waitFor(t, "both connected", func() bool { return dev.Connected() && op.Connected() })
 	deliveries := func() string {
@@ -235,7 +248,11 @@ func TestDeferredAck(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "later and next", func() bool { return deliveries() == "later,next" })
+	for deadline := time.Now().Add(15 * time.Second); deliveries() != "later,next"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("deliveries %q, want later,next; link %+v", deliveries(), dev.Stats())
+		}
+	}
 	// paho queues PUBACKs and a DISCONNECT on different channels, so a
 	// message acknowledged just before a forced reconnect may come again
 	// (at least once). Give the acks time to leave before forcing one.
@@ -263,5 +280,74 @@ func TestDeferredAck(t *testing.T) {
 	}
 	if st := dev.Stats(); st.Connects < 2 {
 		t.Fatalf("done(false) did not reconnect: %+v", st)
+	}
+}
+
+// TestFullQueueNeverBlocksTheReader: paho reads the PUBACKs of our publishes
+// on the goroutine that delivers messages. A handler that waits for a PUBACK
+// while more messages arrive than the queue holds used to block that reader
+// for good. Now the overflow is queued all the same (or answered by a Shed),
+// the handler's PUBACK arrives, and every message is handled.
+func TestFullQueueNeverBlocksTheReader(t *testing.T) {
+	for _, shed := range []bool{false, true} {
+		name := map[bool]string{false: "queue", true: "shed"}[shed]
+		t.Run(name, func(t *testing.T) {
+			b := brokertest.Start(t) // no in-flight limit: the broker sends all at once
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			const n = 50
+			var mu sync.Mutex
+			handled, shedded := map[string]bool{}, map[string]bool{}
+			var dev *link.Link
+			h := func(ctx context.Context, m *link.Message) {
+				// Wait on the network inside the handler, as a service
+				// answering a request might.
+				if err := dev.Publish(ctx, "echo/"+string(m.Payload), false, m.Payload); err != nil {
+					t.Errorf("publish from a handler: %v", err)
+				}
+				mu.Lock()
+				handled[string(m.Payload)] = true
+				mu.Unlock()
+			}
+			dev = startWith(t, ctx, link.Options{Broker: b.URL(), ClientID: "dev-full-" + name, QueueDepth: 4,
+				MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, func(l *link.Link) {
+				if shed {
+					l.HandleShed("req/#", h, func(m *link.Message) {
+						mu.Lock()
+						shedded[string(m.Payload)] = true
+						mu.Unlock()
+					})
+				} else {
+					l.Handle("req/#", h)
+				}
+			})
+			op := start(t, ctx, link.Options{Broker: b.URL(), ClientID: "op-full-" + name, CleanSession: true})
+			waitFor(t, "both connected", func() bool { return dev.Connected() && op.Connected() })
+			for i := range n {
+				if _, err := op.PublishAsync("req/x", false, []byte(fmt.Sprint(i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			missing := func() []string {
+				mu.Lock()
+				defer mu.Unlock()
+				var out []string
+				for i := range n {
+					if k := fmt.Sprint(i); !handled[k] && !shedded[k] {
+						out = append(out, k)
+					}
+				}
+				return out
+			}
+			for deadline := time.Now().Add(15 * time.Second); len(missing()) > 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("never handled: %v; link %+v; broker log:\n%s", missing(), dev.Stats(), b.Log())
+				}
+			}
+			st := dev.Stats()
+			if shed && (st.Shed == 0 || len(shedded) == 0) || !shed && st.Overflowed == 0 {
+				t.Fatalf("the queue never overflowed: %+v", st)
+			}
+		})
 	}
 }

@@ -3,26 +3,55 @@
 // under the topic root exactly as agent/shadow specifies, and keeps the
 // documents in its own bbolt file. A document is stored before it is
 // accepted.
+//
+// The service is a pipeline, so that nothing waits on the network where a
+// message is received and the disk's commits are shared:
+//
+//   - the link's dispatcher hands each request to the engine (serve) and
+//     returns at once; its acknowledgement is deferred;
+//   - the engine runs the request against the document inside the store's
+//     next group commit (store.Submit), in arrival order, so requests to
+//     one shadow see each other's results and hundreds share one fsync;
+//   - the finisher waits for each commit in turn, then publishes the
+//     responses (without waiting for their PUBACKs) and acknowledges the
+//     request, which the broker then forgets.
+//
+// Load is shed, never queued without bound: more than MaxInFlightPerThing
+// requests for one thing waiting, or more than MaxQueued in all, and the
+// request is answered 429 "Too Many Requests" at once, as AWS answers a
+// connection with too many requests in flight.
 package shadowsvc
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	gosync "sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/shadow"
+	"github.com/shadowgate/shadowgate/agent/watchdog"
 	"github.com/shadowgate/shadowgate/store"
 )
 
 // Link is what the service needs of the MQTT session.
 type Link interface {
-	Handle(filter string, h link.Handler)
+	HandleShed(filter string, h link.Handler, shed link.Shed)
 	PublishAsync(topic string, retain bool, payload []byte) (link.Pending, error)
 }
+
+// Defaults of the load limits.
+const (
+	DefaultMaxInFlightPerThing = 1000
+	DefaultMaxQueued           = 20000
+)
+
+// ErrOverloaded is Do's error when the request was shed (429).
+var ErrOverloaded = errors.New("shadow service overloaded")
 
 // Service answers shadow requests.
 type Service struct {
@@ -31,8 +60,16 @@ type Service struct {
 	store *store.Store
 	log   *slog.Logger
 	now   func() time.Time
+	o     Options
 
-	requests, rejected, malformed atomic.Int64
+	mu       gosync.Mutex
+	work     []*request              // accepted, waiting for the finisher
+	perThing map[string]int          // requests in the pipeline per thing
+	writes   map[store.ShadowKey]int // updates and deletes in the pipeline per shadow
+	wake     chan struct{}           // work was added
+	tracked  chan link.Pending       // responses whose PUBACK the reaper awaits
+
+	requests, rejected, malformed, throttled, lost atomic.Int64
 }
 
 // Options configure a Service.
@@ -42,11 +79,33 @@ type Options struct {
 	Store  *store.Store
 	Logger *slog.Logger
 	Now    func() time.Time
+	// MaxInFlightPerThing is how many requests for one thing may wait in the
+	// service before more are answered 429 (default 1000; AWS allows 10 in
+	// flight per connection).
+	MaxInFlightPerThing int
+	// MaxQueued bounds the requests waiting in all (default 20000).
+	MaxQueued int
+	// Tracker, when set, is told when the finisher works, so that a commit
+	// that never ends shows as a stuck loop to the watchdog.
+	Tracker *watchdog.Tracker
+}
+
+// request is one shadow request in the pipeline.
+type request struct {
+	topic   shadow.Topic
+	payload []byte
+	now     time.Time
+	wait    func() error     // the commit that ran it
+	out     []shadow.Message // what it answers, set when its commit ran it
+	// publish says which of the answers go to the broker (all of them for
+	// an MQTT request); done is told the outcome once they are out.
+	publish func(shadow.Message) bool
+	done    func(out []shadow.Message, err error)
 }
 
 // New registers the service's subscriptions on the link: the six request
 // topics (classic and named get, update, delete) of every thing, so that it
-// never receives its own responses.
+// never receives its own responses. Run serves them.
 func New(o Options) *Service {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -54,23 +113,72 @@ func New(o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Service{root: o.Root, link: o.Link, store: o.Store, log: o.Logger.With("component", "shadowsvc"), now: o.Now}
+	if o.MaxInFlightPerThing <= 0 {
+		o.MaxInFlightPerThing = DefaultMaxInFlightPerThing
+	}
+	if o.MaxQueued <= 0 {
+		o.MaxQueued = DefaultMaxQueued
+	}
+	s := &Service{root: o.Root, link: o.Link, store: o.Store, log: o.Logger.With("component", "shadowsvc"), now: o.Now, o: o,
+		perThing: map[string]int{}, writes: map[store.ShadowKey]int{}, wake: make(chan struct{}, 1), tracked: make(chan link.Pending, 4096)}
 	for _, op := range []shadow.Op{shadow.OpGet, shadow.OpUpdate, shadow.OpDelete} {
-		s.link.Handle(o.Root+"+/shadow/"+string(op), s.serve)
-		s.link.Handle(o.Root+"+/shadow/name/+/"+string(op), s.serve)
+		s.link.HandleShed(o.Root+"+/shadow/"+string(op), s.serve, s.shed)
+		s.link.HandleShed(o.Root+"+/shadow/name/+/"+string(op), s.serve, s.shed)
 	}
 	return s
 }
 
-// Stats counts requests served, rejected and unreadable.
-type Stats struct{ Requests, Rejected, Malformed int64 }
+// Stats counts requests received, rejected (429 included), on an invalid
+// topic, answered 429 because of load, and responses the broker never
+// acknowledged; Waiting is the requests in the pipeline now.
+type Stats struct {
+	Requests, Rejected, Malformed, Throttled, Lost int64
+	Waiting                                        int
+}
 
 // Stats returns the counters.
 func (s *Service) Stats() Stats {
-	return Stats{s.requests.Load(), s.rejected.Load(), s.malformed.Load()}
+	s.mu.Lock()
+	waiting := 0
+	for _, n := range s.perThing {
+		waiting += n
+	}
+	s.mu.Unlock()
+	return Stats{s.requests.Load(), s.rejected.Load(), s.malformed.Load(), s.throttled.Load(), s.lost.Load(), waiting}
 }
 
-func (s *Service) serve(ctx context.Context, m *link.Message) {
+// Run finishes requests until ctx ends: it waits for each one's commit,
+// publishes its responses and acknowledges it. Requests still waiting when
+// ctx ends are not acknowledged; the broker delivers them again.
+func (s *Service) Run(ctx context.Context) {
+	var wg gosync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.reap(ctx) }()
+	defer wg.Wait()
+	for {
+		s.mu.Lock()
+		batch := s.work
+		s.work = nil
+		s.mu.Unlock()
+		if len(batch) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.wake:
+				continue
+			}
+		}
+		s.o.Tracker.Begin()
+		for _, r := range batch {
+			s.finish(r)
+		}
+		s.o.Tracker.End()
+	}
+}
+
+// serve is the MQTT door: it runs on the link's dispatcher and only hands
+// the request on.
+func (s *Service) serve(_ context.Context, m *link.Message) {
 	t, err := shadow.ParseTopic(s.root, m.Topic)
 	if err != nil {
 		// A name AWS would refuse: there is no valid topic to answer on.
@@ -79,48 +187,201 @@ func (s *Service) serve(ctx context.Context, m *link.Message) {
 		return
 	}
 	s.requests.Add(1)
-	key := store.ShadowKey{Thing: t.Thing, Name: t.Name}
-	var sh shadow.Shadow
-	doc, err := s.store.GetShadow(key)
-	if err == nil {
-		err = json.Unmarshal(doc, &sh)
+	ack := m.Defer()
+	if err := s.submit(t, m.Payload, all, func([]shadow.Message, error) { ack(true) }); err != nil {
+		s.publishAll([]shadow.Message{tooMany(t, m.Payload, s.now())}, nil)
+		ack(true)
 	}
-	var out []shadow.Message
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		s.log.Error("load shadow", "thing", t.Thing, "shadow", t.Name, "err", err)
-		out = []shadow.Message{internalError(t, s.now())}
+}
+
+// shed answers a request the link had no room for; it must not block.
+func (s *Service) shed(m *link.Message) {
+	t, err := shadow.ParseTopic(s.root, m.Topic)
+	if err != nil {
+		s.malformed.Add(1)
+		return
+	}
+	s.requests.Add(1)
+	s.throttled.Add(1)
+	s.publishAll([]shadow.Message{tooMany(t, m.Payload, s.now())}, nil)
+}
+
+// Do is the door for other front ends (the HTTP API): it runs one request
+// (a topic with the empty suffix) through the same pipeline as an MQTT
+// request and returns its answers once they are durable. publish chooses
+// which answers are also published to the broker (nil: none). The error is
+// ErrOverloaded when the request was shed, or ctx's.
+func (s *Service) Do(ctx context.Context, t shadow.Topic, payload []byte, publish func(shadow.Message) bool) ([]shadow.Message, error) {
+	type result struct {
+		out []shadow.Message
+		err error
+	}
+	s.requests.Add(1)
+	res := make(chan result, 1)
+	if publish == nil {
+		publish = func(shadow.Message) bool { return false }
+	}
+	if err := s.submit(t, payload, publish, func(out []shadow.Message, err error) { res <- result{out, err} }); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-res:
+		return r.out, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// submit runs the request in the store's next group commit and queues it
+// for the finisher, or refuses it (ErrOverloaded) when the thing or the
+// service has too much waiting.
+func (s *Service) submit(t shadow.Topic, payload []byte, publish func(shadow.Message) bool, done func([]shadow.Message, error)) error {
+	s.mu.Lock()
+	if s.perThing[t.Thing] >= s.o.MaxInFlightPerThing || len(s.work) >= s.o.MaxQueued {
+		s.mu.Unlock()
+		s.throttled.Add(1)
+		return ErrOverloaded
+	}
+	s.perThing[t.Thing]++
+	r := &request{topic: t, payload: payload, now: s.now(), publish: publish, done: done}
+	key := r.key()
+	if t.Op == shadow.OpGet && s.writes[key] == 0 {
+		// Nothing for this shadow waits to commit: read it now, without
+		// a commit of its own (a commit writes to the disk even when
+		// nothing changed).
+		err := s.store.View(func(tx *store.Tx) error { return s.apply(tx, r) })
+		r.wait = func() error { return err }
 	} else {
-		var changed bool
-		out, changed = shadow.Handle(&sh, t, m.Payload, s.now())
-		if changed {
-			b, _ := json.Marshal(&sh)
-			if _, err := s.store.PutShadow(key, b); err != nil {
-				s.log.Error("save shadow", "thing", t.Thing, "shadow", t.Name, "err", err)
-				out = []shadow.Message{internalError(t, s.now())}
-			}
+		if t.Op != shadow.OpGet {
+			s.writes[key]++
+		}
+		// Submitted under mu, so that requests commit in the order they queue.
+		r.wait = s.store.Submit(func(tx *store.Tx) error { return s.apply(tx, r) })
+	}
+	s.work = append(s.work, r)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (r *request) key() store.ShadowKey {
+	return store.ShadowKey{Thing: r.topic.Thing, Name: r.topic.Name}
+}
+
+// apply runs r against its document inside a commit. It may run more than
+// once (the store retries a group without a writer that failed), so it
+// sets r.out afresh each time.
+func (s *Service) apply(tx *store.Tx, r *request) error {
+	key := r.key()
+	var sh shadow.Shadow
+	doc, err := tx.GetShadow(key)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(doc, &sh); err != nil {
+			s.log.Error("stored shadow unreadable", "thing", key.Thing, "shadow", key.Name, "err", err)
+			r.out = []shadow.Message{internalError(r.topic, r.now)}
+			return nil
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("load shadow %s/%s: %w", key.Thing, key.Name, err)
+	}
+	out, changed := shadow.Handle(&sh, r.topic, r.payload, r.now)
+	if changed {
+		b, err := json.Marshal(&sh)
+		if err != nil {
+			return fmt.Errorf("encode shadow %s/%s: %w", key.Thing, key.Name, err)
+		}
+		if _, err := tx.PutShadow(key, b); err != nil {
+			return err
 		}
 	}
-	pending := make([]link.Pending, 0, len(out))
+	r.out = out
+	return nil
+}
+
+// finish waits for r's commit, then answers it.
+func (s *Service) finish(r *request) {
+	err := r.wait()
+	out := r.out
+	if err != nil {
+		s.log.Error("store shadow request", "thing", r.topic.Thing, "shadow", r.topic.Name, "err", err)
+		out = []shadow.Message{internalError(r.topic, r.now)}
+	}
+	s.mu.Lock()
+	if s.perThing[r.topic.Thing]--; s.perThing[r.topic.Thing] <= 0 {
+		delete(s.perThing, r.topic.Thing)
+	}
+	if key := r.key(); r.topic.Op != shadow.OpGet {
+		if s.writes[key]--; s.writes[key] <= 0 {
+			delete(s.writes, key)
+		}
+	}
+	s.mu.Unlock()
+	s.publishAll(out, r.publish)
+	r.done(out, nil)
+}
+
+// publishAll sends answers without waiting for their PUBACKs; the reaper
+// counts the ones that never get one.
+func (s *Service) publishAll(out []shadow.Message, which func(shadow.Message) bool) {
 	for _, msg := range out {
 		if msg.Topic.Suffix == shadow.SuffixRejected {
 			s.rejected.Add(1)
 		}
-		p, err := s.link.PublishAsync(msg.Topic.Build(s.root), false, msg.Payload)
-		if err != nil {
-			s.log.Warn("publish shadow response", "topic", msg.Topic.Build(s.root), "err", err)
-			return
+		if which != nil && !which(msg) {
+			continue
 		}
-		pending = append(pending, p)
-	}
-	for _, p := range pending {
-		if err := p.Wait(ctx); err != nil {
-			s.log.Warn("shadow response not acknowledged", "err", err)
-			return
+		topic := msg.Topic.Build(s.root)
+		p, err := s.link.PublishAsync(topic, false, msg.Payload)
+		if err != nil {
+			s.lost.Add(1)
+			s.log.Warn("publish shadow response", "topic", topic, "err", err)
+			continue
+		}
+		select {
+		case s.tracked <- p:
+		default: // the reaper is behind: this one goes unwatched
 		}
 	}
 }
 
+// reap waits for the PUBACK of each published answer, in order, and counts
+// the ones lost with their connection.
+func (s *Service) reap(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-s.tracked:
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if err := p.Wait(wctx); err != nil && ctx.Err() == nil {
+				s.lost.Add(1)
+				s.log.Debug("shadow response not acknowledged", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// all publishes every answer: an MQTT request is answered on MQTT.
+func all(shadow.Message) bool { return true }
+
 func internalError(t shadow.Topic, now time.Time) shadow.Message {
 	e := &shadow.Error{Code: 500, Message: shadow.MsgInternal, Timestamp: now.Unix()}
+	return shadow.Message{Topic: t.With(shadow.SuffixRejected), Payload: e.JSON()}
+}
+
+// tooMany is AWS's answer to a request beyond the in-flight limit, with the
+// request's clientToken when it can be read.
+func tooMany(t shadow.Topic, payload []byte, now time.Time) shadow.Message {
+	e := &shadow.Error{Code: 429, Message: shadow.MsgTooManyRequests, Timestamp: now.Unix()}
+	if len(payload) <= shadow.MaxPayloadBytes {
+		if req, err := shadow.ParseTokenRequest(payload); err == nil {
+			e.ClientToken = req.ClientToken
+		}
+	}
 	return shadow.Message{Topic: t.With(shadow.SuffixRejected), Payload: e.JSON()}
 }

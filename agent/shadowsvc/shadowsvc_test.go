@@ -33,6 +33,14 @@ func run(t *testing.T, l *link.Link) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
+// runService runs svc until the test ends.
+func runService(t *testing.T, svc *shadowsvc.Service) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 func setup(t *testing.T, root string) (*client, *shadowsvc.Service, *brokertest.Broker) {
 	b := brokertest.Start(t)
 	st, err := store.Open(filepath.Join(t.TempDir(), "svc.db"), store.Options{})
@@ -42,6 +50,7 @@ func setup(t *testing.T, root string) (*client, *shadowsvc.Service, *brokertest.
 	t.Cleanup(func() { st.Close() })
 	svcLink, _ := link.New(link.Options{Broker: b.URL(), ClientID: "svc", MinBackoff: 50 * time.Millisecond})
 	svc := shadowsvc.New(shadowsvc.Options{Root: root, Link: svcLink, Store: st})
+	runService(t, svc)
 	run(t, svcLink)
 
 	c := &client{root: root}

@@ -1,15 +1,19 @@
 package shadowsvc
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/shadow"
+	"github.com/shadowgate/shadowgate/agent/watchdog"
 	"github.com/shadowgate/shadowgate/store"
 )
 
@@ -19,6 +23,8 @@ type StandaloneOptions struct {
 	TLS                               link.TLSFiles
 	Username, PasswordFile            string
 	LogLevel                          string
+	// MaxInFlightPerThing and MaxQueued are the load limits (Options).
+	MaxInFlightPerThing, MaxQueued int
 }
 
 // RunStandalone runs the service until ctx ends.
@@ -51,12 +57,31 @@ func RunStandalone(ctx context.Context, o StandaloneOptions, logOut io.Writer) e
 		return err
 	}
 	defer st.Close()
-	l, err := link.New(link.Options{Broker: o.Broker, ClientID: o.ClientID, TLS: tlsCfg, Username: o.Username, Password: password, Logger: log})
+	wd := watchdog.New(log)
+	l, err := link.New(link.Options{Broker: o.Broker, ClientID: o.ClientID, TLS: tlsCfg, Username: o.Username, Password: password, Logger: log,
+		Tracker: wd.Track("mqtt message handler", time.Minute)})
 	if err != nil {
 		return err
 	}
-	New(Options{Root: o.Root, Link: l, Store: st, Logger: log})
+	svc := New(Options{Root: o.Root, Link: l, Store: st, Logger: log,
+		MaxInFlightPerThing: o.MaxInFlightPerThing, MaxQueued: o.MaxQueued,
+		Tracker: wd.Track("shadow service", 2*time.Minute)})
 	log.Info("shadowsvc serving", "broker", o.Broker, "root", o.Root, "store", o.StorePath)
+	status := func() string {
+		ls, ss := l.Stats(), svc.Stats()
+		state := "connected to " + o.Broker
+		if !ls.Connected {
+			state = "offline (" + cmp.Or(ls.LastError, "connecting") + ")"
+		}
+		return fmt.Sprintf("%s; %d requests, %d answered 429, %d responses lost", state, ss.Requests, ss.Throttled, ss.Lost)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(2)
+	go func() { defer wg.Done(); svc.Run(ctx) }()
+	go func() { defer wg.Done(); wd.Run(ctx, 0, status) }()
+	wd.Ready(status())
 	l.Run(ctx)
+	wd.Stopping()
 	return nil
 }

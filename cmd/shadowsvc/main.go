@@ -27,6 +27,8 @@ func main() {
 	flag.StringVar(&o.Username, "username", "", "MQTT username")
 	flag.StringVar(&o.PasswordFile, "password-file", "", "file holding the MQTT password")
 	flag.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
+	flag.IntVar(&o.MaxInFlightPerThing, "max-inflight-per-thing", shadowsvc.DefaultMaxInFlightPerThing, "requests of one thing waiting before more are answered 429 (AWS: 10 per connection)")
+	flag.IntVar(&o.MaxQueued, "max-queued", shadowsvc.DefaultMaxQueued, "requests waiting in all before more are answered 429")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {

@@ -37,15 +37,43 @@ func Path(t testing.TB) string {
 	return ""
 }
 
-// Start starts mosquitto on a free loopback port; it stops with the test.
+// Config chooses the broker's settings.
+type Config struct {
+	// Stock runs mosquitto as a user's broker is: its defaults (Nagle's
+	// algorithm on, 20 messages in flight and 1000 queued per client), with
+	// only what Debian's mosquitto.conf sets (persistence) and what a test
+	// needs (a loopback listener, anonymous clients, a log file). Without
+	// it the broker is tuned for tests: set_tcp_nodelay, no in-flight
+	// limit, deep queues, persistence saved every second.
+	Stock bool
+}
+
+// Start starts a tuned mosquitto on a free loopback port; it stops with the
+// test.
 func Start(t testing.TB) *Broker {
+	t.Helper()
+	return StartWith(t, Config{})
+}
+
+// StartStock starts mosquitto with its stock settings (Config.Stock).
+func StartStock(t testing.TB) *Broker {
+	t.Helper()
+	return StartWith(t, Config{Stock: true})
+}
+
+// StartWith starts mosquitto with c on a free loopback port; it stops with
+// the test.
+func StartWith(t testing.TB, c Config) *Broker {
 	t.Helper()
 	b := &Broker{t: t, dir: t.TempDir(), port: freePort(t)}
 	// user: run as root, mosquitto would switch to the mosquitto user and
 	// could not write its log or persistence file in the test's directory
 	// (and a restart would silently lose every session).
-	conf := fmt.Sprintf("user %s\nlistener %d 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence true\npersistence_location %s/\nautosave_interval 1\nmax_queued_messages 100000\nmax_inflight_messages 0\nlog_dest file %s\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
+	conf := fmt.Sprintf("user %s\nlistener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest file %s\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
 		currentUser(), b.port, b.dir, filepath.Join(b.dir, "mosquitto.log"))
+	if !c.Stock {
+		conf += "set_tcp_nodelay true\nautosave_interval 1\nmax_queued_messages 100000\nmax_inflight_messages 0\n"
+	}
 	if err := os.WriteFile(filepath.Join(b.dir, "mosquitto.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
