@@ -18,6 +18,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/link/brokertest"
 	"github.com/shadowgate/shadowgate/agent/shadow"
+	"github.com/shadowgate/shadowgate/agent/shadowsvc"
 	"github.com/shadowgate/shadowgate/drivers"
 	"github.com/shadowgate/shadowgate/store"
 )
@@ -49,7 +50,7 @@ commands:
     MOTOR_ON: {actuator: motor, set: {running: true}}
     MOTOR_OFF: {actuator: motor, set: {running: false}}
     LAMP_AND_MOTOR_ON: {set: {lamp: {on: true}, motor: {running: true}}}
-`
+%s`
 
 const simLatency = 20 * time.Millisecond
 
@@ -57,7 +58,9 @@ type convergeOpts struct {
 	conflict   string // default cloud_wins
 	staleDelta string // default 30s
 	extra      string // more actuators (YAML lines)
+	extraCmds  string // more command types (YAML lines)
 	broker     string // URL; default the cloud's broker
+	svc        func(o *shadowsvc.Options)
 }
 
 func convergeConfig(t testing.TB, thing, dir string, o convergeOpts) (*config.Config, string) {
@@ -69,7 +72,7 @@ func convergeConfig(t testing.TB, thing, dir string, o convergeOpts) (*config.Co
 		o.staleDelta = "30s"
 	}
 	path := filepath.Join(dir, "shadowgate.yaml")
-	y := fmt.Sprintf(convergeYAML, thing, o.broker, o.conflict, o.staleDelta, filepath.Join(dir, "state.db"), filepath.Join(dir, "api.sock"), o.extra)
+	y := fmt.Sprintf(convergeYAML, thing, o.broker, o.conflict, o.staleDelta, filepath.Join(dir, "state.db"), filepath.Join(dir, "api.sock"), o.extra, o.extraCmds)
 	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +196,7 @@ type rig struct {
 
 func newRig(t testing.TB, thing string, o convergeOpts) *rig {
 	t.Helper()
-	c := newCloud(t)
+	c := newCloudWith(t, o.svc)
 	w := watchShadows(t, c.broker.URL(), thing)
 	if o.broker == "" {
 		o.broker = c.broker.URL()
@@ -229,7 +232,8 @@ func (r *rig) send(name, desired string) string {
 // waitSettled waits until the update tok (if any) was accepted, the
 // gateway is at rest on shadow name with it (Settled: nothing to apply, to
 // report or awaiting an answer), and the newest document the cloud
-// published holds no delta for the gateway's keys and satisfies ok.
+// published, as new as the gateway's replica, holds no delta for the
+// gateway's keys and satisfies ok.
 func (r *rig) waitSettled(name, tok, what string, ok func(desired, reported map[string]any) bool) shadow.DocumentSnapshot {
 	r.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -237,7 +241,9 @@ func (r *rig) waitSettled(name, tok, what string, ok func(desired, reported map[
 		v := r.w.acceptedAt(tok)
 		doc := r.w.doc(name)
 		_, _, _, held, _ := r.d.Sync.Shadow(name)
-		if (tok == "" || v > 0) && held >= v && doc.Version >= v && r.d.Sync.Settled(name) &&
+		// The document must be at least as new as the gateway's replica,
+		// which holds the answer to its own last update.
+		if (tok == "" || v > 0) && held >= v && doc.Version >= held && r.d.Sync.Settled(name) &&
 			r.noDelta(name, doc) && ok(doc.State.Desired, doc.State.Reported) {
 			return doc
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/ctl"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/link/brokertest"
@@ -130,6 +131,32 @@ func TestInFlightShadowRequestsBounded(t *testing.T) {
 	}
 }
 
+// A service that sheds load (429, as AWS does above 10 requests in flight
+// on a connection; here above 2 per thing): the gateway's GETs, reports and
+// writes are retried with backoff until accepted, none dropped.
+func TestThrottled429Retried(t *testing.T) {
+	var acts, set strings.Builder
+	const n = 16
+	for i := range n {
+		fmt.Fprintf(&acts, "  l%d: {driver: sim, shadow: s%d, state: {on: false}}\n", i, i)
+		fmt.Fprintf(&set, "l%d: {on: true}, ", i)
+	}
+	r := newRig(t, "gw-429", convergeOpts{extra: acts.String(), extraCmds: "    ALL_ON: {set: {" + strings.TrimSuffix(set.String(), ", ") + "}}\n",
+		svc: func(o *shadowsvc.Options) { o.MaxInFlightPerThing = 2 }})
+	r.c.send(t, r.thing, req("ALL_ON", "all-on", ""))
+	r.c.waitAck(t, r.thing, "all-on", command.StatusSuccess)
+	for i := range n {
+		r.waitSettled(fmt.Sprintf("s%d", i), "", "the command's state written", func(d, rep map[string]any) bool {
+			return field(d, fmt.Sprintf("l%d", i), "on") == "true" && field(rep, fmt.Sprintf("l%d", i), "on") == "true"
+		})
+	}
+	st := r.d.Sync.Stats()
+	if r.w.codes()[429] == 0 || st.Retried == 0 || st.Rejected != 0 {
+		t.Fatalf("answers refused %v; stats %+v", r.w.codes(), st)
+	}
+	t.Logf("%d answers 429, %d requests retried", r.w.codes()[429], st.Retried)
+}
+
 // svc is a shadow service on the test's broker that can be stopped and
 // started again (on the same store).
 type svc struct {
@@ -152,12 +179,14 @@ func newSvc(t *testing.T, b *brokertest.Broker) *svc {
 
 func (s *svc) run() {
 	l, _ := link.New(link.Options{Broker: s.broker.URL(), ClientID: "cloud-shadowsvc", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
-	shadowsvc.New(shadowsvc.Options{Root: root, Link: l, Store: s.st})
+	service := shadowsvc.New(shadowsvc.Options{Root: root, Link: l, Store: s.st})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { l.Run(ctx); close(done) }()
+	var wg gosync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); l.Run(ctx) }()
+	go func() { defer wg.Done(); service.Run(ctx) }()
 	s.mu.Lock()
-	s.stop = func() { cancel(); <-done }
+	s.stop = func() { cancel(); wg.Wait() }
 	s.mu.Unlock()
 	waitFor(s.t, "shadow service connected", l.Connected)
 }

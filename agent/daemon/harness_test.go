@@ -80,6 +80,13 @@ func runService(t testing.TB, svc *shadowsvc.Service) {
 
 func newCloud(t testing.TB) *cloud {
 	t.Helper()
+	return newCloudWith(t, nil)
+}
+
+// newCloudWith is newCloud with the shadow service's options changed by
+// opt (a throttle, say).
+func newCloudWith(t testing.TB, opt func(o *shadowsvc.Options)) *cloud {
+	t.Helper()
 	c := &cloud{broker: brokertest.Start(t)}
 	st, err := store.Open(filepath.Join(t.TempDir(), "cloud.db"), store.Options{})
 	if err != nil {
@@ -87,7 +94,11 @@ func newCloud(t testing.TB) *cloud {
 	}
 	t.Cleanup(func() { st.Close() })
 	svcLink, _ := link.New(link.Options{Broker: c.broker.URL(), ClientID: "cloud-shadowsvc", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
-	c.svc = shadowsvc.New(shadowsvc.Options{Root: root, Link: svcLink, Store: st})
+	so := shadowsvc.Options{Root: root, Link: svcLink, Store: st}
+	if opt != nil {
+		opt(&so)
+	}
+	c.svc = shadowsvc.New(so)
 	c.svcLink = svcLink
 	runService(t, c.svc)
 	runLink(t, svcLink)
