@@ -68,7 +68,8 @@ cross:
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300x ./agent/shadow/ ./store/
 	SHADOWGATE_BENCH=1 $(GO) test -count=1 -timeout 10m -run '^TestPerformanceReport$$' ./agent/daemon/
-	@cat bench/RESULTS.md
+	SHADOWGATE_BENCH=1 $(GO) test -count=1 -timeout 10m -run '^TestCapacityReport$$' ./agent/shadowsvc/
+	@cat bench/RESULTS.md bench/SHADOWSVC.md
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzHandle -fuzztime $(FUZZTIME) ./agent/shadow/

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -113,22 +114,109 @@ func (f Field) normalise(v any) (any, error) {
 		}
 		return s, nil
 	case Int, Number:
-		x, ok := toFloat(v)
-		if !ok {
-			return nil, fmt.Errorf("wants a number, got %s", show(v))
+		n, err := readNumber(v)
+		if err != nil {
+			return nil, err
 		}
-		if f.Kind == Int && x != math.Trunc(x) {
-			return nil, fmt.Errorf("wants a whole number, got %v", x)
+		if f.Kind == Int && n.f != math.Trunc(n.f) {
+			return nil, fmt.Errorf("wants a whole number, got %v", n.f)
 		}
-		if f.Min != nil && x < *f.Min || f.Max != nil && x > *f.Max {
-			return nil, fmt.Errorf("must be within %s, got %v", f.rangeText(), x)
+		if f.Min != nil && n.f < *f.Min || f.Max != nil && n.f > *f.Max {
+			return nil, fmt.Errorf("must be within %s, got %s", f.rangeText(), show(v))
 		}
 		if f.Kind == Int {
-			return int64(x), nil
+			i, ok := n.int64()
+			if !ok {
+				return nil, fmt.Errorf("is out of range: wants a whole number from %d to %d, got %s", int64(math.MinInt64), int64(math.MaxInt64), show(v))
+			}
+			return i, nil
 		}
-		return x, nil
+		return n.f, nil
 	}
 	return nil, fmt.Errorf("has unknown kind %q", f.Kind)
+}
+
+// num is a number read from a state: f always, and i when the value is an
+// integer that i holds exactly (written as digits, or a Go integer), so
+// that 9223372036854775807 is not rounded through float64.
+type num struct {
+	f     float64
+	i     int64
+	exact bool
+	big   bool // digits beyond the int64 range (float64 may round them in)
+}
+
+// int64 returns the number as an int64 if one holds it: never a wrapped
+// value (float64 → int64 is undefined outside ±2^63 and gives MinInt64).
+func (n num) int64() (int64, bool) {
+	if n.exact {
+		return n.i, true
+	}
+	if n.big {
+		return 0, false
+	}
+	// -2^63 and 2^63 are exact float64s; the int64 range is [-2^63, 2^63).
+	if n.f >= -(1<<63) && n.f < 1<<63 {
+		return int64(n.f), true
+	}
+	return 0, false
+}
+
+// readNumber reads a finite number; one too large for any number (1e400,
+// ±Inf) is out of range, something else is not a number.
+func readNumber(v any) (num, error) {
+	outOfRange := func() (num, error) {
+		return num{}, fmt.Errorf("is out of range: got %s, beyond what a number can hold", show(v))
+	}
+	switch n := v.(type) {
+	case json.Number:
+		i, err := strconv.ParseInt(string(n), 10, 64)
+		if err == nil {
+			return num{f: float64(i), i: i, exact: true}, nil
+		}
+		big := errors.Is(err, strconv.ErrRange)
+		f, err := strconv.ParseFloat(string(n), 64)
+		if math.IsInf(f, 0) {
+			return outOfRange()
+		}
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
+			return num{}, fmt.Errorf("wants a number, got %s", show(v))
+		}
+		return num{f: f, big: big}, nil
+	case float64, float32:
+		f, _ := toFloat(n)
+		if math.IsNaN(f) {
+			return num{}, errors.New("wants a number, got NaN")
+		}
+		if math.IsInf(f, 0) {
+			return num{}, fmt.Errorf("is out of range: got %v, beyond what a number can hold", f)
+		}
+		return num{f: f}, nil
+	case int:
+		return num{f: float64(n), i: int64(n), exact: true}, nil
+	case int64:
+		return num{f: float64(n), i: n, exact: true}, nil
+	case int32:
+		return num{f: float64(n), i: int64(n), exact: true}, nil
+	case int16:
+		return num{f: float64(n), i: int64(n), exact: true}, nil
+	case int8:
+		return num{f: float64(n), i: int64(n), exact: true}, nil
+	case uint8:
+		return num{f: float64(n), i: int64(n), exact: true}, nil
+	case uint16:
+		return num{f: float64(n), i: int64(n), exact: true}, nil
+	case uint32:
+		return num{f: float64(n), i: int64(n), exact: true}, nil
+	case uint:
+		return readNumber(uint64(n))
+	case uint64:
+		if n <= math.MaxInt64 {
+			return num{f: float64(n), i: int64(n), exact: true}, nil
+		}
+		return num{f: float64(n)}, nil
+	}
+	return num{}, fmt.Errorf("wants a number, got %s", show(v))
 }
 
 func (f Field) rangeText() string {

@@ -16,6 +16,9 @@ const (
 	SourceLocal    = "local"
 	SourceRollback = "rollback"
 	SourcePowerOn  = "power_on"
+	// SourceShutdown is on_shutdown: safe. It is reported as what the
+	// hardware does, never written into the cloud's desired state.
+	SourceShutdown = "shutdown"
 )
 
 // Change is one recorded change of an actuator: what it was before and what

@@ -86,12 +86,20 @@ type Store struct {
 
 // Open opens (creating if needed) the store file at path. A file locked by
 // another process fails with ErrLocked after opts.LockTimeout; a damaged file
-// with ErrCorrupt, and the daemon must not start over it; a file of a newer
-// schema with ErrNewerSchema.
+// (a zero-length one too) with ErrCorrupt, and the daemon must not start over
+// it; a file of a newer schema with ErrNewerSchema.
 func Open(path string, opts Options) (s *Store, err error) {
 	opts.setDefaults()
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("open store %s: create directory: %w", path, err)
+	}
+	// bbolt starts a zero-length file over as a new store. Such a file is
+	// what a power cut leaves when the file system had not yet written out
+	// a store it had just created or replaced (ext4's delayed allocation):
+	// the history, the exactly-once inbox and the outbox would be gone
+	// without a word.
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+		return nil, corrupt(path, errEmptyFile)
 	}
 	defer func() {
 		// bbolt panics on some damaged pages; a damaged file must end in an
@@ -128,6 +136,8 @@ func Open(path string, opts Options) (s *Store, err error) {
 	}
 	return s, nil
 }
+
+var errEmptyFile = errors.New("the file is empty (0 bytes), as a power cut can leave it; its data is lost")
 
 func corrupt(path string, cause error) error {
 	return fmt.Errorf("open store %s: %w (%v); shadowgated will not start over it: move it aside (mv %s %s.broken) to start with an empty store, or restore a backup",

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/watchdog"
@@ -98,15 +99,22 @@ type Options struct {
 	Watchdog *watchdog.Watchdog
 }
 
-// Manager owns the actuators and their workers.
+// Manager owns the actuators and their workers. A Manager from Share works
+// the same actuators and has observers of its own.
 type Manager struct {
-	opts    Options
-	log     *slog.Logger
-	workers map[string]*worker
-	names   []string
+	*core
+	obs *observerSet
+}
+
+type core struct {
+	opts Options
+	log  *slog.Logger
+	set  atomic.Pointer[workerSet]
+	// reconf serialises Reconfigure and Close.
+	reconf sync.Mutex
 
 	mu        sync.Mutex
-	observers []func(Event)
+	views     []*observerSet // the root's and every share's
 	followUps map[string]*time.Timer
 	groupSeq  uint64
 	stop      context.CancelFunc
@@ -114,12 +122,24 @@ type Manager struct {
 	stopped   <-chan struct{}
 }
 
+// observerSet is one Manager's observers (guarded by core.mu).
+type observerSet struct{ fns []func(Event) }
+
+// workerSet is the actuators at one time; Reconfigure replaces it whole.
+type workerSet struct {
+	byName map[string]*worker
+	names  []string // sorted
+}
+
 type worker struct {
 	name string
-	act  drivers.Actuator
-	slot chan struct{} // capacity 1: held while the device is worked
+	act  atomic.Pointer[device] // replaced only while the slot is held
+	slot chan struct{}          // capacity 1: held while the device is worked
 	tr   *watchdog.Tracker
+	gone bool // removed by Reconfigure; read and written with the slot held
 }
+
+type device struct{ drivers.Actuator }
 
 // New makes a manager for the opened actuators and starts their workers.
 // Call Close to stop them.
@@ -134,31 +154,77 @@ func New(acts map[string]drivers.Actuator, o Options) *Manager {
 		o.Now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Manager{opts: o, log: o.Logger, workers: map[string]*worker{}, stop: cancel, stopped: ctx.Done()}
+	c := &core{opts: o, log: o.Logger, stop: cancel, stopped: ctx.Done()}
+	set := &workerSet{byName: map[string]*worker{}}
 	for name, a := range acts {
-		w := &worker{name: name, act: a, slot: make(chan struct{}, 1)}
-		if o.Watchdog != nil {
-			// A job that outlasts twice ApplyTimeout (a driver ignoring its
-			// deadline) counts as stuck.
-			w.tr = o.Watchdog.Track("actuator "+name, 2*o.ApplyTimeout+10*time.Second)
-		}
-		m.workers[name] = w
-		m.names = append(m.names, name)
+		set.byName[name] = c.newWorker(name, a)
 	}
-	sort.Strings(m.names)
+	set.sortNames()
+	c.set.Store(set)
+	m := &Manager{core: c, obs: &observerSet{}}
+	c.views = append(c.views, m.obs)
 	return m
 }
 
+func (c *core) newWorker(name string, a drivers.Actuator) *worker {
+	w := &worker{name: name, slot: make(chan struct{}, 1)}
+	w.act.Store(&device{a})
+	if c.opts.Watchdog != nil {
+		// A job that outlasts twice ApplyTimeout (a driver ignoring its
+		// deadline) counts as stuck.
+		w.tr = c.opts.Watchdog.Track("actuator "+name, 2*c.opts.ApplyTimeout+10*time.Second)
+	}
+	return w
+}
+
+func (s *workerSet) sortNames() {
+	s.names = make([]string, 0, len(s.byName))
+	for n := range s.byName {
+		s.names = append(s.names, n)
+	}
+	sort.Strings(s.names)
+}
+
+func (c *core) worker(name string) (*worker, bool) {
+	w, ok := c.set.Load().byName[name]
+	return w, ok
+}
+
+func (c *core) has(name string) bool {
+	_, ok := c.worker(name)
+	return ok
+}
+
+// Share returns a Manager of the same actuators whose observers are its
+// own and go with Release. A part that a reload replaces (shadow sync)
+// observes through a share, so that the old part stops hearing of changes
+// when the new one starts.
+func (m *Manager) Share() *Manager {
+	s := &Manager{core: m.core, obs: &observerSet{}}
+	m.mu.Lock()
+	m.views = append(m.views, s.obs)
+	m.mu.Unlock()
+	return s
+}
+
+// Release drops the observers registered through m (a share).
+func (m *Manager) Release() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.views = slices.DeleteFunc(m.views, func(o *observerSet) bool { return o == m.obs })
+	m.obs.fns = nil
+}
+
 // Names returns the actuator names, sorted.
-func (m *Manager) Names() []string { return m.names }
+func (m *Manager) Names() []string { return m.set.Load().names }
 
 // Schema returns an actuator's schema.
 func (m *Manager) Schema(name string) (drivers.Schema, error) {
-	w, ok := m.workers[name]
+	w, ok := m.worker(name)
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownActuator, name)
 	}
-	return w.act.Schema(), nil
+	return w.act.Load().Schema(), nil
 }
 
 // Observe registers fn to be told of every change, after it is verified.
@@ -166,11 +232,11 @@ func (m *Manager) Schema(name string) (drivers.Schema, error) {
 func (m *Manager) Observe(fn func(Event)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.observers = append(m.observers, fn)
+	m.obs.fns = append(m.obs.fns, fn)
 }
 
 // Close waits for the jobs in flight, refuses new ones (ErrStopped) and
-// closes the actuators.
+// closes the actuators (of every share: they are the same).
 func (m *Manager) Close() error {
 	var err error
 	m.closeOnce.Do(func() { err = m.close() })
@@ -178,6 +244,8 @@ func (m *Manager) Close() error {
 }
 
 func (m *Manager) close() error {
+	m.reconf.Lock()
+	defer m.reconf.Unlock()
 	m.mu.Lock()
 	for _, t := range m.followUps {
 		t.Stop()
@@ -186,23 +254,87 @@ func (m *Manager) close() error {
 	m.stop()
 	// Take every slot: this waits for the jobs in flight, and nobody gets
 	// a slot after (they see the stop and return ErrStopped).
-	for _, n := range m.names {
-		m.workers[n].slot <- struct{}{}
+	set := m.set.Load()
+	for _, n := range set.names {
+		set.byName[n].slot <- struct{}{}
 	}
 	var errs []error
-	for _, n := range m.names {
-		if err := m.workers[n].act.Close(); err != nil {
+	for _, n := range set.names {
+		if err := set.byName[n].act.Load().Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close %s: %w", n, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// Reconfigure changes the set of actuators while the others keep working,
+// untouched: each of open is added, or replaces the actuator of its name
+// (which is closed); each of remove is closed and goes. A replaced or
+// removed actuator's job in flight ends first; callers queued for it then
+// get the new one, or ErrUnknownActuator. open's actuators are the
+// Manager's from now on, also when an error (closing an old one) is
+// returned.
+func (m *Manager) Reconfigure(open map[string]drivers.Actuator, remove []string) error {
+	m.reconf.Lock()
+	defer m.reconf.Unlock()
+	select {
+	case <-m.stopped:
+		for _, a := range open {
+			a.Close()
+		}
+		return ErrStopped
+	default:
+	}
+	old := m.set.Load()
+	next := &workerSet{byName: maps.Clone(old.byName)}
+	var errs []error
+	for _, name := range slices.Sorted(slices.Values(remove)) {
+		w, ok := old.byName[name]
+		if !ok {
+			continue
+		}
+		w.slot <- struct{}{}
+		w.gone = true
+		m.stopFollowUp(name)
+		if err := w.act.Load().Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close removed actuator %s: %w", name, err))
+		}
+		<-w.slot
+		delete(next.byName, name)
+	}
+	for _, name := range slices.Sorted(maps.Keys(open)) {
+		w, ok := next.byName[name]
+		if !ok {
+			next.byName[name] = m.newWorker(name, open[name])
+			continue
+		}
+		w.slot <- struct{}{}
+		was := w.act.Swap(&device{open[name]})
+		m.stopFollowUp(name)
+		<-w.slot
+		if err := was.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close replaced actuator %s: %w", name, err))
+		}
+	}
+	next.sortNames()
+	m.set.Store(next)
+	return errors.Join(errs...)
+}
+
+func (m *Manager) stopFollowUp(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t := m.followUps[name]; t != nil {
+		t.Stop()
+		delete(m.followUps, name)
+	}
+}
+
 // do runs fn with the actuator's slot held: one job at a time per device,
 // in the order callers arrived (Go queues blocked senders first in, first
 // out).
 func (m *Manager) do(ctx context.Context, name string, fn func(a drivers.Actuator) error) error {
-	w, ok := m.workers[name]
+	w, ok := m.worker(name)
 	if !ok {
 		return fmt.Errorf("%w %q", ErrUnknownActuator, name)
 	}
@@ -219,9 +351,12 @@ func (m *Manager) do(ctx context.Context, name string, fn func(a drivers.Actuato
 		return ErrStopped
 	}
 	defer func() { <-w.slot }()
+	if w.gone {
+		return fmt.Errorf("%w %q (removed from the configuration)", ErrUnknownActuator, name)
+	}
 	w.tr.Begin()
 	defer w.tr.End()
-	return fn(w.act)
+	return fn(w.act.Load().Actuator)
 }
 
 // Read returns an actuator's current state (through its worker, so it
@@ -335,7 +470,10 @@ func (m *Manager) scheduleFollowUp(a drivers.Actuator, name string, applied driv
 
 func (m *Manager) notify(e Event) {
 	m.mu.Lock()
-	obs := append(([]func(Event))(nil), m.observers...)
+	var obs []func(Event)
+	for _, v := range m.views {
+		obs = append(obs, v.fns...)
+	}
 	m.mu.Unlock()
 	for _, fn := range obs {
 		fn(e)
@@ -355,7 +493,7 @@ func (m *Manager) ApplyGroup(ctx context.Context, changes []Change) ([]Result, e
 	sort.Slice(changes, func(i, j int) bool { return changes[i].Actuator < changes[j].Actuator })
 	befores := map[string]map[string]any{}
 	for _, c := range changes {
-		if _, ok := m.workers[c.Actuator]; !ok {
+		if !m.has(c.Actuator) {
 			return nil, fmt.Errorf("%w %q", ErrUnknownActuator, c.Actuator)
 		}
 		st, err := m.Read(ctx, c.Actuator)
@@ -440,7 +578,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}
 		ok := true
 		for _, name := range slices.Sorted(maps.Keys(e.Before)) {
-			if _, known := m.workers[name]; !known {
+			if !m.has(name) {
 				continue // actuator removed from the config since
 			}
 			if _, err := m.Apply(ctx, Change{Actuator: name, State: e.Before[name], Source: store.SourceRollback, TID: e.TID}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/shadowgate/shadowgate/agent/actuate"
 	"github.com/shadowgate/shadowgate/agent/config"
@@ -242,5 +243,80 @@ func TestRollbackGroup(t *testing.T) {
 	}
 	if d, _ := m.Read(ctx, "door"); d["locked"] != true {
 		t.Fatalf("door %v", d)
+	}
+}
+
+// Reconfigure adds, replaces and removes actuators while the others keep
+// working untouched; a share's observers go with Release.
+func TestReconfigureLeavesTheOthersAlone(t *testing.T) {
+	m, st, sims := rig(t)
+	ctx := context.Background()
+	if _, err := m.Apply(ctx, actuate.Change{Actuator: "motor", State: drivers.State{"running": true, "speed": 40}, Source: store.SourceLocal}); err != nil {
+		t.Fatal(err)
+	}
+	var rootEvents, shareEvents []string
+	m.Observe(func(e actuate.Event) { rootEvents = append(rootEvents, e.Actuator) })
+	share := m.Share()
+	share.Observe(func(e actuate.Event) { shareEvents = append(shareEvents, e.Actuator) })
+
+	newLamp := sim.New(drivers.Schema{"on": {Kind: drivers.Bool}, "level": {Kind: drivers.Int}}, drivers.State{"on": false, "level": int64(0)}, 0, 0)
+	fan := sim.New(drivers.Schema{"on": {Kind: drivers.Bool}}, drivers.State{"on": false}, 0, 0)
+	if err := m.Reconfigure(map[string]drivers.Actuator{"lamp": newLamp, "fan": fan}, []string{"door"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Names(); len(got) != 3 || got[0] != "fan" || got[1] != "lamp" || got[2] != "motor" {
+		t.Fatalf("names %v", got)
+	}
+	if st, _ := m.Read(ctx, "motor"); st["running"] != true || sims["motor"].Applied() != 1 {
+		t.Fatalf("motor touched: %v, applied %d", st, sims["motor"].Applied())
+	}
+	if h := history(t, st, "motor"); len(h) != 1 {
+		t.Fatalf("motor history %+v", h)
+	}
+	if _, err := m.Apply(ctx, actuate.Change{Actuator: "door", State: drivers.State{"locked": false}}); !errors.Is(err, actuate.ErrUnknownActuator) {
+		t.Fatalf("removed actuator: %v", err)
+	}
+	if _, err := m.Apply(ctx, actuate.Change{Actuator: "lamp", State: drivers.State{"level": 5}}); err != nil || newLamp.Applied() != 1 || sims["lamp"].Applied() != 0 {
+		t.Fatalf("replaced lamp: %v, new %d, old %d", err, newLamp.Applied(), sims["lamp"].Applied())
+	}
+	share.Release()
+	if _, err := m.Apply(ctx, actuate.Change{Actuator: "fan", State: drivers.State{"on": true}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rootEvents) != 2 || len(shareEvents) != 1 || shareEvents[0] != "lamp" {
+		t.Fatalf("events: root %v, share %v", rootEvents, shareEvents)
+	}
+}
+
+// A job in flight on an actuator being removed ends first; a caller queued
+// behind it is told the actuator is gone.
+func TestReconfigureWaitsForTheJobInFlight(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := sim.New(drivers.Schema{"on": {Kind: drivers.Bool}}, drivers.State{"on": false}, 300*time.Millisecond, 0)
+	m := actuate.New(map[string]drivers.Actuator{"slow": slow}, actuate.Options{Store: st})
+	t.Cleanup(func() { m.Close(); st.Close() })
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() {
+		_, err := m.Apply(ctx, actuate.Change{Actuator: "slow", State: drivers.State{"on": true}})
+		first <- err
+	}()
+	for slow.Applied() == 0 && len(history(t, st, "slow")) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := m.Reconfigure(nil, []string{"slow"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("the job in flight: %v", err)
+	}
+	if slow.Applied() != 1 {
+		t.Fatalf("applied %d", slow.Applied())
+	}
+	if _, err := m.Read(ctx, "slow"); !errors.Is(err, actuate.ErrUnknownActuator) {
+		t.Fatalf("after removal: %v", err)
 	}
 }

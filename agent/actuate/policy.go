@@ -16,7 +16,7 @@ import (
 // one actuator failing does not keep the others from starting.
 func (m *Manager) PowerOn(ctx context.Context, acts map[string]*config.Actuator) error {
 	var errs []error
-	for _, name := range m.names {
+	for _, name := range m.Names() {
 		a := acts[name]
 		if a == nil {
 			continue
@@ -48,15 +48,17 @@ func (m *Manager) PowerOn(ctx context.Context, acts map[string]*config.Actuator)
 	return errors.Join(errs...)
 }
 
-// Shutdown drives the actuators with on_shutdown: safe to their safe_state.
+// Shutdown drives the actuators with on_shutdown: safe to their safe_state
+// (source shutdown: sync reports it, and never writes it into the cloud's
+// desired state, as it does for a technician's local change).
 func (m *Manager) Shutdown(ctx context.Context, acts map[string]*config.Actuator) error {
 	var errs []error
-	for _, name := range m.names {
+	for _, name := range m.Names() {
 		a := acts[name]
 		if a == nil || a.OnShutdown != config.ShutdownSafe {
 			continue
 		}
-		if _, err := m.Apply(ctx, Change{Actuator: name, State: a.SafeState, Source: store.SourceLocal}); err != nil {
+		if _, err := m.Apply(ctx, Change{Actuator: name, State: a.SafeState, Source: store.SourceShutdown}); err != nil {
 			errs = append(errs, fmt.Errorf("shutdown %s to safe state: %w", name, err))
 		}
 	}

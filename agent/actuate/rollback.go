@@ -49,11 +49,14 @@ func (m *Manager) Rollback(ctx context.Context, r Rollback) ([]Result, error) {
 		res, err := m.Apply(ctx, Change{Actuator: c.Actuator, State: c.After, Source: store.SourceRollback, TID: r.TID, OnRecord: r.OnRecord})
 		return []Result{res}, err
 	case r.Actuator != "":
-		if _, ok := m.workers[r.Actuator]; !ok {
+		if !m.has(r.Actuator) {
 			return nil, fmt.Errorf("%w %q", ErrUnknownActuator, r.Actuator)
 		}
 		steps := r.Steps
-		if steps <= 0 {
+		if steps < 0 {
+			return nil, fmt.Errorf("roll back %s by %d steps: steps must be 1 or more", r.Actuator, steps)
+		}
+		if steps == 0 {
 			steps = 1
 		}
 		var h []*store.Change
@@ -75,7 +78,7 @@ func (m *Manager) Rollback(ctx context.Context, r Rollback) ([]Result, error) {
 func (m *Manager) rollbackGroup(ctx context.Context, r Rollback) ([]Result, error) {
 	befores := map[string]drivers.State{}
 	err := m.opts.Store.View(func(tx *store.Tx) error {
-		for _, name := range m.names {
+		for _, name := range m.Names() {
 			h, err := tx.History(name, m.historyScan())
 			if err != nil {
 				return err

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"reflect"
 	"strings"
 
@@ -160,14 +159,20 @@ type ArgSpec struct {
 type Checker func(c *Config, r *Reporter)
 
 // Load reads, decodes, defaults and validates the file at path, then runs
-// the checkers. An invalid file gives Problems (errors.Is ErrInvalid) listing
+// the checkers. A file over MaxFileSize, or with more actuators or command
+// types than the caps, is refused before it is decoded. An invalid file gives Problems (errors.Is ErrInvalid) listing
 // every problem; an unreadable one a wrapped fs error.
 func Load(path string, checkers ...Checker) (*Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("config file %s does not exist: %w", path, err)
-		}
+	data, err := readCapped(path)
+	var tl *tooLargeError
+	switch {
+	case errors.As(err, &tl):
+		r := &Reporter{file: path, lines: map[string]int{}}
+		r.Addf(0, "", "%v", err)
+		return nil, r.Err()
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("config file %s does not exist: %w", path, err)
+	case err != nil:
 		return nil, fmt.Errorf("read config file %s: %w", path, err)
 	}
 	return Parse(path, data, checkers...)
@@ -177,6 +182,10 @@ func Load(path string, checkers ...Checker) (*Config, error) {
 func Parse(name string, data []byte, checkers ...Checker) (*Config, error) {
 	r := &Reporter{file: name, lines: map[string]int{}}
 	c := &Config{File: name, Reporter: r}
+	if len(data) > MaxFileSize {
+		r.Addf(0, "", "%v", errTooLarge(int64(len(data))))
+		return nil, r.Err()
+	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		r.Addf(0, "", "the file is empty; start from configs/shadowgate.yaml")
 		return nil, r.Err()
@@ -194,6 +203,9 @@ func Parse(name string, data []byte, checkers ...Checker) (*Config, error) {
 	doc := root.Content[0]
 	if doc.Kind != yaml.MappingNode {
 		r.Addf(doc.Line, "", "the top level must be a mapping of keys (gateway:, cloud:, actuators: …), got %s", kindName(doc))
+		return nil, r.Err()
+	}
+	if !checkCounts(doc, r) {
 		return nil, r.Err()
 	}
 	// Validation runs even after decode problems, so that one run shows

@@ -184,3 +184,35 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestArgRanges(t *testing.T) {
+	y := `
+gateway: {thing: gw}
+cloud: {broker: tcp://127.0.0.1:1883}
+actuators:
+  motor: {driver: sim}
+  fan: {driver: sim}
+commands:
+  types:
+    SET_SPEED: {actuator: motor, set: {speed: "{speed}"}, args: {speed: {type: int, min: 0, max: 100}}}
+    BOOST: {actuator: motor, set: {speed: "{s}"}, args: {s: {type: int, min: 50, max: 150}}}
+    FAN: {set: {fan: {rpm: "{rpm}"}, motor: {speed: 0}}, args: {rpm: {type: number, max: 3000}}}
+    NAME: {actuator: fan, set: {label: "{l}"}, args: {l: {type: string}}}
+`
+	c, err := config.Parse("t.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.ArgRanges()
+	sp := r["motor"]["speed"]
+	if sp.Min == nil || *sp.Min != 0 || sp.Max == nil || *sp.Max != 150 || len(sp.Commands) != 2 {
+		t.Fatalf("motor.speed: %+v", sp)
+	}
+	rpm := r["fan"]["rpm"]
+	if rpm.Min != nil || rpm.Max == nil || *rpm.Max != 3000 {
+		t.Fatalf("fan.rpm: %+v", rpm)
+	}
+	if _, ok := r["fan"]["label"]; ok {
+		t.Fatal("a string arg has no range")
+	}
+}

@@ -367,10 +367,25 @@ func runReload(e *env, f *localFlags, c *apiClient, args []string) error {
 	if err := noArgs(args); err != nil {
 		return err
 	}
-	if err := c.call(e.ctx, "POST", "/v1/reload", nil, nil); err != nil {
+	var res localapi.ReloadResult
+	if err := c.call(e.ctx, "POST", "/v1/reload", nil, &res); err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) && ee.code == ExitFailure {
+			ee.msg = "reload failed: " + ee.msg
+		}
 		return err
 	}
-	fmt.Fprintln(e.stdout, "configuration is valid; shadowgated is reloading it")
+	if f.json {
+		return printJSON(e.stdout, res)
+	}
+	if len(res.Changes) == 0 {
+		fmt.Fprintln(e.stdout, "the configuration file is what shadowgated runs; nothing changed")
+		return nil
+	}
+	fmt.Fprintln(e.stdout, "reloaded; changed:")
+	for _, c := range res.Changes {
+		fmt.Fprintln(e.stdout, "  "+c)
+	}
 	return nil
 }
 
@@ -405,7 +420,7 @@ func localCommands() []cliCommand {
 				func(e *env, f *localFlags, c *apiClient, a []string) error { return runCommands(e, f, c, a, cmdN) })},
 		{"approve", "let a command that requires approval run", "shadowctl approve TID\n\nExample:\n  shadowctl approve 7f3c9e", localCommand(nil, runDecide(true))},
 		{"reject", "fail a command that requires approval", "shadowctl reject TID", localCommand(nil, runDecide(false))},
-		{"reload", "check the config file and make the daemon use it", "shadowctl reload\n\nAn invalid file is not used; its problems are printed. Same as systemctl reload shadowgated.",
+		{"reload", "check the config file and make the daemon use it", "shadowctl reload [--json]\n\nOnly what changed is rebuilt, beside the running parts, and swapped in once it started;\nactuators, the MQTT session and the embedded broker whose settings did not change keep\nrunning. An invalid file, or a part that cannot start (a port in use), changes nothing:\nthe reason is printed and the exit status is 1. Same as systemctl reload shadowgated.",
 			localCommand(nil, runReload)},
 	}
 }

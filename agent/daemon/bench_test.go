@@ -12,6 +12,7 @@ import (
 
 	"github.com/shadowgate/shadowgate/agent/daemon"
 	"github.com/shadowgate/shadowgate/agent/link"
+	"github.com/shadowgate/shadowgate/agent/link/brokertest"
 	"github.com/shadowgate/shadowgate/agent/shadow"
 )
 
@@ -75,7 +76,7 @@ func BenchmarkShadowRoundTrip(b *testing.B) {
 }
 
 func benchRoundTrip(b *testing.B, shadows int) {
-	r := measureRoundTrip(b, shadows, max(b.N, 20))
+	r := measureRoundTrip(b, brokertest.Config{Stock: true}, shadows, max(b.N, 20))
 	b.ReportMetric(float64(r.p50.Microseconds()), "p50-µs")
 	b.ReportMetric(float64(r.p99.Microseconds()), "p99-µs")
 	b.ReportMetric(float64(r.rawP50.Microseconds()), "raw-p50-µs")
@@ -86,8 +87,8 @@ func benchRoundTrip(b *testing.B, shadows int) {
 // roundTrip is a shadow round trip measurement and its raw baseline.
 type roundTrip struct{ p50, p99, rawP50, rawP99 time.Duration }
 
-func measureRoundTrip(b testing.TB, shadows, iters int) roundTrip {
-	c := newCloud(b)
+func measureRoundTrip(b testing.TB, bc brokertest.Config, shadows, iters int) roundTrip {
+	c := newCloudWith(b, bc)
 	dir := b.TempDir()
 	var acts strings.Builder
 	for i := 0; i < shadows; i++ {
@@ -193,7 +194,7 @@ func pipelined(b testing.TB, n, window int, send func(i int), done <-chan int) f
 func BenchmarkCommandThroughput(b *testing.B) {
 	for _, acts := range []int{1, 10} {
 		b.Run(fmt.Sprintf("actuators=%d", acts), func(b *testing.B) {
-			durable, raw := measureCommands(b, max(b.N, 200), acts)
+			durable, raw := measureCommands(b, brokertest.Config{Stock: true}, max(b.N, 200), acts)
 			b.ReportMetric(durable, "cmds/s")
 			b.ReportMetric(raw, "raw-req/s")
 			b.ReportMetric(durable/raw, "ratio")
@@ -204,8 +205,8 @@ func BenchmarkCommandThroughput(b *testing.B) {
 // measureCommands returns durable commands per second, spread round-robin
 // over the given number of sim actuators, and raw MQTT requests per second:
 // n of each with 32 in flight.
-func measureCommands(b testing.TB, n, actuators int) (durable, raw float64) {
-	c := newCloud(b)
+func measureCommands(b testing.TB, bc brokertest.Config, n, actuators int) (durable, raw float64) {
+	c := newCloudWith(b, bc)
 	dir := b.TempDir()
 	var acts, types strings.Builder
 	for i := 0; i < actuators; i++ {

@@ -196,7 +196,7 @@ type rig struct {
 
 func newRig(t testing.TB, thing string, o convergeOpts) *rig {
 	t.Helper()
-	c := newCloudWith(t, o.svc)
+	c := newCloudSvc(t, brokertest.Config{}, o.svc)
 	w := watchShadows(t, c.broker.URL(), thing)
 	if o.broker == "" {
 		o.broker = c.broker.URL()

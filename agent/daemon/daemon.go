@@ -31,6 +31,11 @@ import (
 )
 
 // Daemon is a running shadowgated.
+//
+// The exported fields are the parts as they started. A reload replaces the
+// parts whose configuration changed: Config, Link, Sync and Commands may be
+// new after one (they are updated, unsynchronised, for the Ready hook's
+// users that do not reload); Store, Manager and Outbox stay.
 type Daemon struct {
 	Config   *config.Config
 	Store    *store.Store
@@ -43,11 +48,27 @@ type Daemon struct {
 
 	log      *slog.Logger
 	watchdog *watchdog.Watchdog
-	broker   *broker.Server
+	hw       *drivers.Hardware
 	svcStore *store.Store
-	svcLink  *link.Link
-	svc      *shadowsvc.Service
 	closers  []func() error
+
+	// The running configuration and its parts; a reload changes them with
+	// reloadMu held.
+	reloadMu gosync.Mutex
+	closing  bool
+	cfg      *config.Config
+	up       *uplink
+	linkKey  string
+	emb      *embedded // nil without an embedded broker
+	gen      *generation
+	outbox   *task
+	api      *localapi.Server
+	ctx      context.Context // the parts run under it; it ends at shutdown
+
+	linkTracker, intakeTracker *watchdog.Tracker
+	// The embedded shadow service's loops (its link's handler, its
+	// finisher), made once: reloads rebuild the service, not the trackers.
+	svcLinkTracker, svcTracker *watchdog.Tracker
 }
 
 // Hooks let the caller (main, tests) see the daemon come up.
@@ -57,15 +78,23 @@ type Hooks struct {
 	Ready func(d *Daemon)
 }
 
-// NewLogger makes the daemon's logger from the config's log section.
+// NewLogger makes the daemon's logger from the config's log section. Its
+// level follows log.level on a reload.
 func NewLogger(c config.Log, w *os.File) *slog.Logger {
-	var lv slog.Level
+	lv := new(slog.LevelVar)
 	lv.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(&leveled{Handler: h, level: lv})
+}
+
+// leveled is NewLogger's handler, with the level a reload can change.
+type leveled struct {
+	slog.Handler
+	level *slog.LevelVar
 }
 
 // LoadConfig reads and checks the configuration with every driver's checks.
@@ -75,119 +104,105 @@ func LoadConfig(path string) (*config.Config, error) {
 
 // Run starts the daemon from cfg and runs it until ctx ends, then shuts it
 // down: running commands finish their action, actuators with on_shutdown:
-// safe are driven safe, the store is flushed and closed.
+// safe are driven safe, the store is flushed and closed. The local API can
+// reload it (see Serve).
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks) error {
-	_, err := run(ctx, cfg, log, hooks, nil)
-	return err
+	return Serve(ctx, cfg, log, hooks, nil)
 }
 
 // Serve runs the daemon from cfg and reloads it from cfg.File when hup
-// fires (SIGHUP) or the local API asks: the file is checked first, and only
-// a valid one replaces the running configuration (the daemon's parts stop
-// gracefully and start again with it). It returns when ctx ends.
+// fires (SIGHUP) or the local API asks (see Daemon.Reload). It returns when
+// ctx ends.
 func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks, hup <-chan os.Signal) error {
-	for {
-		next, err := run(ctx, cfg, log, hooks, hup)
-		if err != nil || next == nil {
-			return err
-		}
-		log.Info("configuration reloaded; starting again", "file", next.File)
-		cfg = next
-	}
-}
-
-// run runs one configuration; it returns the next one for a reload.
-func run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks, hup <-chan os.Signal) (*config.Config, error) {
 	d, err := start(ctx, cfg, log)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	reloads := make(chan *config.Config, 1)
-	reload := func(context.Context) error {
-		next, err := LoadConfig(cfg.File)
-		if err != nil {
-			log.Error("reload refused; keeping the running configuration", "err", err)
-			return err
-		}
-		select {
-		case reloads <- next:
-		default: // a reload is already on its way
-		}
-		return nil
-	}
+	d.serve(ctx, hooks, hup)
+	return d.shutdown()
+}
+
+// serve runs the parts until ctx ends, reloading on hup.
+func (d *Daemon) serve(ctx context.Context, hooks Hooks, hup <-chan os.Signal) {
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	d.ctx = runCtx
 	var wg gosync.WaitGroup
-	goRun := func(fn func(context.Context)) {
-		wg.Add(1)
-		go func() { defer wg.Done(); fn(runCtx) }()
+	if d.emb != nil {
+		d.emb.start(runCtx)
 	}
-	if d.svcLink != nil {
-		goRun(d.svc.Run)
-		goRun(func(c context.Context) { d.svcLink.Run(c) })
-	}
-	goRun(func(c context.Context) { d.Link.Run(c) })
-	goRun(d.Outbox.Run)
-	goRun(d.Sync.Run)
-	goRun(d.Commands.Run)
-	api, err := localapi.Listen(cfg.API.Socket, cfg.API.Group, &localapi.Backend{
-		Config: cfg, Store: d.Store, Manager: d.Manager, Sync: d.Sync, Commands: d.Commands, Link: d.Link,
-		Outbox: d.Outbox, Started: d.Started, Reload: reload,
-	}, log)
+	d.up.start(runCtx)
+	d.outbox = startTask(runCtx, d.Outbox.Run)
+	d.gen.start(runCtx, false)
+	api, err := localapi.Listen(d.cfg.API.Socket, d.cfg.API.Group, d.backend(), d.log)
 	if err != nil {
 		// The gateway goes on without its local API: actuators and cloud
 		// matter more than shadowctl.
-		log.Error("local API unavailable", "err", err)
+		d.log.Error("local API unavailable", "err", err)
 	} else {
-		goRun(func(c context.Context) {
-			if err := api.Serve(c); err != nil {
-				log.Error("local API stopped", "err", err)
+		d.api = api
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := api.Serve(runCtx); err != nil {
+				d.log.Error("local API stopped", "err", err)
 			}
-		})
+		}()
 	}
 	// Ready once the store is open and the actuators are initialised; the
 	// cloud may take its time (or never come: the gateway still works).
 	d.watchdog.Ready(d.statusLine())
-	goRun(func(c context.Context) { d.watchdog.Run(c, 0, d.statusLine) })
+	wg.Add(1)
+	go func() { defer wg.Done(); d.watchdog.Run(runCtx, 0, d.statusLine) }()
 	if hooks.Ready != nil {
 		hooks.Ready(d)
 	}
-	log.Info("shadowgated running", "version", version.Version, "thing", cfg.Gateway.Thing,
-		"broker", cfg.Cloud.Broker, "actuators", len(cfg.Actuators), "api", cfg.API.Socket)
-
-	var next *config.Config
-wait:
+	d.log.Info("shadowgated running", "version", version.Version, "thing", d.cfg.Gateway.Thing,
+		"broker", d.cfg.Cloud.Broker, "actuators", len(d.cfg.Actuators), "api", d.cfg.API.Socket)
 	for {
 		select {
 		case <-ctx.Done():
-			break wait
-		case <-hup:
-			if reload(ctx) == nil {
-				next = <-reloads
-				break wait
+			d.watchdog.Stopping()
+			d.log.Info("shutting down: finishing running commands")
+			d.reloadMu.Lock()
+			d.closing = true // a reload asked for now is refused
+			d.reloadMu.Unlock()
+			// Running actions finish; queued commands stay in the inbox.
+			// The shutdown states (see shutdown) are still reported, through
+			// the outbox, for the next start to send.
+			stop()
+			d.gen.stop()
+			d.up.stop()
+			d.outbox.stop()
+			if d.emb != nil {
+				if err := d.emb.stop(); err != nil {
+					d.log.Warn("stopping", "err", err)
+				}
 			}
-		case next = <-reloads:
-			break wait
+			wg.Wait()
+			return
+		case <-hup:
+			d.Reload(ctx) // logged
 		}
 	}
-	if next != nil {
-		d.watchdog.Status("reloading")
-		d.watchdog.Reloading()
-	} else {
-		d.watchdog.Stopping()
-	}
-	log.Info("shutting down: finishing running commands")
-	stop() // running actions finish; queued commands stay in the inbox
-	wg.Wait()
+}
+
+// shutdown drives actuators with on_shutdown: safe to their safe state and
+// closes what start opened.
+func (d *Daemon) shutdown() error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	if err := d.Manager.Shutdown(sctx, cfg.Actuators); err != nil {
-		log.Error("shutdown states", "err", err)
+	if err := d.Manager.Shutdown(sctx, d.cfg.Actuators); err != nil {
+		d.log.Error("shutdown states", "err", err)
 	}
 	cancel()
-	return next, d.close()
+	return d.close()
 }
 
 func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon, err error) {
-	d = &Daemon{Config: cfg, log: log, Started: time.Now(), watchdog: watchdog.New(log)}
+	d = &Daemon{Config: cfg, cfg: cfg, log: log, Started: time.Now(), watchdog: watchdog.New(log), up: newUplink()}
+	d.linkTracker = d.watchdog.Track("mqtt message handler", 5*time.Minute)
+	d.intakeTracker = d.watchdog.Track("command intake", 2*time.Minute)
+	d.svcLinkTracker = d.watchdog.Track("shadow service message handler", time.Minute)
+	d.svcTracker = d.watchdog.Track("shadow service", 2*time.Minute)
 	defer func() {
 		if err != nil {
 			d.close()
@@ -206,102 +221,233 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if err != nil {
 		return d, err
 	}
-	acts := map[string]drivers.Actuator{}
-	hw := drivers.NewHardware()
-	d.closers = append(d.closers, hw.Close)
-	for _, name := range cfg.ActuatorNames() {
-		a, err := prepared[name].Open(ctx, hw)
-		if err != nil {
-			for _, opened := range acts {
-				opened.Close()
-			}
-			return d, fmt.Errorf("open actuator %s (%s): %w", name, cfg.Actuators[name].Driver, err)
-		}
-		acts[name] = a
+	d.hw = drivers.NewHardware()
+	d.closers = append(d.closers, d.hw.Close)
+	acts, err := d.openActuators(ctx, cfg, prepared, cfg.ActuatorNames())
+	if err != nil {
+		return d, err
 	}
 	d.Manager = actuate.New(acts, actuate.Options{Store: d.Store, Logger: log, Watchdog: d.watchdog})
 	d.closers = append(d.closers, d.Manager.Close)
 
 	if cfg.Broker.Embedded {
-		if err := d.startEmbedded(cfg, log); err != nil {
+		if d.emb, err = d.startEmbedded(cfg, nil); err != nil {
 			return d, err
 		}
 	}
 
-	tlsCfg, err := link.TLSConfig(cfg.Cloud.Broker, link.TLSFiles{CA: cfg.Cloud.TLS.CA, Cert: cfg.Cloud.TLS.Cert, Key: cfg.Cloud.TLS.Key})
+	l, key, err := d.newLink(cfg)
 	if err != nil {
 		return d, err
 	}
-	var password string
-	if cfg.Cloud.PasswordFile != "" {
-		b, err := os.ReadFile(cfg.Cloud.PasswordFile)
-		if err != nil {
-			return d, fmt.Errorf("read password file: %w", err)
-		}
-		password = string(trimNewline(b))
-	}
-	d.Link, err = link.New(link.Options{
-		Broker: cfg.Cloud.Broker, ClientID: cfg.Cloud.ClientID, Username: cfg.Cloud.Username, Password: password,
-		TLS: tlsCfg, Keepalive: cfg.Cloud.Keepalive.D(),
-		StatusTopic: cfg.Cloud.TopicRoot + cfg.Gateway.Thing + "/status", Logger: log,
-		Tracker: d.watchdog.Track("mqtt message handler", 5*time.Minute),
-	})
-	if err != nil {
-		return d, err
-	}
-	d.Outbox = outbox.New(d.Store, d.Link, outbox.DefaultWindow, log)
+	d.Link, d.linkKey = l, key
+	d.Outbox = outbox.New(d.Store, d.up, outbox.DefaultWindow, log)
 	d.Outbox.Tracker = d.watchdog.Track("outbox", 2*time.Minute)
-	d.Link.OnConnect(func(context.Context) { d.Outbox.Kick() })
-	d.Sync, err = sync.New(sync.Options{
-		Thing: cfg.Gateway.Thing, Root: cfg.Cloud.TopicRoot, Conflict: cfg.Cloud.Conflict, Actuators: cfg.Actuators,
-		Store: d.Store, Manager: d.Manager, Link: d.Link, Logger: log, StaleAfter: cfg.Cloud.StaleDelta.D(),
-	})
-	if err != nil {
+	d.up.onConnect(func(context.Context) { d.Outbox.Kick() })
+	if d.gen, err = d.newGeneration(cfg); err != nil {
+		if d.gen != nil {
+			d.gen.release()
+		}
 		return d, err
 	}
+	d.up.attach(l, d.gen.routes.filters())
+	d.up.install(d.gen.routes)
+	d.Sync, d.Commands = d.gen.sync, d.gen.commands
 	// After sync observes the actuators: a group restored after a crash is
 	// a change made at the gateway on purpose, written as desired too (the
 	// cloud may hold the desired state of the group's first half).
+	if err := d.Sync.UndoInterruptedGroups(); err != nil {
+		log.Error("writing the state before interrupted group changes", "err", err)
+	}
 	if err := d.Manager.Recover(ctx); err != nil {
 		log.Error("restoring interrupted group changes", "err", err)
 	}
 	if err := d.Manager.PowerOn(ctx, cfg.Actuators); err != nil {
 		log.Error("power-on states", "err", err)
 	}
-	d.Commands = command.New(command.Options{
-		Thing: cfg.Gateway.Thing, Config: cfg, Store: d.Store, Manager: d.Manager, Link: d.Link, Outbox: d.Outbox, Logger: log,
-		Tracker: d.watchdog.Track("command intake", 2*time.Minute),
-	})
-	if err := d.Commands.Recover(); err != nil {
-		return d, err
-	}
 	return d, nil
 }
 
-// startEmbedded starts the loopback broker and a shadow service on it, with
-// its own store file beside the gateway's (it is the cloud's data, not the
-// gateway's).
-func (d *Daemon) startEmbedded(cfg *config.Config, log *slog.Logger) error {
+// openActuators opens the named actuators; on an error the ones opened are
+// closed again.
+func (d *Daemon) openActuators(ctx context.Context, cfg *config.Config, prepared drivers.Prepared, names []string) (map[string]drivers.Actuator, error) {
+	acts := map[string]drivers.Actuator{}
+	for _, name := range names {
+		a, err := prepared[name].Open(ctx, d.hw)
+		if err != nil {
+			for _, opened := range acts {
+				opened.Close()
+			}
+			return nil, fmt.Errorf("open actuator %s (%s): %w", name, cfg.Actuators[name].Driver, err)
+		}
+		acts[name] = a
+	}
+	return acts, nil
+}
+
+// newLink makes the MQTT link of cfg's cloud settings (it is not run yet)
+// and the key a reload compares to tell whether they changed: the settings
+// and the contents of the files they name (a renewed certificate at the
+// same path is a change).
+func (d *Daemon) newLink(cfg *config.Config) (*link.Link, string, error) {
+	key, err := linkKey(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	tlsCfg, err := link.TLSConfig(cfg.Cloud.Broker, link.TLSFiles{CA: cfg.Cloud.TLS.CA, Cert: cfg.Cloud.TLS.Cert, Key: cfg.Cloud.TLS.Key})
+	if err != nil {
+		return nil, "", err
+	}
+	var password string
+	if cfg.Cloud.PasswordFile != "" {
+		b, err := os.ReadFile(cfg.Cloud.PasswordFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("read password file: %w", err)
+		}
+		password = string(trimNewline(b))
+	}
+	l, err := link.New(link.Options{
+		Broker: cfg.Cloud.Broker, ClientID: cfg.Cloud.ClientID, Username: cfg.Cloud.Username, Password: password,
+		TLS: tlsCfg, Keepalive: cfg.Cloud.Keepalive.D(),
+		StatusTopic: cfg.Cloud.TopicRoot + cfg.Gateway.Thing + "/status", Logger: d.log,
+		Tracker: d.linkTracker,
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return l, key, nil
+}
+
+// generation is shadow sync and commands for one configuration: a reload
+// that changes what they see (thing, topic root, conflict policy, which
+// actuator drives which shadow key, command types) replaces them together.
+type generation struct {
+	cfg      *config.Config
+	share    *actuate.Manager // sync observes through it
+	sync     *sync.Syncer
+	commands *command.Processor
+	routes   *routes
+	run      *task
+}
+
+// newGeneration builds sync and commands for cfg and settles the commands
+// a stop left unfinished. Their handlers are in routes, not yet installed.
+// If only the settling failed (the store could not be read), the
+// generation is returned with the error.
+func (d *Daemon) newGeneration(cfg *config.Config) (*generation, error) {
+	g, err := d.buildGeneration(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.commands.Recover(); err != nil {
+		return g, err
+	}
+	return g, nil
+}
+
+func (d *Daemon) buildGeneration(cfg *config.Config) (*generation, error) {
+	g := &generation{cfg: cfg, share: d.Manager.Share(), routes: newRoutes(d.up)}
 	var err error
-	d.broker, err = broker.Start(cfg.Broker.Listen, log)
+	g.sync, err = sync.New(sync.Options{
+		Thing: cfg.Gateway.Thing, Root: cfg.Cloud.TopicRoot, Conflict: cfg.Cloud.Conflict, Actuators: cfg.Actuators,
+		Store: d.Store, Manager: g.share, Link: g.routes, Logger: d.log, StaleAfter: cfg.Cloud.StaleDelta.D(),
+	})
 	if err != nil {
-		return err
+		g.share.Release()
+		return nil, err
 	}
-	d.closers = append(d.closers, d.broker.Close)
-	svcPath := filepath.Join(filepath.Dir(cfg.Store.Path), "shadowsvc.db")
-	d.svcStore, err = store.Open(svcPath, store.Options{Logger: log})
+	g.commands = command.New(command.Options{
+		Thing: cfg.Gateway.Thing, Config: cfg, Store: d.Store, Manager: d.Manager, Link: g.routes, Outbox: d.Outbox, Logger: d.log,
+		Tracker: d.intakeTracker,
+	})
+	return g, nil
+}
+
+// start runs sync and commands; hooks runs their connect hooks once (the
+// link is up already: they would otherwise wait for the next reconnect to
+// fetch the shadows).
+func (g *generation) start(parent context.Context, hooks bool) {
+	fns := []func(context.Context){g.sync.Run, g.commands.Run}
+	if hooks {
+		fns = append(fns, func(ctx context.Context) {
+			if g.routes.Connected() {
+				for _, h := range g.routes.hooks {
+					h(ctx)
+				}
+			}
+		})
+	}
+	g.run = startTask(parent, fns...)
+}
+
+// stop ends sync and commands: running actions finish, queued commands
+// stay in the inbox for the next generation. Sync still hears of changes
+// (and queues their reports in the outbox) until release.
+func (g *generation) stop() { g.run.stop() }
+
+// release ends sync's observing: the next generation observes instead.
+func (g *generation) release() { g.share.Release() }
+
+// embedded is the loopback broker and the shadow service on it.
+type embedded struct {
+	listen  string
+	key     string // what the shadow service depends on
+	broker  *broker.Server
+	own     bool // the broker was started for this one (not reused)
+	svcLink *link.Link
+	svc     *shadowsvc.Service
+	run     *task
+}
+
+func embeddedKey(cfg *config.Config) string {
+	return cfg.Broker.Listen + " " + cfg.Cloud.TopicRoot + " " + cfg.Gateway.Thing
+}
+
+// startEmbedded starts the loopback broker (or reuses b) and makes a shadow
+// service on it, with its own store file beside the gateway's (it is the
+// cloud's data, not the gateway's). The service runs with start.
+func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedded, err error) {
+	e = &embedded{listen: cfg.Broker.Listen, key: embeddedKey(cfg), broker: b}
+	if b == nil {
+		if e.broker, err = broker.Start(cfg.Broker.Listen, d.log); err != nil {
+			return nil, err
+		}
+		e.own = true
+	}
+	defer func() {
+		if err != nil && e.own {
+			e.broker.Close()
+		}
+	}()
+	if d.svcStore == nil {
+		svcPath := filepath.Join(filepath.Dir(cfg.Store.Path), "shadowsvc.db")
+		if d.svcStore, err = store.Open(svcPath, store.Options{Logger: d.log}); err != nil {
+			return nil, fmt.Errorf("embedded shadow service: %w", err)
+		}
+		d.closers = append(d.closers, d.svcStore.Close)
+	}
+	e.svcLink, err = link.New(link.Options{Broker: "tcp://" + cfg.Broker.Listen, ClientID: cfg.Gateway.Thing + "-shadowsvc",
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, Logger: d.log, Tracker: d.svcLinkTracker})
 	if err != nil {
-		return fmt.Errorf("embedded shadow service: %w", err)
+		return nil, err
 	}
-	d.closers = append(d.closers, d.svcStore.Close)
-	d.svcLink, err = link.New(link.Options{Broker: "tcp://" + cfg.Broker.Listen, ClientID: cfg.Gateway.Thing + "-shadowsvc",
-		MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, Logger: log,
-		Tracker: d.watchdog.Track("shadow service message handler", time.Minute)})
-	if err != nil {
-		return err
+	e.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.svcTracker})
+	return e, nil
+}
+
+func (e *embedded) start(parent context.Context) {
+	e.run = startTask(parent, e.svc.Run, func(ctx context.Context) { e.svcLink.Run(ctx) })
+}
+
+// stopService stops the shadow service, leaving the broker.
+func (e *embedded) stopService() { e.run.stop() }
+
+// stop stops the shadow service and the broker.
+func (e *embedded) stop() error {
+	e.stopService()
+	if err := e.broker.Close(); err != nil {
+		return fmt.Errorf("close embedded broker %s: %w", e.listen, err)
 	}
-	d.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: d.svcLink, Store: d.svcStore, Logger: log,
-		Tracker: d.watchdog.Track("shadow service", 2*time.Minute)})
 	return nil
 }
 
@@ -316,9 +462,17 @@ func (d *Daemon) close() error {
 	return errors.Join(errs...)
 }
 
+// backend is the running parts as the local API sees them.
+func (d *Daemon) backend() *localapi.Backend {
+	return &localapi.Backend{
+		Config: d.cfg, Store: d.Store, Manager: d.Manager, Sync: d.gen.sync, Commands: d.gen.commands, Link: d.up.current(),
+		Outbox: d.Outbox, Started: d.Started, Reload: d.Reload,
+	}
+}
+
 // statusLine is the one-line state systemctl status shows.
 func (d *Daemon) statusLine() string {
-	st := d.Link.Stats()
+	st := d.up.current().Stats()
 	ob := d.Store.OutboxStats()
 	if st.Connected {
 		return fmt.Sprintf("connected to %s; outbox %d waiting, %d dropped", st.Broker, ob.Items, ob.Dropped)

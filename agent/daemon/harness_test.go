@@ -80,14 +80,20 @@ func runService(t testing.TB, svc *shadowsvc.Service) {
 
 func newCloud(t testing.TB) *cloud {
 	t.Helper()
-	return newCloudWith(t, nil)
+	return newCloudWith(t, brokertest.Config{})
 }
 
-// newCloudWith is newCloud with the shadow service's options changed by
-// opt (a throttle, say).
-func newCloudWith(t testing.TB, opt func(o *shadowsvc.Options)) *cloud {
+// newCloudWith is newCloud on a broker configured as bc says.
+func newCloudWith(t testing.TB, bc brokertest.Config) *cloud {
 	t.Helper()
-	c := &cloud{broker: brokertest.Start(t)}
+	return newCloudSvc(t, bc, nil)
+}
+
+// newCloudSvc is newCloudWith with the shadow service's options changed by
+// opt (a throttle, say).
+func newCloudSvc(t testing.TB, bc brokertest.Config, opt func(o *shadowsvc.Options)) *cloud {
+	t.Helper()
+	c := &cloud{broker: brokertest.StartWith(t, bc)}
 	st, err := store.Open(filepath.Join(t.TempDir(), "cloud.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)

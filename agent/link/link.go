@@ -223,6 +223,9 @@ func New(o Options) (*Link, error) {
 			l.log.Debug("message on a topic nothing handles", "topic", m.Topic())
 			m.Ack()
 		})
+	if dial := dialer(u, 15*time.Second); dial != nil {
+		po.SetCustomOpenConnectionFn(dial)
+	}
 	if o.Username != "" {
 		po.SetUsername(o.Username).SetPassword(o.Password)
 	}

@@ -17,6 +17,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -76,7 +77,7 @@ type route struct {
 
 // Server serves the API.
 type Server struct {
-	d   *Backend
+	b   atomic.Pointer[Backend]
 	log *slog.Logger
 	srv *http.Server
 	ln  net.Listener
@@ -112,7 +113,8 @@ func Listen(path, group string, d *Backend, log *slog.Logger) (*Server, error) {
 			log.Warn("local API socket: group does not exist; only the daemon's user can use shadowctl", "group", group)
 		}
 	}
-	s := &Server{d: d, log: log, ln: ln}
+	s := &Server{log: log, ln: ln}
+	s.b.Store(d)
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt.h))
@@ -142,6 +144,13 @@ func removeStale(path string) error {
 	}
 	return os.Remove(path)
 }
+
+// SetBackend makes the API serve the daemon's parts in b from the next
+// request on (a reload replaced some of them).
+func (s *Server) SetBackend(b *Backend) { s.b.Store(b) }
+
+// d is the backend a request works with, read once per request.
+func (s *Server) d() *Backend { return s.b.Load() }
 
 // Serve serves until ctx ends.
 func (s *Server) Serve(ctx context.Context) error {

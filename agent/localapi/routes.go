@@ -3,11 +3,15 @@ package localapi
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"net/http"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/actuate"
@@ -31,10 +35,13 @@ type Backend struct {
 	Link     *link.Link
 	Outbox   *outbox.Drainer
 	Started  time.Time
-	// Reload checks the configuration file again and, if it is valid,
-	// restarts the daemon's parts with it; an invalid file changes nothing
-	// and its problems are the error.
-	Reload func(ctx context.Context) error
+	// Reload reads and checks the configuration file again and switches
+	// to it: the parts whose configuration changed are built beside the
+	// running ones and replace them once they started. It returns what
+	// changed (nothing: the file is the running configuration). An invalid
+	// file, or a part that cannot start, changes nothing; the error says
+	// why.
+	Reload func(ctx context.Context) (changes []string, err error)
 }
 
 func (s *Server) routes() []route {
@@ -78,21 +85,22 @@ type Status struct {
 }
 
 func (s *Server) status(r *http.Request) (any, error) {
-	ls := s.d.Link.Stats()
-	ob := s.d.Store.OutboxStats()
+	d := s.d()
+	ls := d.Link.Stats()
+	ob := d.Store.OutboxStats()
 	var pending int
-	s.d.Store.View(func(tx *store.Tx) error {
+	d.Store.View(func(tx *store.Tx) error {
 		un, err := tx.Unfinished()
 		pending = len(un)
 		return err
 	})
 	return Status{
-		Version: version.Version, Thing: s.d.Config.Gateway.Thing, Broker: ls.Broker, Connected: ls.Connected,
+		Version: version.Version, Thing: d.Config.Gateway.Thing, Broker: ls.Broker, Connected: ls.Connected,
 		Connects: ls.Connects, LastConnect: ls.LastConnect, LastError: ls.LastError,
-		OutboxItems: ob.Items, OutboxBytes: ob.Bytes, OutboxDropped: ob.Dropped, OutboxSent: s.d.Outbox.Sent(),
-		PendingCmds: pending, StoreBytes: s.d.Store.Size(), StorePath: s.d.Store.Path(), StoreWrites: s.d.Store.WriteStats(),
-		Uptime: time.Since(s.d.Started).Round(time.Second), Started: s.d.Started,
-		Sync: s.d.Sync.Stats(), CommandsStats: s.d.Commands.Stats(), ActuatorsCount: len(s.d.Config.Actuators),
+		OutboxItems: ob.Items, OutboxBytes: ob.Bytes, OutboxDropped: ob.Dropped, OutboxSent: d.Outbox.Sent(),
+		PendingCmds: pending, StoreBytes: d.Store.Size(), StorePath: d.Store.Path(), StoreWrites: d.Store.WriteStats(),
+		Uptime: time.Since(d.Started).Round(time.Second), Started: d.Started,
+		Sync: d.Sync.Stats(), CommandsStats: d.Commands.Stats(), ActuatorsCount: len(d.Config.Actuators),
 		Goroutines: runtime.NumGoroutine(),
 	}, nil
 }
@@ -107,9 +115,10 @@ type ShadowView struct {
 }
 
 func (s *Server) shadows(r *http.Request) (any, error) {
+	d := s.d()
 	var out []ShadowView
-	for _, n := range s.d.Sync.ShadowNames() {
-		d, rep, delta, v, _ := s.d.Sync.Shadow(n)
+	for _, n := range d.Sync.ShadowNames() {
+		d, rep, delta, v, _ := d.Sync.Shadow(n)
 		out = append(out, ShadowView{Name: n, Version: v, Desired: d, Reported: rep, Delta: delta})
 	}
 	return out, nil
@@ -128,17 +137,18 @@ type ActuatorView struct {
 }
 
 func (s *Server) actuators(r *http.Request) (any, error) {
+	d := s.d()
 	var out []ActuatorView
-	for _, n := range s.d.Manager.Names() {
-		a := s.d.Config.Actuators[n]
+	for _, n := range d.Manager.Names() {
+		a := d.Config.Actuators[n]
 		v := ActuatorView{Name: n, Driver: a.Driver, Shadow: a.Shadow, Key: a.Key, Schema: map[string]string{}}
-		if sc, err := s.d.Manager.Schema(n); err == nil {
+		if sc, err := d.Manager.Schema(n); err == nil {
 			for k, f := range sc {
 				v.Schema[k] = string(f.Kind)
 			}
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		st, err := s.d.Manager.Read(ctx, n)
+		st, err := d.Manager.Read(ctx, n)
 		cancel()
 		if err != nil {
 			v.Error = err.Error()
@@ -163,19 +173,20 @@ func intParam(r *http.Request, name string, def, max int) (int, error) {
 }
 
 func (s *Server) history(r *http.Request) (any, error) {
+	d := s.d()
 	n, err := intParam(r, "n", 20, 10000)
 	if err != nil {
 		return nil, err
 	}
-	names := s.d.Manager.Names()
+	names := d.Manager.Names()
+	gone := false // an actuator a reload removed: its history is kept
 	if a := r.URL.Query().Get("actuator"); a != "" {
-		if _, ok := s.d.Config.Actuators[a]; !ok {
-			return nil, notFound("no actuator named %q", a)
-		}
+		_, ok := d.Config.Actuators[a]
+		gone = !ok
 		names = []string{a}
 	}
 	out := []*store.Change{}
-	err = s.d.Store.View(func(tx *store.Tx) error {
+	err = d.Store.View(func(tx *store.Tx) error {
 		for _, name := range names {
 			h, err := tx.History(name, n)
 			if err != nil {
@@ -185,6 +196,9 @@ func (s *Server) history(r *http.Request) (any, error) {
 		}
 		return nil
 	})
+	if gone && err == nil && len(out) == 0 {
+		return nil, notFound("no actuator named %q", names[0])
+	}
 	// newest first across actuators
 	slices.SortFunc(out, func(a, b *store.Change) int { return cmp.Compare(b.ID, a.ID) })
 	if len(out) > n {
@@ -228,7 +242,11 @@ func changeError(err error) error {
 	return failed("%v", err)
 }
 
+// maxSteps bounds a rollback's steps, as the ROLLBACK command does.
+const maxSteps = 10000
+
 func (s *Server) rollback(r *http.Request) (any, error) {
+	d := s.d()
 	var req RollbackRequest
 	if err := decode(r, &req); err != nil {
 		return nil, err
@@ -236,17 +254,23 @@ func (s *Server) rollback(r *http.Request) (any, error) {
 	if req.Actuator == "" && req.To == 0 && req.Group == "" {
 		return nil, badRequest("give an actuator (with steps or to), a history id (to) or a group")
 	}
+	if req.Steps < 0 || req.Steps > maxSteps {
+		return nil, badRequest("steps must be 1 to %d, got %d", maxSteps, req.Steps)
+	}
 	if req.Steps != 0 && req.To != 0 {
 		return nil, badRequest("give steps or to, not both")
 	}
+	if req.Group != "" && (req.Actuator != "" || req.Steps != 0 || req.To != 0) {
+		return nil, badRequest("a group is rolled back alone: give group without actuator, steps or to")
+	}
 	if req.Actuator != "" {
-		if _, ok := s.d.Config.Actuators[req.Actuator]; !ok {
+		if _, ok := d.Config.Actuators[req.Actuator]; !ok {
 			return nil, notFound("no actuator named %q", req.Actuator)
 		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
 	defer cancel()
-	rs, err := s.d.Manager.Rollback(ctx, actuate.Rollback{Actuator: req.Actuator, Steps: req.Steps, To: req.To, Group: req.Group})
+	rs, err := d.Manager.Rollback(ctx, actuate.Rollback{Actuator: req.Actuator, Steps: req.Steps, To: req.To, Group: req.Group})
 	if err != nil {
 		return nil, changeError(err)
 	}
@@ -260,32 +284,70 @@ type SetRequest struct {
 }
 
 func (s *Server) set(r *http.Request) (any, error) {
+	d := s.d()
 	var req SetRequest
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
-	if _, ok := s.d.Config.Actuators[req.Actuator]; !ok {
+	if _, ok := d.Config.Actuators[req.Actuator]; !ok {
 		return nil, notFound("no actuator named %q", req.Actuator)
 	}
 	if len(req.State) == 0 {
 		return nil, badRequest("state is empty: give at least one key=value")
 	}
+	if err := checkArgRanges(d.Config, req.Actuator, req.State); err != nil {
+		return nil, failed("%v", err)
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
 	defer cancel()
-	res, err := s.d.Manager.Apply(ctx, actuate.Change{Actuator: req.Actuator, State: req.State, Source: store.SourceLocal})
+	res, err := d.Manager.Apply(ctx, actuate.Change{Actuator: req.Actuator, State: req.State, Source: store.SourceLocal})
 	if err != nil {
 		return nil, changeError(err)
 	}
 	return results([]actuate.Result{res})[0], nil
 }
 
+// checkArgRanges holds a local set to the ranges the command types allow
+// for the same keys (SET_SPEED's speed: 0 to 100 holds for set too); the
+// actuator's own schema is checked when the change is applied.
+func checkArgRanges(cfg *config.Config, actuator string, st map[string]any) error {
+	ranges := cfg.ArgRanges()[actuator]
+	var problems []string
+	for _, k := range slices.Sorted(maps.Keys(st)) {
+		rg, ok := ranges[k]
+		if !ok {
+			continue
+		}
+		f := drivers.Field{Kind: drivers.Number, Min: rg.Min, Max: rg.Max}
+		if _, err := (drivers.Schema{k: f}).Check(drivers.State{k: st[k]}); err != nil && isNumber(st[k]) {
+			problems = append(problems, fmt.Sprintf("%s (the range of command %s)", strings.TrimPrefix(err.Error(), drivers.ErrBadState.Error()+": "), strings.Join(rg.Commands, ", ")))
+		}
+	}
+	if problems != nil {
+		return fmt.Errorf("%s: %w: %s", actuator, drivers.ErrBadState, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func isNumber(v any) bool {
+	switch v.(type) {
+	case json.Number, float64, int, int64:
+		return true
+	}
+	return false
+}
+
+// maxCommands bounds GET /v1/commands?n=.
+const maxCommands = 10000
+
 func (s *Server) commands(r *http.Request) (any, error) {
-	n, err := intParam(r, "n", 50, 100000)
+	d := s.d()
+	n, err := intParam(r, "n", 50, maxCommands)
 	if err != nil {
 		return nil, err
 	}
 	var out []*store.Command
-	err = s.d.Store.View(func(tx *store.Tx) (err error) { out, err = tx.Commands(n); return err })
+	err = d.Store.View(func(tx *store.Tx) (err error) { out, err = tx.RecentCommands(n); return err })
 	if out == nil {
 		out = []*store.Command{}
 	}
@@ -294,12 +356,13 @@ func (s *Server) commands(r *http.Request) (any, error) {
 
 func (s *Server) decide(ok bool) handlerFunc {
 	return func(r *http.Request) (any, error) {
+		d := s.d()
 		tid := r.PathValue("tid")
 		var err error
 		if ok {
-			err = s.d.Commands.Approve(tid)
+			err = d.Commands.Approve(tid)
 		} else {
-			err = s.d.Commands.Reject(tid)
+			err = d.Commands.Reject(tid)
 		}
 		if errors.Is(err, command.ErrNotAwaiting) {
 			return nil, conflict("%v", err)
@@ -311,16 +374,27 @@ func (s *Server) decide(ok bool) handlerFunc {
 	}
 }
 
+// ReloadResult is POST /v1/reload's answer.
+type ReloadResult struct {
+	Result  string   `json:"result"` // "reloaded" or "unchanged"
+	Changes []string `json:"changes,omitempty"`
+}
+
 func (s *Server) reload(r *http.Request) (any, error) {
-	if s.d.Reload == nil {
+	d := s.d()
+	if d.Reload == nil {
 		return nil, failed("reload is not available")
 	}
-	if err := s.d.Reload(r.Context()); err != nil {
+	changes, err := d.Reload(r.Context())
+	if err != nil {
 		var ps config.Problems
 		if errors.As(err, &ps) {
 			return nil, failed("the configuration has %d problem(s); the running one is kept:\n%v", len(ps), err)
 		}
 		return nil, failed("%v", err)
 	}
-	return map[string]string{"result": "reloading"}, nil
+	if len(changes) == 0 {
+		return ReloadResult{Result: "unchanged"}, nil
+	}
+	return ReloadResult{Result: "reloaded", Changes: changes}, nil
 }

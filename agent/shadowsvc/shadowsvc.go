@@ -148,8 +148,9 @@ func (s *Service) Stats() Stats {
 }
 
 // Run finishes requests until ctx ends: it waits for each one's commit,
-// publishes its responses and acknowledges it. Requests still waiting when
-// ctx ends are not acknowledged; the broker delivers them again.
+// publishes its responses and acknowledges it. When ctx ends, the requests
+// already handed to the store are finished too (a request that committed
+// but was never answered would run again when the broker redelivers it).
 func (s *Service) Run(ctx context.Context) {
 	var wg gosync.WaitGroup
 	wg.Add(1)
@@ -161,12 +162,14 @@ func (s *Service) Run(ctx context.Context) {
 		s.work = nil
 		s.mu.Unlock()
 		if len(batch) == 0 {
+			if ctx.Err() != nil {
+				return
+			}
 			select {
 			case <-ctx.Done():
-				return
 			case <-s.wake:
-				continue
 			}
+			continue
 		}
 		s.o.Tracker.Begin()
 		for _, r := range batch {

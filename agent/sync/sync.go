@@ -205,20 +205,19 @@ func New(o Options) (*Syncer, error) {
 			}
 		}
 	}
-	if err := s.undoInterruptedGroups(); err != nil {
-		return nil, err
-	}
 	s.register()
 	o.Manager.Observe(s.onChange)
 	return s, nil
 }
 
-// undoInterruptedGroups prepares, for every group change a crash
-// interrupted (actuate.Manager.Recover restores them after New), a write of
-// the state before the group as desired and reported: the group never
-// happened, but its first half may have written its desired state to the
-// cloud already, which reconciling would otherwise apply again.
-func (s *Syncer) undoInterruptedGroups() error {
+// UndoInterruptedGroups prepares, for every group change a crash
+// interrupted, a write of the state before the group as desired and
+// reported: the group never happened, but its first half may have written
+// its desired state to the cloud already, which reconciling would
+// otherwise apply again. Call it at start, before Run and before
+// actuate.Manager.Recover drives the hardware back (which may change
+// nothing: hardware that lost its state).
+func (s *Syncer) UndoInterruptedGroups() error {
 	changed := map[*shadowSync]bool{}
 	defer func() {
 		for sh := range changed {
@@ -368,6 +367,11 @@ func (s *Syncer) Run(ctx context.Context) {
 	s.runMu.Unlock()
 	s.runWG.Add(1)
 	go func() { defer s.runWG.Done(); s.sender(ctx) }()
+	if s.o.Link.Connected() {
+		// Started on a session already up (a reload that kept the MQTT
+		// session): no connect will come to fetch the shadows.
+		s.onConnect(ctx)
+	}
 	for _, sh := range s.shadows {
 		s.start(sh) // work that arrived before Run
 	}

@@ -165,12 +165,32 @@ func (m *Modbus) Schema() drivers.Schema {
 		case r.Coil != nil:
 			sc[name] = drivers.Field{Kind: drivers.Bool}
 		case r.Scale == 1:
-			sc[name] = drivers.Field{Kind: drivers.Int, Min: r.Min, Max: r.Max}
+			lo, hi := r.bounds()
+			sc[name] = drivers.Field{Kind: drivers.Int, Min: lo, Max: hi}
 		default:
-			sc[name] = drivers.Field{Kind: drivers.Number, Min: r.Min, Max: r.Max}
+			lo, hi := r.bounds()
+			sc[name] = drivers.Field{Kind: drivers.Number, Min: lo, Max: hi}
 		}
 	}
 	return sc
+}
+
+// bounds is the configured min/max within what the register holds (0 to
+// 65535, or a signed 32-bit value over two words, divided by the scale):
+// Apply would write a value beyond it wrapped.
+func (r Register) bounds() (lo, hi *float64) {
+	rawLo, rawHi := 0.0, float64(math.MaxUint16)
+	if r.Words == 2 {
+		rawLo, rawHi = math.MinInt32, math.MaxInt32
+	}
+	l, h := rawLo/r.Scale, rawHi/r.Scale
+	if r.Min != nil {
+		l = max(l, *r.Min)
+	}
+	if r.Max != nil {
+		h = min(h, *r.Max)
+	}
+	return &l, &h
 }
 
 // interFrame is the silence before a frame: 3.5 characters, at least
