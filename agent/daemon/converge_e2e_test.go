@@ -316,7 +316,9 @@ func TestReversedDesiredEndsAtLast(t *testing.T) {
 	}
 }
 
-// Three quick alternating changes end at the last.
+// Three quick changes end at the last: alternating (on, off, on) and
+// back to where they started (speed 0 → 40 → 70 → 0, whose last change
+// has no delta).
 func TestThreeQuickChangesEndAtLast(t *testing.T) {
 	r := newRig(t, "gw-three", convergeOpts{})
 	for i, delay := range []time.Duration{0, time.Millisecond, 3 * time.Millisecond, 7 * time.Millisecond, simLatency / 2, simLatency} {
@@ -332,6 +334,18 @@ func TestThreeQuickChangesEndAtLast(t *testing.T) {
 		})
 		if got := r.hw("lamp", "on"); got != want {
 			t.Fatalf("three changes %s apart: lamp %s, want %s", delay, got, want)
+		}
+
+		r.send("", `{"motor":{"speed":40}}`)
+		time.Sleep(delay)
+		r.send("", `{"motor":{"speed":70}}`)
+		time.Sleep(delay)
+		last = r.send("", `{"motor":{"speed":0}}`)
+		r.waitSettled("", last, fmt.Sprintf("speed 0, 40, 70, 0, %s apart", delay), func(d, rep map[string]any) bool {
+			return field(d, "motor", "speed") == "0" && field(rep, "motor", "speed") == "0"
+		})
+		if got := r.hw("motor", "speed"); got != "0" {
+			t.Fatalf("speed changes %s apart: speed %s, want 0", delay, got)
 		}
 	}
 }
@@ -430,8 +444,9 @@ func TestCommandAndDesiredRace(t *testing.T) {
 }
 
 // Changes on both sides while the gateway is offline converge once it is
-// back: the cloud's desired is applied, the technician's change (local
-// wins) written over it, the reports sent.
+// back: the cloud's desired is applied; a command that ran while offline
+// (it waited for approval, say) is written over a standing desired, not
+// undone by it; a technician's change (local_wins) is written too.
 func TestOfflineChangesConverge(t *testing.T) {
 	c := newCloud(t)
 	px := brokertest.NewProxy(t, c.broker.Addr())
@@ -440,25 +455,29 @@ func TestOfflineChangesConverge(t *testing.T) {
 	r := &rig{t: t, c: c, w: w, thing: "gw-off", d: gateway(t, cfg)}
 	r.waitSettled("", "", "created", func(d, rep map[string]any) bool { return len(rep) > 0 })
 	r.waitSettled("doors", "", "created", func(d, rep map[string]any) bool { return len(rep) > 0 })
-	tok := r.desire("doors", `{"door":{"locked":true}}`)
+	tok := r.desire("", `{"motor":{"running":false}}`)
+	r.waitSettled("", tok, "desired running:false standing", func(d, rep map[string]any) bool { return field(d, "motor", "running") == "false" })
+	tok = r.desire("doors", `{"door":{"locked":true}}`)
 	r.waitSettled("doors", tok, "door desired locked", func(d, rep map[string]any) bool { return true })
 
 	px.Cut()
 	waitFor(t, "gateway offline", func() bool { return !r.d.Link.Connected() })
-	r.send("", `{"lamp":{"on":true}}`)
-	last := r.send("", `{"motor":{"speed":40}}`)
-	dtok := r.send("doors", `{"door":{"locked":true}}`)
-	if _, err := r.d.Manager.Apply(context.Background(), actuate.Change{Actuator: "door", State: drivers.State{"locked": false}, Source: store.SourceLocal}); err != nil {
+	last := r.send("", `{"lamp":{"on":true}}`)
+	ctx := context.Background()
+	if _, err := r.d.Manager.Apply(ctx, actuate.Change{Actuator: "motor", State: drivers.State{"running": true}, Source: store.SourceCommand, TID: "offline-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.d.Manager.Apply(ctx, actuate.Change{Actuator: "door", State: drivers.State{"locked": false}, Source: store.SourceLocal}); err != nil {
 		t.Fatal(err)
 	}
 	px.Restore()
-	r.waitSettled("", last, "cloud's offline changes applied", func(d, rep map[string]any) bool {
-		return field(rep, "lamp", "on") == "true" && field(rep, "motor", "speed") == "40"
+	r.waitSettled("", last, "cloud's offline change applied, the command's written", func(d, rep map[string]any) bool {
+		return field(rep, "lamp", "on") == "true" && field(d, "motor", "running") == "true" && field(rep, "motor", "running") == "true"
 	})
-	r.waitSettled("doors", dtok, "the technician's change written over the cloud's (local_wins)", func(d, rep map[string]any) bool {
+	r.waitSettled("doors", "", "the technician's change written (local_wins)", func(d, rep map[string]any) bool {
 		return field(d, "door", "locked") == "false" && field(rep, "door", "locked") == "false"
 	})
-	if r.hw("lamp", "on") != "true" || r.hw("motor", "speed") != "40" || r.hw("door", "locked") != "false" {
+	if r.hw("lamp", "on") != "true" || r.hw("motor", "running") != "true" || r.hw("door", "locked") != "false" {
 		t.Fatal("hardware does not match")
 	}
 }

@@ -71,8 +71,11 @@ func TestLostUpdateFoundByVersionGap(t *testing.T) {
 	if r.hw("lamp", "on") != "false" {
 		t.Fatal("the gateway saw the lost update")
 	}
-	// Any later message of the shadow: here a desired key no actuator uses.
-	tok := r.desire("", `{"note":"hello"}`)
+	// Any later message of the shadow: here another client's reported-only
+	// update (no delta: a delta would carry the lost desired state too).
+	r.seq++
+	tok := fmt.Sprintf("op-%s-%d", r.thing, r.seq)
+	r.c.publish(t, root+r.thing+"/shadow/update", `{"state":{"reported":{"ui":{"seen":1}}},"clientToken":"`+tok+`"}`)
 	r.waitSettled("", tok, "the lost update applied after the gap", func(d, rep map[string]any) bool {
 		return field(rep, "lamp", "on") == "true" && field(rep, "motor", "speed") == "30"
 	})
@@ -91,12 +94,12 @@ func TestStandingDeltaSafetyNet(t *testing.T) {
 	})
 	tok := r.desire("", `{"lamp":{"on":true}}`)
 	r.waitSettled("", tok, "the gateway at rest after the safety net's fetch", func(d, rep map[string]any) bool { return field(rep, "lamp", "on") == "true" })
+	if _, _, delta, _, _ := r.d.Sync.Shadow(""); delta != nil {
+		t.Fatalf("the replica keeps a delta: %v", delta)
+	}
 	st := r.d.Sync.Stats()
 	if st.SafetyGets < 1 || len(px.Dropped()) < 1 {
 		t.Fatalf("stats %+v, dropped %v", st, px.Dropped())
-	}
-	if _, _, delta, _, _ := r.d.Sync.Shadow(""); delta != nil {
-		t.Fatalf("the replica keeps a delta: %v", delta)
 	}
 	// shadowctl status shows the counters.
 	var out, errOut strings.Builder
