@@ -235,21 +235,20 @@ func (s *Syncer) UndoInterruptedGroups() error {
 				if !ok {
 					continue
 				}
-				sh := s.shadows[b.shadow]
-				if p := sh.rep.Pending[b.key]; p == nil || !shadow.Equal(any(p.Value), jsonValue(before)) {
-					// What the group wrote, and might have sent, is ours.
-					h, err := tx.History(act, 16)
-					if err != nil {
-						return fmt.Errorf("read history of %s: %w", act, err)
-					}
-					for _, c := range h {
-						if c.Group == e.Group {
-							sh.rep.setPending(b.key, jsonValue(map[string]any(c.After)).(map[string]any), e.Source)
-						}
-					}
-					sh.rep.setPending(b.key, jsonValue(before).(map[string]any), store.SourceRollback)
-					changed[sh] = true
+				// Only the actuators the group changed: what it wrote, and
+				// might have sent, is ours; the others' desired is the cloud's.
+				h, err := tx.History(act, 16)
+				if err != nil {
+					return fmt.Errorf("read history of %s: %w", act, err)
 				}
+				i := slices.IndexFunc(h, func(c *store.Change) bool { return c.Group == e.Group })
+				if i < 0 {
+					continue
+				}
+				sh := s.shadows[b.shadow]
+				sh.rep.setPending(b.key, jsonValue(map[string]any(h[i].After)).(map[string]any), e.Source)
+				sh.rep.setPending(b.key, jsonValue(before).(map[string]any), store.SourceRollback)
+				changed[sh] = true
 				s.log.Info("a group change was interrupted; its prior state is written to the shadow", "actuator", act, "group", e.Group)
 			}
 		}
