@@ -180,14 +180,13 @@ func (s *Syncer) reportSide(sh *shadowSync, key string, v any) {
 // onChange is told of every verified actuator change (on the actuator's
 // worker, inside its slot: it only records and wakes). A change made at
 // the gateway on purpose (a command, a rollback, a group, a technician's
-// change) becomes a local write of desired and reported; one that followed
-// the desired state (or the power-on policy) is a report.
+// change) becomes a local write of desired and reported, kept in the
+// replica; one that followed the desired state, the power-on policy or a
+// shutdown's safe state is a report. After Run (a reload's commands
+// finishing) it still records: the next Syncer reads the replica.
 func (s *Syncer) onChange(e actuate.Event) {
 	b, ok := s.binding[e.Actuator]
-	if !ok || s.isStopped() {
-		// After Run the daemon is shutting down: a shutdown state is the
-		// hardware's, not a wish; the next start reports the hardware and
-		// drives it back to the shadow's desired state.
+	if !ok {
 		return
 	}
 	sh := s.shadows[b.shadow]

@@ -366,11 +366,6 @@ func (s *Syncer) Run(ctx context.Context) {
 	s.runMu.Unlock()
 	s.runWG.Add(1)
 	go func() { defer s.runWG.Done(); s.sender(ctx) }()
-	if s.o.Link.Connected() {
-		// Started on a session already up (a reload that kept the MQTT
-		// session): no connect will come to fetch the shadows.
-		s.onConnect(ctx)
-	}
 	for _, sh := range s.shadows {
 		s.start(sh) // work that arrived before Run
 	}
@@ -379,13 +374,6 @@ func (s *Syncer) Run(ctx context.Context) {
 	s.stopped = true // no goroutine joins runWG from now on
 	s.runMu.Unlock()
 	s.runWG.Wait()
-}
-
-// isStopped says whether Run has ended (the daemon is shutting down).
-func (s *Syncer) isStopped() bool {
-	s.runMu.Lock()
-	defer s.runMu.Unlock()
-	return s.stopped
 }
 
 // onConnect starts every shadow over on the new connection: what was in
