@@ -4,10 +4,91 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
 )
+
+// ErrInboxFull is returned by PutCommand when the inbox is at its quota
+// (Options.InboxMaxItems, InboxMaxBytes); the error says which limit.
+var ErrInboxFull = errors.New("inbox is full")
+
+// InboxStats are the inbox's size, quota and refusals.
+type InboxStats struct {
+	Items    int64  `json:"items"`
+	Bytes    int64  `json:"bytes"`   // stored commands, keys and values
+	Refused  uint64 `json:"refused"` // requests refused because the inbox was full, ever
+	MaxItems int    `json:"max_items"`
+	MaxBytes int64  `json:"max_bytes"`
+}
+
+// inbox counters in meta, kept in the transactions that change the inbox
+const (
+	keyInboxItems  = "inbox/items"
+	keyInboxBytes  = "inbox/bytes"
+	counterRefused = "inbox_refused"
+)
+
+// InboxStats returns the inbox's size, quota and refusals.
+func (t *Tx) InboxStats() InboxStats {
+	return InboxStats{
+		Items: int64(t.metaU64(keyInboxItems)), Bytes: int64(t.metaU64(keyInboxBytes)), Refused: t.counter(counterRefused),
+		MaxItems: t.s.opts.InboxMaxItems, MaxBytes: t.s.opts.InboxMaxBytes,
+	}
+}
+
+// InboxStats returns the inbox's size, quota and refusals.
+func (s *Store) InboxStats() InboxStats {
+	var st InboxStats
+	s.View(func(tx *Tx) error { st = tx.InboxStats(); return nil })
+	return st
+}
+
+// OnCommit runs fn once the transaction is durable (not if it is rolled
+// back): a writer learns that what it wrote landed, inside the commit, before
+// any later transaction runs.
+func (t *Tx) OnCommit(fn func()) { t.tx.OnCommit(fn) }
+
+func (t *Tx) metaU64(key string) uint64 {
+	b := t.tx.Bucket(bucketMeta).Get([]byte(key))
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// inboxGrow adds to the inbox counters (negative to shrink).
+func (t *Tx) inboxGrow(items, bytes int64) error {
+	meta := t.tx.Bucket(bucketMeta)
+	if items != 0 {
+		if err := meta.Put([]byte(keyInboxItems), u64(uint64(int64(t.metaU64(keyInboxItems))+items))); err != nil {
+			return err
+		}
+	}
+	if bytes != 0 {
+		return meta.Put([]byte(keyInboxBytes), u64(uint64(int64(t.metaU64(keyInboxBytes))+bytes)))
+	}
+	return nil
+}
+
+// inboxRoom checks that one more record of size bytes fits the quota, or,
+// with headroom, the quota and a sixteenth more.
+func (t *Tx) inboxRoom(size int, headroom bool) error {
+	st := t.InboxStats()
+	maxItems, maxBytes := int64(st.MaxItems), st.MaxBytes
+	if headroom {
+		maxItems += max(maxItems/16, 1)
+		maxBytes += max(maxBytes/16, 4<<10)
+	}
+	switch {
+	case st.Items+1 > maxItems:
+		return fmt.Errorf("%w: %d commands stored, the limit is %d (store.inbox.max_items)", ErrInboxFull, st.Items, st.MaxItems)
+	case st.Bytes+int64(size) > maxBytes:
+		return fmt.Errorf("%w: %d bytes stored, the limit is %d (store.inbox.max_bytes)", ErrInboxFull, st.Bytes, st.MaxBytes)
+	}
+	return nil
+}
 
 // Command states as stored in the inbox.
 const (
@@ -22,7 +103,7 @@ type Command struct {
 	TID       string          `json:"tid"`
 	Seq       uint64          `json:"seq"` // arrival order
 	Cmd       string          `json:"cmd"`
-	Request   json.RawMessage `json:"request"` // the request as received
+	Request   json.RawMessage `json:"request,omitempty"` // what of the request the command needs (no request once finished)
 	Received  time.Time       `json:"received"`
 	ExpiresAt time.Time       `json:"expires_at,omitzero"`
 	Status    string          `json:"status"`
@@ -38,9 +119,34 @@ type Command struct {
 // Done reports whether the command has its final status.
 func (c *Command) Done() bool { return c.Status == StatusSuccess || c.Status == StatusFailure }
 
-// PutCommand stores a new request. If the tid is known it stores nothing
-// and returns the stored command and ErrDuplicateTID.
+// PutCommand stores a new request (or one already finished: refused at
+// intake). If the tid is known it stores nothing and returns the stored
+// command and ErrDuplicateTID; if the inbox is at its quota, nothing and an
+// error wrapping ErrInboxFull.
 func (t *Tx) PutCommand(c *Command) (*Command, error) {
+	return t.putNew(c, false)
+}
+
+// PutRefused records a request refused because the inbox was full (c is
+// finished: FAILURE and its ack), so that the same tid sent again gets the
+// same answer, and counts the refusal. The record may use a headroom of a
+// sixteenth over the quota; past that it is not kept (kept false) and a
+// resend of the tid is answered anew.
+func (t *Tx) PutRefused(c *Command) (kept bool, err error) {
+	if err := t.addCounter(counterRefused, 1); err != nil {
+		return false, err
+	}
+	_, err = t.putNew(c, true)
+	switch {
+	case errors.Is(err, ErrInboxFull):
+		return false, nil
+	case errors.Is(err, ErrDuplicateTID):
+		return true, nil
+	}
+	return err == nil, err
+}
+
+func (t *Tx) putNew(c *Command, headroom bool) (*Command, error) {
 	b := t.tx.Bucket(bucketInbox)
 	if v := b.Get([]byte(c.TID)); v != nil {
 		old, err := decodeCommand(v)
@@ -49,18 +155,33 @@ func (t *Tx) PutCommand(c *Command) (*Command, error) {
 		}
 		return old, ErrDuplicateTID
 	}
+	if c.Status == "" {
+		c.Status = StatusReceived
+	}
+	v, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	// The sequence number adds at most 20 bytes to the record.
+	if err := t.inboxRoom(len(c.TID)+len(v)+20, headroom); err != nil {
+		return nil, err
+	}
 	seq, err := b.NextSequence()
 	if err != nil {
 		return nil, err
 	}
 	c.Seq = seq
-	if c.Status == "" {
-		c.Status = StatusReceived
-	}
-	if err := t.putCommand(c); err != nil {
+	if c.Done() {
+		if c.Finished.IsZero() {
+			c.Finished = time.Now()
+		}
+		if err := t.tx.Bucket(bucketInboxDone).Put(doneKey(c.Finished, c.TID), nil); err != nil {
+			return nil, err
+		}
+	} else if err := t.tx.Bucket(bucketInboxOrder).Put(u64(seq), []byte(c.TID)); err != nil {
 		return nil, err
 	}
-	if err := t.tx.Bucket(bucketInboxOrder).Put(u64(seq), []byte(c.TID)); err != nil {
+	if err := t.putCommand(c); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -112,12 +233,21 @@ func doneKey(at time.Time, tid string) []byte {
 	return append(k, tid...)
 }
 
+// putCommand writes c's record and keeps the inbox counters.
 func (t *Tx) putCommand(c *Command) error {
 	v, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}
-	return t.tx.Bucket(bucketInbox).Put([]byte(c.TID), v)
+	b := t.tx.Bucket(bucketInbox)
+	items, size := int64(1), int64(len(c.TID)+len(v))
+	if old := b.Get([]byte(c.TID)); old != nil {
+		items, size = 0, size-int64(len(c.TID)+len(old))
+	}
+	if err := b.Put([]byte(c.TID), v); err != nil {
+		return err
+	}
+	return t.inboxGrow(items, size)
 }
 
 // Unfinished returns the commands not yet SUCCESS or FAILURE, in arrival
@@ -161,22 +291,29 @@ func (t *Tx) ExpireCommands(cutoff time.Time) (int, error) {
 	limit := u64(uint64(cutoff.UnixNano()))
 	var n int
 	c := done.Cursor()
+	var items, gone int64
 	for k, _ := c.First(); k != nil && bytes.Compare(k[:8], limit) < 0; k, _ = c.First() {
-		if err := inbox.Delete(k[8:]); err != nil {
-			return n, err
+		if v := inbox.Get(k[8:]); v != nil {
+			items, gone = items+1, gone+int64(len(k)-8+len(v))
+			if err := inbox.Delete(k[8:]); err != nil {
+				return n, err
+			}
 		}
 		if err := done.Delete(k); err != nil {
 			return n, err
 		}
 		n++
 	}
-	return n, nil
+	if n == 0 {
+		return 0, nil
+	}
+	return n, t.inboxGrow(-items, -gone)
 }
 
 func decodeCommand(v []byte) (*Command, error) {
 	var c Command
 	if err := json.Unmarshal(v, &c); err != nil {
-		return nil, fmt.Errorf("stored command is malformed: %w", err)
+		return nil, fmt.Errorf("%w: stored command is malformed: %v", ErrCorrupt, err)
 	}
 	return &c, nil
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -10,7 +11,8 @@ import (
 // The whole schema of the store file. Bump SchemaVersion and add a migration
 // for every change to what is stored or how.
 //
-//	meta         "schema" → uint64 version; counters
+//	meta         "schema" → uint64 version; counters; "inbox/items", "inbox/bytes"
+//	             → the inbox's size (uint64), kept by the transactions that change it
 //	shadows      "<thing>/<shadow>" → shadow document JSON (agent/shadow's stored form)
 //	outbox       seq (8 bytes BE) → encoded OutItem
 //	outbox_keys  coalescing key → seq of the queued item with that key
@@ -21,8 +23,10 @@ import (
 //	journal      group id → journal entry JSON (multi-actuator changes in flight)
 //
 // Version 1 kept history as a bucket per actuator under "history" plus an
-// id index "history_ids"; version 2 flattened it into "changes".
-const SchemaVersion = 2
+// id index "history_ids"; version 2 flattened it into "changes"; version 3
+// counts the inbox's size in meta (its quota) and no longer keeps the request
+// of a finished command.
+const SchemaVersion = 3
 
 var (
 	bucketMeta       = []byte("meta")
@@ -57,6 +61,48 @@ var migrations = []func(tx *bolt.Tx) error{
 		return nil
 	},
 	1: flattenHistory,
+	2: countInbox,
+}
+
+// countInbox drops the requests of finished commands (only their last ack
+// answers a resend) and records the inbox's size in meta.
+func countInbox(btx *bolt.Tx) error {
+	inbox := btx.Bucket(bucketInbox)
+	if inbox == nil {
+		return nil
+	}
+	var items, size int64
+	var shrink []*Command
+	err := inbox.ForEach(func(k, v []byte) error {
+		c, err := decodeCommand(v)
+		if err != nil {
+			return fmt.Errorf("inbox %q: %w", k, err)
+		}
+		if c.Done() && c.Request != nil {
+			c.Request = nil
+			shrink = append(shrink, c)
+			v, _ = json.Marshal(c)
+		}
+		items, size = items+1, size+int64(len(k)+len(v))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range shrink {
+		v, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		if err := inbox.Put([]byte(c.TID), v); err != nil {
+			return err
+		}
+	}
+	meta := btx.Bucket(bucketMeta)
+	if err := meta.Put([]byte(keyInboxItems), u64(uint64(items))); err != nil {
+		return err
+	}
+	return meta.Put([]byte(keyInboxBytes), u64(uint64(size)))
 }
 
 // flattenHistory moves schema 1's per-actuator history buckets into the

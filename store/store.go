@@ -37,6 +37,8 @@ type Options struct {
 	OutboxMaxBytes  int64 // default 64 MiB
 	HistoryDepth    int   // prior states kept per actuator, default 100
 	HistoryMaxBytes int64 // all actuators together, default 8 MiB
+	InboxMaxItems   int   // commands kept (queued and finished), default 100000
+	InboxMaxBytes   int64 // default 32 MiB
 	// LockTimeout is how long Open waits for another process's lock.
 	LockTimeout time.Duration // default 2s
 	Logger      *slog.Logger
@@ -54,6 +56,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.HistoryMaxBytes <= 0 {
 		o.HistoryMaxBytes = 8 << 20
+	}
+	if o.InboxMaxItems <= 0 {
+		o.InboxMaxItems = 100000
+	}
+	if o.InboxMaxBytes <= 0 {
+		o.InboxMaxBytes = 32 << 20
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = 2 * time.Second

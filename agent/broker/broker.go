@@ -16,6 +16,16 @@ import (
 // ErrNotLoopback is returned for a listen address off the loopback range.
 var ErrNotLoopback = errors.New("the embedded broker listens on loopback only")
 
+// MaxPayload is the largest message payload the broker takes, as AWS IoT
+// Core, which refuses a publish whose payload is over 128 KB.
+// MaxPacketSize adds room for the fixed header, a topic (AWS allows 256
+// bytes) and MQTT 5 properties. A client that sends a larger packet is
+// disconnected and its message is not delivered.
+const (
+	MaxPayload    = 128 << 10
+	MaxPacketSize = MaxPayload + 1<<10
+)
+
 // Server is a running embedded broker.
 type Server struct {
 	srv  *mqtt.Server
@@ -38,7 +48,9 @@ func Start(addr string, log *slog.Logger) (*Server, error) {
 	// mochi logs every client disconnect (even a clean EOF) as a warning;
 	// keep its errors.
 	quiet := slog.New(levelFloor{log.Handler(), slog.LevelError})
-	srv := mqtt.New(&mqtt.Options{Logger: quiet, InlineClient: false})
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = MaxPacketSize
+	srv := mqtt.New(&mqtt.Options{Logger: quiet, InlineClient: false, Capabilities: caps})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}

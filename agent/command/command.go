@@ -5,6 +5,13 @@
 // Commands on one actuator run in arrival order; on different actuators they
 // run concurrently. A resent tid gets the recorded last ack and never runs
 // again.
+//
+// A write the disk refuses (full, failing) is retried until it is written,
+// and the writes that must follow it wait for it: requests enter the inbox
+// in arrival order, a command on an actuator records its start only after
+// the final status of the one before it is on disk, and every command ends
+// with one final ack. So a command whose failure was never written is, after
+// a restart, still ahead of every later command on its actuators.
 package command
 
 import (
@@ -13,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,23 +78,39 @@ type Processor struct {
 	wake   chan struct{}
 	jobs   sync.WaitGroup
 
+	// settling holds, per actuator, the jobs that left its lane with their
+	// final status submitted but perhaps not yet durable.
+	settling map[string][]*job
+
 	// Requests whose inbox write is submitted but not yet durable, in
 	// arrival order; the intake goroutine acknowledges and schedules them.
 	intake     []*pendingRequest
 	intakeWake chan struct{}
 
-	malformed, executed atomic.Int64
+	received, malformed, tooLarge, executed atomic.Int64
 }
 
 type job struct {
-	tid       string
-	plan      *plan
+	tid  string
+	plan *plan // nil for a verdict that touches no actuator
+	// verdict, when set, is the final status decided at recovery: the job
+	// only records and sends it, in its place in the lanes.
+	verdict   *verdict
 	lanes     []string
 	started   bool
 	awaiting  atomic.Bool
 	decision  chan bool
 	cancelled bool
+	// preds are the jobs that held its lanes before it and whose final
+	// status may not be durable yet; its own writes land after theirs.
+	preds []*job
+	// final is the write of its final status; landed is closed once that is
+	// durable, or given up at shutdown.
+	final  mark
+	landed chan struct{}
 }
+
+type verdict struct{ status, reason string }
 
 // New makes a processor and subscribes it to the thing's command topic.
 func New(o Options) *Processor {
@@ -97,20 +121,36 @@ func New(o Options) *Processor {
 		o.Now = time.Now
 	}
 	p := &Processor{o: o, log: o.Logger.With("component", "command"), lanes: map[string][]string{}, active: map[string]*job{},
-		wake: make(chan struct{}, 1), intakeWake: make(chan struct{}, 1)}
+		settling: map[string][]*job{}, wake: make(chan struct{}, 1), intakeWake: make(chan struct{}, 1)}
 	o.Link.Handle(RequestTopic(o.Thing), p.onRequest)
 	return p
 }
 
-// Stats counts requests that could not be answered and commands executed.
-type Stats struct{ Malformed, Executed int64 }
+// Stats counts requests received, those that could not be answered
+// (Malformed), those over MaxRequestBytes (TooLarge, answered FAILURE when
+// their tid could be read) and commands executed; Unwritten is how many
+// received requests are not in the inbox yet (their write is being retried
+// when the disk refuses it); Inbox shows the inbox and its quota.
+type Stats struct {
+	Received, Malformed, TooLarge, Executed int64
+	Unwritten                               int
+	Inbox                                   store.InboxStats
+}
 
 // Stats returns the counters.
-func (p *Processor) Stats() Stats { return Stats{p.malformed.Load(), p.executed.Load()} }
+func (p *Processor) Stats() Stats {
+	p.mu.Lock()
+	unwritten := len(p.intake)
+	p.mu.Unlock()
+	return Stats{Received: p.received.Load(), Malformed: p.malformed.Load(), TooLarge: p.tooLarge.Load(), Executed: p.executed.Load(),
+		Unwritten: unwritten, Inbox: p.o.Store.InboxStats()}
+}
 
-// Recover settles the commands a crash left unfinished, before Run: ones
-// that never started are queued again; ones that were running fail with
-// "interrupted", unless their type is idempotent, then they run again.
+// Recover queues the commands a crash left unfinished, before Run, in
+// arrival order: ones that never started run; ones that were running fail
+// with "interrupted", unless their type is idempotent, then they run again;
+// ones the configuration no longer allows (or that expired meanwhile) fail.
+// Each final status is written in its place in its actuators' lanes.
 func (p *Processor) Recover() error {
 	var cmds []*store.Command
 	if err := p.o.Store.View(func(tx *store.Tx) (err error) { cmds, err = tx.Unfinished(); return err }); err != nil {
@@ -126,15 +166,15 @@ func (p *Processor) Recover() error {
 		switch {
 		case err != nil:
 			// The config changed under it, or it expired while we were down.
-			p.finish(c.TID, StatusFailure, err.Error(), nil)()
+			p.schedule(c.TID, nil, &verdict{StatusFailure, err.Error()})
 		case !c.Started.IsZero() && !pl.typ.Idempotent:
 			p.log.Warn("command was running when the gateway stopped; reporting it interrupted", "tid", c.TID, "cmd", c.Cmd)
-			p.finish(c.TID, StatusFailure, ReasonInterrupted, nil)()
+			p.schedule(c.TID, pl, &verdict{StatusFailure, ReasonInterrupted})
 		default:
 			if !c.Started.IsZero() {
 				p.log.Info("resuming an idempotent command interrupted by a stop", "tid", c.TID, "cmd", c.Cmd)
 			}
-			p.schedule(c.TID, pl)
+			p.schedule(c.TID, pl, nil)
 		}
 	}
 	return nil
@@ -187,141 +227,8 @@ func (p *Processor) expire() {
 	}
 }
 
-// pendingRequest is a received request whose inbox write was submitted.
-type pendingRequest struct {
-	wait    func() error    // until the write is durable
-	done    func(ok bool)   // acknowledges the message, or asks for it again
-	settled func(err error) // runs once durable (err nil) or failed
-}
-
-// onRequest runs on the link's dispatcher. It submits the request's inbox
-// write (with its RUNNING ack) and returns without waiting for the fsync:
-// the message is acknowledged to the broker by the intake goroutine once
-// the write is durable. Requests that arrive meanwhile share the next
-// commit, and a burst costs one fsync, not one each.
-func (p *Processor) onRequest(_ context.Context, m *link.Message) {
-	r, perr := parse(m.Payload)
-	if r == nil {
-		p.malformed.Add(1)
-		p.log.Warn("command request without a usable tid; nobody to answer", "err", perr, "bytes", len(m.Payload))
-		return
-	}
-	now := p.o.Now()
-	var pl *plan
-	reason := perr
-	if reason == nil {
-		pl, reason = validate(r, p.o.Config, p.o.Manager.Schema, now)
-	}
-	request := json.RawMessage(m.Payload)
-	if !json.Valid(request) {
-		request, _ = json.Marshal(string(m.Payload))
-	}
-	fresh := false
-	wait := p.o.Store.Submit(func(tx *store.Tx) error {
-		fresh = false
-		c := &store.Command{TID: r.TID, Cmd: r.Cmd, Request: request, Received: now}
-		if pl != nil {
-			c.ExpiresAt = pl.expires
-		}
-		old, err := tx.PutCommand(c)
-		if errors.Is(err, store.ErrDuplicateTID) {
-			ack := old.LastAck
-			if ack == nil {
-				ack = p.ack(r.TID, StatusRunning, "", nil)
-			}
-			return p.enqueueAck(tx, ack)
-		}
-		if err != nil {
-			return err
-		}
-		fresh = true
-		var ack []byte
-		if reason != nil {
-			ack = p.ack(r.TID, StatusFailure, reason.Error(), nil)
-		} else if pl.typ.RequiresApproval {
-			ack = p.ack(r.TID, StatusRunning, ReasonAwaitingApproval, nil)
-		} else {
-			ack = p.ack(r.TID, StatusRunning, "", nil)
-		}
-		_, err = tx.UpdateCommand(r.TID, func(c *store.Command) error {
-			c.LastAck = ack
-			c.Status = StatusRunning
-			if reason != nil {
-				c.Status, c.Finished = StatusFailure, now
-			} else if pl.typ.RequiresApproval {
-				c.Approval = "pending"
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		return p.enqueueAck(tx, ack)
-	})
-	settled := func(err error) {
-		switch {
-		case err != nil:
-			// Not in the inbox: the broker must not forget it.
-			p.log.Error("cannot persist command; asking the broker to deliver it again", "tid", r.TID, "err", err)
-		case !fresh:
-			p.log.Info("duplicate command tid; answered with its recorded ack", "tid", r.TID)
-		case reason != nil:
-			p.log.Warn("command refused", "tid", r.TID, "cmd", r.Cmd, "reason", reason)
-		default:
-			p.log.Info("command accepted", "tid", r.TID, "cmd", r.Cmd)
-			p.schedule(r.TID, pl)
-		}
-	}
-	p.mu.Lock()
-	p.intake = append(p.intake, &pendingRequest{wait: wait, done: m.Defer(), settled: settled})
-	p.mu.Unlock()
-	select {
-	case p.intakeWake <- struct{}{}:
-	default:
-	}
-}
-
-// runIntake settles submitted requests in arrival order: wait for the
-// write, acknowledge the message (or ask for it again), schedule. When ctx
-// ends it settles what was already submitted, so that a stop does not make
-// the broker deliver durable requests again.
-func (p *Processor) runIntake(ctx context.Context) {
-	for {
-		for p.settleIntake() {
-		}
-		select {
-		case <-ctx.Done():
-			p.settleIntake()
-			return
-		case <-p.intakeWake:
-		}
-	}
-}
-
-// settleIntake settles the requests submitted so far; false if there were
-// none.
-func (p *Processor) settleIntake() bool {
-	p.mu.Lock()
-	batch := p.intake
-	p.intake = nil
-	p.mu.Unlock()
-	if len(batch) > 0 {
-		p.o.Tracker.Begin()
-		defer p.o.Tracker.End()
-	}
-	for _, r := range batch {
-		err := r.wait()
-		r.done(err == nil)
-		r.settled(err)
-	}
-	if len(batch) > 0 {
-		p.o.Outbox.Kick()
-	}
-	return len(batch) > 0
-}
-
 func (p *Processor) ack(tid, status, reason string, result map[string]any) []byte {
-	b, _ := json.Marshal(Ack{TID: tid, Status: status, Reason: reason, Result: result, TS: p.o.Now().UTC().Format(time.RFC3339)})
+	b, _ := json.Marshal(Ack{TID: tid, Status: status, Reason: clip(reason, maxReason), Result: result, TS: p.o.Now().UTC().Format(time.RFC3339)})
 	return b
 }
 
@@ -331,9 +238,10 @@ func (p *Processor) enqueueAck(tx *store.Tx, ack []byte) error {
 }
 
 // schedule queues a job in the lanes of every actuator it touches.
-func (p *Processor) schedule(tid string, pl *plan) {
+func (p *Processor) schedule(tid string, pl *plan, v *verdict) {
 	var lanes []string
 	switch {
+	case pl == nil:
 	case pl.rollback != nil && pl.rollback.Actuator != "" && pl.rollback.To == 0:
 		lanes = []string{pl.rollback.Actuator}
 	case pl.rollback != nil:
@@ -343,8 +251,8 @@ func (p *Processor) schedule(tid string, pl *plan) {
 			lanes = append(lanes, c.Actuator)
 		}
 	}
-	j := &job{tid: tid, plan: pl, lanes: lanes, decision: make(chan bool, 1)}
-	if pl.typ.RequiresApproval {
+	j := &job{tid: tid, plan: pl, verdict: v, lanes: lanes, decision: make(chan bool, 1), landed: make(chan struct{})}
+	if v == nil && pl.typ.RequiresApproval {
 		j.awaiting.Store(true)
 	}
 	p.mu.Lock()
@@ -374,20 +282,31 @@ func (p *Processor) startRunnable(ctx context.Context) {
 			continue
 		}
 		j.started = true
+		for _, l := range j.lanes {
+			for _, pj := range p.settling[l] {
+				if !slices.Contains(j.preds, pj) {
+					j.preds = append(j.preds, pj)
+				}
+			}
+		}
 		p.jobs.Add(1)
 		go func() {
 			defer p.jobs.Done()
 			settle := p.run(ctx, j)
 			// The final status is submitted: the next command on these
-			// lanes may start now, as its writes land after this one.
-			p.release(j)
-			settle()
+			// lanes may start now; its writes land after this one.
+			p.release(j, settle != nil)
+			if settle != nil {
+				settle()
+				p.settled(j)
+			}
 		}()
 	}
 }
 
-// release takes a job out of its lanes.
-func (p *Processor) release(j *job) {
+// release takes a job out of its lanes; finishing, it stays in settling
+// until its final status is durable.
+func (p *Processor) release(j *job, finishing bool) {
 	p.mu.Lock()
 	delete(p.active, j.tid)
 	for _, l := range j.lanes {
@@ -398,34 +317,93 @@ func (p *Processor) release(j *job) {
 				break
 			}
 		}
+		if finishing {
+			p.settling[l] = append(p.settling[l], j)
+		}
 	}
 	p.mu.Unlock()
 	p.poke()
 }
 
+// settled drops a job from settling once its final status is durable (or
+// given up at shutdown) and wakes the jobs waiting for it.
+func (p *Processor) settled(j *job) {
+	p.mu.Lock()
+	for _, l := range j.lanes {
+		p.settling[l] = slices.DeleteFunc(p.settling[l], func(o *job) bool { return o == j })
+		if len(p.settling[l]) == 0 {
+			delete(p.settling, l)
+		}
+	}
+	p.mu.Unlock()
+	close(j.landed)
+}
+
+// predsLanded fails with errEarlierPending, inside a transaction of j's,
+// while the final status of a job before it on its lanes is not durable.
+func (j *job) predsLanded(tx *store.Tx) error {
+	for _, pj := range j.preds {
+		if !pj.final.landed(tx) {
+			return fmt.Errorf("%w: the final status of %s", errEarlierPending, pj.tid)
+		}
+	}
+	return nil
+}
+
+// waitPreds waits until the final status of every job before j on its
+// lanes is durable; false if one never will be (the daemon is stopping).
+func (j *job) waitPreds(ctx context.Context) bool {
+	for _, pj := range j.preds {
+		select {
+		case <-pj.landed:
+		case <-ctx.Done():
+			select {
+			case <-pj.landed:
+			default:
+				return false
+			}
+		}
+		if !pj.final.done.Load() {
+			return false
+		}
+	}
+	return true
+}
+
 // run takes one command from approval to its final ack, and returns once
-// that ack is submitted; settle waits until it is durable.
+// that ack is submitted; settle retries it until it is durable. run returns
+// nil when the command stays in the inbox for after a restart (the daemon is
+// stopping).
 func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
+	if j.verdict != nil {
+		return p.finish(ctx, j, j.verdict.status, j.verdict.reason, nil)
+	}
 	stopBeat := p.heartbeat(j)
 	defer stopBeat()
+	// No heartbeat may follow the final ack: stop them before it.
+	finish := func(status, reason string, result map[string]any) func() {
+		stopBeat()
+		return p.finish(ctx, j, status, reason, result)
+	}
 	if j.plan.typ.RequiresApproval {
 		switch ok, reason := p.awaitApproval(ctx, j); {
 		case reason == "shutdown":
-			return func() {} // still pending in the inbox; asked again after restart
+			return nil // still pending in the inbox; asked again after restart
 		case !ok:
-			return p.finish(j.tid, StatusFailure, reason, nil)
+			return finish(StatusFailure, reason, nil)
 		}
 	}
 	if !j.plan.expires.IsZero() && !p.o.Now().Before(j.plan.expires) {
-		return p.finish(j.tid, StatusFailure, "expired at "+j.plan.expires.UTC().Format(time.RFC3339), nil)
+		return finish(StatusFailure, "expired at "+j.plan.expires.UTC().Format(time.RFC3339), nil)
 	}
-	// The action finishes even when the daemon is asked to stop (SIGTERM
-	// finishes the running action); only its own timeout cuts it short.
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), j.plan.typ.Timeout.D())
-	defer cancel()
 	// The command counts as started from the first recorded change on, in
 	// the same transaction: a crash before it touched hardware resumes it.
+	// That transaction lands only after the final status of the command
+	// before it on these actuators.
 	started := func(tx *store.Tx) error {
+		if err := j.predsLanded(tx); err != nil {
+			return err
+		}
 		_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error {
 			if c.Started.IsZero() {
 				c.Started = p.o.Now()
@@ -436,17 +414,32 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 	}
 	var results []actuate.Result
 	var err error
-	if j.plan.rollback != nil {
-		rb := *j.plan.rollback
-		rb.OnRecord = started
-		results, err = p.o.Manager.Rollback(actx, rb)
-	} else {
-		changes := make([]actuate.Change, len(j.plan.changes))
-		for i, c := range j.plan.changes {
-			c.Source, c.TID, c.OnRecord = store.SourceCommand, j.tid, started
-			changes[i] = c
+	for {
+		// The action finishes even when the daemon is asked to stop
+		// (SIGTERM finishes the running action); only its own timeout cuts
+		// it short.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), j.plan.typ.Timeout.D())
+		if j.plan.rollback != nil {
+			rb := *j.plan.rollback
+			rb.OnRecord = started
+			results, err = p.o.Manager.Rollback(actx, rb)
+		} else {
+			changes := make([]actuate.Change, len(j.plan.changes))
+			for i, c := range j.plan.changes {
+				c.Source, c.TID, c.OnRecord = store.SourceCommand, j.tid, started
+				changes[i] = c
+			}
+			results, err = p.o.Manager.ApplyGroup(actx, changes)
 		}
-		results, err = p.o.Manager.ApplyGroup(actx, changes)
+		cancel()
+		// Refused before it touched anything: the command before it has
+		// not written its final status yet. Wait for it, then go.
+		if !errors.Is(err, errEarlierPending) {
+			break
+		}
+		if !j.waitPreds(ctx) {
+			return nil // not started; runs after the restart, still in order
+		}
 	}
 	p.executed.Add(1)
 	if err != nil {
@@ -454,13 +447,13 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			reason = ReasonTimeout
 		}
-		return p.finish(j.tid, StatusFailure, reason, nil)
+		return finish(StatusFailure, reason, nil)
 	}
 	result := map[string]any{}
 	for _, r := range results {
 		result[r.Actuator] = map[string]any(r.After)
 	}
-	return p.finish(j.tid, StatusSuccess, "", result)
+	return finish(StatusSuccess, "", result)
 }
 
 func (p *Processor) awaitApproval(ctx context.Context, j *job) (bool, string) {
@@ -519,16 +512,24 @@ func (p *Processor) heartbeat(j *job) (stop func()) {
 			}
 		}
 	}()
-	return func() { close(done); wg.Wait() }
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
-// finish submits the final status and its ack in one transaction; settle
-// waits until they are durable.
-func (p *Processor) finish(tid, status, reason string, result map[string]any) (settle func()) {
-	ack := p.ack(tid, status, reason, result)
-	wait := p.o.Store.Submit(func(tx *store.Tx) error {
-		_, err := tx.UpdateCommand(tid, func(c *store.Command) error {
+// finish submits the final status and its ack in one transaction, to land
+// after the final status of the jobs before it; settle retries it until it
+// is durable: every command ends with exactly one final ack (the same ack,
+// however often it is tried). Only a stop gives up, after one more try; the
+// command is then settled by Recover after the restart.
+func (p *Processor) finish(ctx context.Context, j *job, status, reason string, result map[string]any) (settle func()) {
+	ack := p.ack(j.tid, status, reason, result)
+	write := func(tx *store.Tx) error {
+		if err := j.predsLanded(tx); err != nil {
+			return err
+		}
+		_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error {
 			c.Status, c.LastAck, c.Finished = status, ack, p.o.Now()
+			c.Request = nil // a resend is answered from LastAck alone
 			if c.Approval == "pending" {
 				c.Approval = ""
 			}
@@ -537,18 +538,52 @@ func (p *Processor) finish(tid, status, reason string, result map[string]any) (s
 		if err != nil {
 			return err
 		}
-		return p.enqueueAck(tx, ack)
-	})
+		if err := p.enqueueAck(tx, ack); err != nil {
+			return err
+		}
+		j.final.set(tx)
+		return nil
+	}
+	wait := p.o.Store.Submit(write)
 	return func() {
-		if err := wait(); err != nil {
-			p.log.Error("record command result", "tid", tid, "status", status, "err", err)
-			return
+		backoff := retryMin
+		for failures := 0; ; {
+			err := wait()
+			if err == nil {
+				break
+			}
+			switch {
+			case errors.Is(err, errEarlierPending):
+				if !j.waitPreds(ctx) {
+					p.log.Warn("stopping before the final status of a command was written; it is settled after the restart", "tid", j.tid, "status", status)
+					return
+				}
+			case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrCorrupt):
+				p.log.Error("record command result", "tid", j.tid, "status", status, "err", err)
+				return
+			default:
+				failures++
+				if ctx.Err() != nil && failures > 1 {
+					p.log.Error("stopping before the final status of a command was written; it is settled after the restart", "tid", j.tid, "status", status, "err", err)
+					return
+				}
+				if failures == 1 {
+					p.log.Error("cannot record command result; retrying until it is written", "tid", j.tid, "status", status, "err", err)
+				} else {
+					p.log.Warn("cannot record command result yet; retrying", "tid", j.tid, "status", status, "attempt", failures, "err", err)
+				}
+				if ctx.Err() == nil {
+					sleep(ctx, backoff)
+					backoff = min(2*backoff, retryMax)
+				}
+			}
+			wait = p.o.Store.Submit(write)
 		}
 		p.o.Outbox.Kick()
 		if status == StatusFailure {
-			p.log.Warn("command failed", "tid", tid, "reason", reason)
+			p.log.Warn("command failed", "tid", j.tid, "reason", clip(reason, maxReason))
 		} else {
-			p.log.Info("command done", "tid", tid)
+			p.log.Info("command done", "tid", j.tid)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package command
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +10,10 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shadowgate/shadowgate/agent/actuate"
 	"github.com/shadowgate/shadowgate/agent/config"
@@ -55,6 +58,29 @@ const (
 // MaxTIDLen bounds a transaction id.
 const MaxTIDLen = 128
 
+// Bounds of what a request can put into an answer: a value quoted in a
+// reason, and a whole reason.
+const (
+	maxQuoted = 64
+	maxReason = 1024
+)
+
+// clip shortens s to at most n bytes, on a character boundary, marking the
+// cut with "…".
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// q quotes a value from a request for a reason, shortened.
+func q(s string) string { return strconv.Quote(clip(s, maxQuoted)) }
+
 var tidRE = regexp.MustCompile(`^[\x21-\x7e]+$`)
 
 // errNoTID marks a request nobody can be answered for.
@@ -75,7 +101,7 @@ func parse(payload []byte) (*Request, error) {
 		return nil, fmt.Errorf("%w: invalid JSON: %v", errNoTID, err)
 	}
 	if !validTID(r.TID) {
-		return nil, fmt.Errorf("%w: tid %q must be 1 to %d printable characters", errNoTID, r.TID, MaxTIDLen)
+		return nil, fmt.Errorf("%w: tid %s must be 1 to %d printable characters", errNoTID, q(r.TID), MaxTIDLen)
 	}
 	return &r, nil
 }
@@ -96,13 +122,13 @@ type plan struct {
 // do, or the FAILURE reason.
 func validate(r *Request, cfg *config.Config, schemas func(string) (drivers.Schema, error), now time.Time) (*plan, error) {
 	if r.Status != StatusRequest {
-		return nil, fmt.Errorf("status must be %q, got %q", StatusRequest, r.Status)
+		return nil, fmt.Errorf("status must be %q, got %s", StatusRequest, q(r.Status))
 	}
 	p := &plan{}
 	if r.ExpiresAt != "" {
 		exp, err := time.Parse(time.RFC3339, r.ExpiresAt)
 		if err != nil {
-			return nil, fmt.Errorf("expires_at %q is not an RFC 3339 time", r.ExpiresAt)
+			return nil, fmt.Errorf("expires_at %s is not an RFC 3339 time", q(r.ExpiresAt))
 		}
 		if !now.Before(exp) {
 			return nil, fmt.Errorf("expired at %s", exp.UTC().Format(time.RFC3339))
@@ -127,7 +153,7 @@ func validate(r *Request, cfg *config.Config, schemas func(string) (drivers.Sche
 		}
 		names = append(names, config.RollbackCommand)
 		sort.Strings(names)
-		return nil, fmt.Errorf("unknown command type %q (known: %s)", r.Cmd, strings.Join(names, ", "))
+		return nil, fmt.Errorf("unknown command type %s (known: %s)", q(r.Cmd), strings.Join(names, ", "))
 	}
 	p.typ = typ
 	args, err := checkArgs(r.Args, typ.Args)
@@ -166,7 +192,7 @@ func rollbackArgs(raw map[string]json.RawMessage, cfg *config.Config) (*actuate.
 			err = json.Unmarshal(v, &rb.Actuator)
 			if err == nil {
 				if _, ok := cfg.Actuators[rb.Actuator]; !ok {
-					return nil, fmt.Errorf("unknown actuator %q", rb.Actuator)
+					return nil, fmt.Errorf("unknown actuator %s", q(rb.Actuator))
 				}
 			}
 		case "group":
@@ -179,7 +205,7 @@ func rollbackArgs(raw map[string]json.RawMessage, cfg *config.Config) (*actuate.
 		case "to":
 			err = json.Unmarshal(v, &rb.To)
 		default:
-			return nil, fmt.Errorf("invalid args: unknown arg %q for ROLLBACK (actuator, group, steps, to)", k)
+			return nil, fmt.Errorf("invalid args: unknown arg %s for ROLLBACK (actuator, group, steps, to)", q(k))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("invalid args: %s: %v", k, err)
@@ -208,9 +234,9 @@ func checkArgs(raw map[string]json.RawMessage, specs map[string]config.ArgSpec) 
 			}
 			sort.Strings(known)
 			if len(known) == 0 {
-				return nil, fmt.Errorf("unknown arg %q: this command takes no args", name)
+				return nil, fmt.Errorf("unknown arg %s: this command takes no args", q(name))
 			}
-			return nil, fmt.Errorf("unknown arg %q (takes %s)", name, strings.Join(known, ", "))
+			return nil, fmt.Errorf("unknown arg %s (takes %s)", q(name), strings.Join(known, ", "))
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(specs)) {
@@ -250,7 +276,16 @@ func checkArgs(raw map[string]json.RawMessage, specs map[string]config.ArgSpec) 
 				return nil, fmt.Errorf("%s must be ≤ %v, got %v", name, *spec.Max, f)
 			}
 			if spec.Type == "int" {
-				out[name] = int64(f)
+				// Exact from the digits where they fit; a float64 outside
+				// int64 would wrap when converted (1e19 → -9223372036854775808).
+				n, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+				if err != nil {
+					if f < -(1<<63) || f >= 1<<63 {
+						return nil, fmt.Errorf("%s is out of range: wants a whole number from %d to %d, got %v", name, int64(math.MinInt64), int64(math.MaxInt64), f)
+					}
+					n = int64(f)
+				}
+				out[name] = n
 			} else {
 				out[name] = f
 			}

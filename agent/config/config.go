@@ -77,6 +77,7 @@ type Broker struct {
 type Store struct {
 	Path            string   `yaml:"path"`
 	Outbox          Quota    `yaml:"outbox"`
+	Inbox           Quota    `yaml:"inbox"`
 	HistoryMaxBytes ByteSize `yaml:"history_max_bytes"`
 }
 

@@ -21,6 +21,8 @@ const (
 	DefaultStorePath       = "/var/lib/shadowgate/state.db"
 	DefaultOutboxItems     = 100000
 	DefaultOutboxBytes     = 64 << 20
+	DefaultInboxItems      = 100000
+	DefaultInboxBytes      = 32 << 20
 	DefaultHistoryBytes    = 8 << 20
 	DefaultHistory         = 100
 	DefaultSocket          = "/run/shadowgate/api.sock"
@@ -74,6 +76,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Store.Outbox.MaxBytes == 0 {
 		c.Store.Outbox.MaxBytes = DefaultOutboxBytes
+	}
+	if c.Store.Inbox.MaxItems == 0 {
+		c.Store.Inbox.MaxItems = DefaultInboxItems
+	}
+	if c.Store.Inbox.MaxBytes == 0 {
+		c.Store.Inbox.MaxBytes = DefaultInboxBytes
 	}
 	if c.Store.HistoryMaxBytes == 0 {
 		c.Store.HistoryMaxBytes = DefaultHistoryBytes
@@ -140,6 +148,12 @@ func (c *Config) validate(r *Reporter) {
 	}
 	if c.Store.Outbox.MaxBytes < 64<<10 {
 		r.At("store.outbox.max_bytes", "must be at least 64KiB, got %s", c.Store.Outbox.MaxBytes)
+	}
+	if c.Store.Inbox.MaxItems < 0 {
+		r.At("store.inbox.max_items", "must be positive")
+	}
+	if c.Store.Inbox.MaxBytes < 64<<10 {
+		r.At("store.inbox.max_bytes", "must be at least 64KiB, got %s", c.Store.Inbox.MaxBytes)
 	}
 	if c.Store.HistoryMaxBytes < 64<<10 {
 		r.At("store.history_max_bytes", "must be at least 64KiB, got %s", c.Store.HistoryMaxBytes)

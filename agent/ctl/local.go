@@ -172,7 +172,9 @@ func runStatus(e *env, f *localFlags, c *apiClient, args []string) error {
 		row("last error", st.LastError)
 	}
 	row("outbox", fmt.Sprintf("%d waiting (%d bytes), %d sent, %d dropped", st.OutboxItems, st.OutboxBytes, st.OutboxSent, st.OutboxDropped))
-	row("commands", fmt.Sprintf("%d pending, %d executed, %d unreadable", st.PendingCmds, st.CommandsStats.Executed, st.CommandsStats.Malformed))
+	row("commands", fmt.Sprintf("%d pending, %d executed, %d unreadable, %d too large", st.PendingCmds, st.CommandsStats.Executed, st.CommandsStats.Malformed, st.CommandsStats.TooLarge))
+	in := st.CommandsStats.Inbox
+	row("inbox", fmt.Sprintf("%d of %d commands, %d of %d bytes; %d refused (full); %d received not yet written", in.Items, in.MaxItems, in.Bytes, in.MaxBytes, in.Refused, st.CommandsStats.Unwritten))
 	row("sync", fmt.Sprintf("%d applied, %d failed, %d stale deltas, %d conflicts, %d malformed", st.Sync.Applied, st.Sync.ApplyFailures, st.Sync.StaleDeltas, st.Sync.Conflicts, st.Sync.Malformed))
 	row("shadow requests", fmt.Sprintf("%d awaiting an answer, %d sent again after no answer, %d retried after 429/5xx, %d refused; %d version gaps, %d safety-net fetches",
 		st.Sync.InFlight, st.Sync.Resent, st.Sync.Retried, st.Sync.Rejected, st.Sync.Gaps, st.Sync.SafetyGets))

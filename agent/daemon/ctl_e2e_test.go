@@ -143,7 +143,7 @@ func TestShadowctlOperator(t *testing.T) {
 	shadowctl(t, append([]string{"shadow", "update", "gw-op", "--name", "doors", "front_door.locked=false"}, b...)...).must(t, 0)
 	waitFor(t, "door open", func() bool { return read(t, d, "front_door")["locked"] == false })
 	shadowctl(t, append([]string{"shadow", "update", "gw-op", "x=1", "--version", "1"}, b...)...).must(t, 1, "rejected: 409 Version conflict")
-	shadowctl(t, append([]string{"shadow", "get", "nobody"}, b...)...).must(t, 1, "rejected: 404 No shadow exists with name: nobody")
+	shadowctl(t, append([]string{"shadow", "get", "nobody"}, b...)...).must(t, 1, "rejected: 404 No shadow exists with name: 'nobody'")
 	shadowctl(t, append([]string{"shadow", "delete", "gw-op", "--name", "doors"}, b...)...).must(t, 0, `"version"`)
 	shadowctl(t, append([]string{"shadow", "update", "gw-op"}, b...)...).must(t, 2, "give key=value arguments")
 	shadowctl(t, append([]string{"shadow", "get", "bad name"}, b...)...).must(t, 2, "invalid name")

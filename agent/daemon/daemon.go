@@ -210,6 +210,7 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}()
 	d.Store, err = store.Open(cfg.Store.Path, store.Options{
 		OutboxMaxItems: cfg.Store.Outbox.MaxItems, OutboxMaxBytes: int64(cfg.Store.Outbox.MaxBytes),
+		InboxMaxItems: cfg.Store.Inbox.MaxItems, InboxMaxBytes: int64(cfg.Store.Inbox.MaxBytes),
 		HistoryDepth: cfg.History, HistoryMaxBytes: int64(cfg.Store.HistoryMaxBytes), Logger: log,
 	})
 	if err != nil {

@@ -33,6 +33,10 @@ commands:
       actuator: gate_motor
       set: {speed: "{speed}"}
       args: {speed: {type: int, min: 0, max: 100, required: true}}
+    WIND:
+      actuator: winch
+      set: {position: "{to}"}
+      args: {to: {type: int, required: true}}
 `
 
 // Numbers an actuator's key cannot hold are refused wherever they come
@@ -68,6 +72,15 @@ func TestOutOfRangeNumbersNeverReachTheHardware(t *testing.T) {
 		return strings.Contains(p.out.String(), `\"speed\" is out of range`) || strings.Contains(p.out.String(), `"speed" is out of range`)
 	})
 	untouched("after 1e19 and -1e300 in desired")
+	// A command's int arg with no min or max is held to what int64 holds.
+	for _, to := range []string{"1e19", "-1e300", "9223372036854775808"} {
+		tid := "wind-" + to
+		c.send(t, "gw-lim", fmt.Sprintf(`{"cmd":"WIND","tid":%q,"status":"REQUEST","args":{"to":%s}}`, tid, to))
+		if ack := c.waitAck(t, "gw-lim", tid, "FAILURE"); !strings.Contains(ack.Reason, "out of range") {
+			t.Fatalf("WIND to %s: %+v", to, ack)
+		}
+	}
+	untouched("after out-of-range command args")
 
 	for _, tc := range []struct {
 		args []string

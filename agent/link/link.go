@@ -158,9 +158,6 @@ type queued struct {
 	h Handler
 }
 
-// queueFull is true when a message must not be queued.
-func (l *Link) queueFull() bool { return len(l.queue) >= l.opts.QueueDepth }
-
 // New validates the options and makes a link; Run connects it.
 func New(o Options) (*Link, error) {
 	u, err := url.Parse(o.Broker)

@@ -28,9 +28,6 @@ func Handle(sh *Shadow, t Topic, payload []byte, now time.Time) (out []Message, 
 		if !errors.As(err, &e) {
 			e = reject(500, MsgInternal, "")
 		}
-		if e.Timestamp == 0 {
-			e.Timestamp = now.Unix()
-		}
 		return []Message{{t.With(SuffixRejected), e.JSON()}}
 	}
 	switch t.Op {
@@ -59,11 +56,7 @@ func Handle(sh *Shadow, t Topic, payload []byte, now time.Time) (out []Message, 
 		}
 		return []Message{{t.With(SuffixAccepted), b}}, false
 	case OpDelete:
-		req, err := ParseTokenRequest(payload)
-		if err != nil {
-			return rejected(err), false
-		}
-		b, err := sh.Delete(shadowName, req, now)
+		b, err := sh.Delete(shadowName, ParseDeleteRequest(payload), now)
 		if err != nil {
 			return rejected(err), false
 		}

@@ -3,13 +3,14 @@ package shadow
 import "fmt"
 
 // UpdateAccepted is the …/update/accepted payload: the request's state with a
-// timestamp for every leaf it touched.
+// timestamp for every leaf it touched. State is null, and Metadata only a
+// timestamp, for "state": null.
 type UpdateAccepted struct {
-	State       acceptedState `json:"state"`
-	Metadata    acceptedState `json:"metadata"`
-	Version     int64         `json:"version"`
-	Timestamp   int64         `json:"timestamp"`
-	ClientToken string        `json:"clientToken,omitempty"`
+	State       any    `json:"state"`
+	Metadata    any    `json:"metadata"`
+	Version     int64  `json:"version"`
+	Timestamp   int64  `json:"timestamp"`
+	ClientToken string `json:"clientToken,omitempty"`
 }
 
 // acceptedState echoes a section, including an explicit "desired": null.
@@ -30,9 +31,10 @@ type DocumentSnapshot struct {
 	Version  int64 `json:"version"`
 }
 
-// Documents is the …/update/documents payload.
+// Documents is the …/update/documents payload. Previous is null when the
+// update created the shadow.
 type Documents struct {
-	Previous    *DocumentSnapshot `json:"previous,omitempty"`
+	Previous    *DocumentSnapshot `json:"previous"`
 	Current     DocumentSnapshot  `json:"current"`
 	Timestamp   int64             `json:"timestamp"`
 	ClientToken string            `json:"clientToken,omitempty"`

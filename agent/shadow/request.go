@@ -10,21 +10,29 @@ import (
 )
 
 // Limits of the AWS IoT Device Shadow service that shadowgate enforces too.
+// Each is recorded, with its source, in the conformance corpus
+// (agent/shadow/shadowtest/corpus).
 const (
-	MaxStateBytes      = 8 * 1024   // desired + reported, serialised, without metadata
-	MaxPayloadBytes    = 128 * 1024 // one request message
-	MaxDepth           = 8          // nesting levels inside desired or reported
-	MaxClientTokenLen  = 64         // bytes
+	// MaxStateBytes bounds desired plus reported of the stored document,
+	// each counted as its compact JSON (metadata does not count).
+	MaxStateBytes   = 8 * 1024
+	MaxPayloadBytes = 128 * 1024 // one request message
+	// MaxDepth is the nesting AWS allows in desired or reported: the section
+	// object itself is level 1, every object or array inside it one more.
+	MaxDepth           = 6
+	MaxClientTokenLen  = 64 // bytes
 	MaxThingNameLen    = 128
 	MaxShadowNameLen   = 64
 	MaxInFlightPerConn = 10 // requests in flight on one connection before 429
 )
 
-// Error is a rejected request as AWS publishes it on …/rejected.
+// Error is a rejected request as AWS publishes it on …/rejected. AWS sends
+// no timestamp in the rejections it documents and that clients recorded;
+// Timestamp is left out when zero.
 type Error struct {
 	Code        int    `json:"code"`
 	Message     string `json:"message"`
-	Timestamp   int64  `json:"timestamp"`
+	Timestamp   int64  `json:"timestamp,omitempty"`
 	ClientToken string `json:"clientToken,omitempty"`
 }
 
@@ -42,7 +50,6 @@ const (
 	MsgReportedNotObj   = "Reported node must be an object"
 	MsgInvalidVersion   = "Invalid version"
 	MsgInvalidToken     = "Invalid clientToken"
-	MsgInvalidNode      = "State contains an invalid node"
 	MsgVersionConflict  = "Version conflict"
 	MsgTooLarge         = "The payload exceeds the maximum size allowed"
 	MsgBadEncoding      = "Unsupported documented encoding; supported encoding is UTF-8"
@@ -53,8 +60,13 @@ const (
 // MsgTooDeep is the nesting error; AWS's text names the limit.
 var MsgTooDeep = fmt.Sprintf("JSON contains too many levels of nesting; maximum is %d", MaxDepth)
 
-// MsgNoShadow is the 404 message for a shadow that does not exist.
-func MsgNoShadow(name string) string { return "No shadow exists with name: " + name }
+// MsgInvalidNode is the error for a key of state other than desired and
+// reported; AWS names the key in quotes.
+func MsgInvalidNode(key string) string { return "State contains an invalid node: '" + key + "'" }
+
+// MsgNoShadow is the 404 message for a shadow that does not exist; AWS
+// quotes the name.
+func MsgNoShadow(name string) string { return "No shadow exists with name: '" + name + "'" }
 
 // IsCode reports whether err is a shadow *Error with the given code.
 func IsCode(err error, code int) bool {
@@ -71,15 +83,21 @@ type UpdateRequest struct {
 	Desired, Reported map[string]any
 	// ClearDesired / ClearReported are set by "desired": null / "reported": null.
 	ClearDesired, ClearReported bool
-	ClientToken                 string
-	Version                     *int64
+	// ClearState is set by "state": null: both sections go, the shadow stays.
+	ClearState  bool
+	ClientToken string
+	Version     *int64
 }
 
 // TouchesDesired reports whether the request writes the desired section.
-func (r *UpdateRequest) TouchesDesired() bool { return r.Desired != nil || r.ClearDesired }
+func (r *UpdateRequest) TouchesDesired() bool {
+	return r.Desired != nil || r.ClearDesired || r.ClearState
+}
 
 // ParseUpdate validates an update payload the way AWS does and returns the
-// request, or an *Error carrying the rejection code and message.
+// request, or an *Error carrying the rejection code and message. Top-level
+// fields other than state, clientToken and version are ignored, as AWS
+// ignores them.
 func ParseUpdate(payload []byte) (*UpdateRequest, error) {
 	top, err := decodeObject(payload)
 	if err != nil {
@@ -90,23 +108,23 @@ func ParseUpdate(payload []byte) (*UpdateRequest, error) {
 		return nil, err
 	}
 	req := &UpdateRequest{ClientToken: token}
-	if v, ok := top["version"]; ok {
-		n, isNum := v.(json.Number)
-		ver, perr := n.Int64()
-		if !isNum || perr != nil || ver < 0 {
-			return nil, reject(400, MsgInvalidVersion, token)
-		}
-		req.Version = &ver
+	if req.Version, err = version(top, token); err != nil {
+		return nil, err
 	}
 	rawState, ok := top["state"]
 	if !ok {
 		return nil, reject(400, MsgMissingState, token)
 	}
-	state, ok := rawState.(map[string]any)
-	if !ok {
+	if bytes.Equal(bytes.TrimSpace(rawState), []byte("null")) {
+		req.ClearState = true
+		return req, nil
+	}
+	keys, state, err := objectKeys(rawState)
+	if err != nil {
 		return nil, reject(400, MsgStateNotObject, token)
 	}
-	for k, v := range state {
+	for _, k := range keys {
+		v := state[k]
 		switch k {
 		case "desired":
 			if v == nil {
@@ -129,11 +147,16 @@ func ParseUpdate(payload []byte) (*UpdateRequest, error) {
 			}
 			req.Reported = m
 		default:
-			return nil, reject(400, MsgInvalidNode, token)
+			return nil, reject(400, MsgInvalidNode(k), token)
 		}
 	}
-	if depth(req.Desired) > MaxDepth || depth(req.Reported) > MaxDepth {
-		return nil, reject(400, MsgTooDeep, token)
+	for _, sec := range []map[string]any{req.Desired, req.Reported} {
+		if depth(sec) > MaxDepth {
+			return nil, reject(400, MsgTooDeep, token)
+		}
+		if nullInArray(sec, false) {
+			return nil, reject(400, MsgInvalidJSON, token)
+		}
 	}
 	return req, nil
 }
@@ -145,8 +168,8 @@ type TokenRequest struct {
 	Version     *int64
 }
 
-// ParseTokenRequest validates a get or delete payload. An empty payload is
-// allowed, as AWS allows it.
+// ParseTokenRequest validates a get payload. An empty payload is allowed,
+// as AWS allows it.
 func ParseTokenRequest(payload []byte) (*TokenRequest, error) {
 	if len(bytes.TrimSpace(payload)) == 0 {
 		return &TokenRequest{}, nil
@@ -160,41 +183,117 @@ func ParseTokenRequest(payload []byte) (*TokenRequest, error) {
 		return nil, err
 	}
 	r := &TokenRequest{ClientToken: token}
-	if v, ok := top["version"]; ok {
-		n, isNum := v.(json.Number)
-		ver, perr := n.Int64()
-		if !isNum || perr != nil || ver < 0 {
-			return nil, reject(400, MsgInvalidVersion, token)
-		}
-		r.Version = &ver
+	if r.Version, err = version(top, token); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
 
-func decodeObject(payload []byte) (map[string]any, error) {
+// ParseDeleteRequest reads a delete payload. AWS documents that the content
+// of a delete request is ignored; only a valid clientToken is kept, to be
+// echoed. It never fails.
+func ParseDeleteRequest(payload []byte) *TokenRequest {
+	r, err := ParseTokenRequest(payload)
+	if err != nil {
+		return &TokenRequest{}
+	}
+	r.Version = nil
+	return r
+}
+
+// decodeObject reads a JSON object keeping each value raw, so that callers
+// can tell an explicit null from a missing key and read keys in order.
+func decodeObject(payload []byte) (map[string]json.RawMessage, error) {
 	if len(payload) > MaxPayloadBytes {
 		return nil, reject(413, MsgTooLarge, "")
 	}
 	if !utf8.Valid(payload) {
 		return nil, reject(415, MsgBadEncoding, "")
 	}
-	var top map[string]any
+	var top map[string]json.RawMessage
 	if err := unmarshal(payload, &top); err != nil || top == nil {
 		return nil, reject(400, MsgInvalidJSON, "")
 	}
 	return top, nil
 }
 
-func clientToken(top map[string]any) (string, error) {
-	v, ok := top["clientToken"]
+func clientToken(top map[string]json.RawMessage) (string, error) {
+	raw, ok := top["clientToken"]
 	if !ok {
 		return "", nil
 	}
-	s, isStr := v.(string)
-	if !isStr || len(s) > MaxClientTokenLen {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil || len(s) > MaxClientTokenLen {
 		return "", reject(400, MsgInvalidToken, "")
 	}
 	return s, nil
+}
+
+func version(top map[string]json.RawMessage, token string) (*int64, error) {
+	raw, ok := top["version"]
+	if !ok {
+		return nil, nil
+	}
+	var v any
+	if err := unmarshal(raw, &v); err != nil {
+		return nil, reject(400, MsgInvalidVersion, token)
+	}
+	n, isNum := v.(json.Number)
+	ver, err := n.Int64()
+	if !isNum || err != nil || ver < 0 {
+		return nil, reject(400, MsgInvalidVersion, token)
+	}
+	return &ver, nil
+}
+
+// objectKeys decodes a JSON object and returns its keys in document order
+// (so that an error names the first offending key, as a reader would).
+func objectKeys(raw json.RawMessage) ([]string, map[string]any, error) {
+	var m map[string]any
+	if err := unmarshal(raw, &m); err != nil || m == nil {
+		return nil, nil, errors.New("not an object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if _, err := dec.Token(); err != nil { // {
+		return nil, nil, err
+	}
+	var keys []string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, nil, err
+		}
+		k, _ := tok.(string)
+		keys = append(keys, k)
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil, nil, err
+		}
+	}
+	return keys, m, nil
+}
+
+// nullInArray reports whether v holds a null inside an array, which AWS
+// documents as invalid ("Arrays can't have null values").
+func nullInArray(v any, inArray bool) bool {
+	switch v := v.(type) {
+	case nil:
+		return inArray
+	case map[string]any:
+		for _, x := range v {
+			if x != nil && nullInArray(x, false) {
+				return true
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if nullInArray(x, true) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // unmarshal decodes JSON keeping numbers exact (json.Number) and rejecting

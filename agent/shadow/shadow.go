@@ -18,8 +18,8 @@ type State struct {
 }
 
 // Shadow is one shadow document. The zero value is a shadow that does not
-// exist yet. A deleted shadow keeps its version so that a shadow created again
-// continues from it, as AWS does.
+// exist yet. A deleted shadow keeps its version (one up, for the deletion)
+// so that a shadow created again continues from it, as AWS does.
 type Shadow struct {
 	State     State
 	Metadata  State
@@ -77,10 +77,10 @@ func (r *UpdateResult) Delta() []byte {
 func (s *Shadow) Update(req *UpdateRequest, now time.Time) (*UpdateResult, error) {
 	ts := now.Unix()
 	if req.Version != nil && *req.Version != s.Version {
-		return nil, s.stamp(reject(409, MsgVersionConflict, req.ClientToken), ts)
+		return nil, reject(409, MsgVersionConflict, req.ClientToken)
 	}
 	next := *s
-	if next.Deleted {
+	if next.Deleted || req.ClearState {
 		next.State, next.Metadata, next.Deleted = State{}, State{}, false
 	}
 	if req.ClearDesired {
@@ -97,8 +97,14 @@ func (s *Shadow) Update(req *UpdateRequest, now time.Time) (*UpdateResult, error
 		r, m := merge(next.State.Reported, next.Metadata.Reported, req.Reported, ts)
 		next.State.Reported, next.Metadata.Reported = emptyToNil(r), emptyToNil(m)
 	}
+	if next.State.Desired == nil {
+		next.Metadata.Desired = nil
+	}
+	if next.State.Reported == nil {
+		next.Metadata.Reported = nil
+	}
 	if stateSize(next.State) > MaxStateBytes {
-		return nil, s.stamp(reject(413, MsgTooLarge, req.ClientToken), ts)
+		return nil, reject(413, MsgTooLarge, req.ClientToken)
 	}
 	next.Version++
 	next.Timestamp = ts
@@ -112,7 +118,7 @@ func (s *Shadow) Update(req *UpdateRequest, now time.Time) (*UpdateResult, error
 func (s *Shadow) Get(name, clientToken string, now time.Time) ([]byte, error) {
 	ts := now.Unix()
 	if !s.Exists() {
-		return nil, s.stamp(reject(404, MsgNoShadow(name), clientToken), ts)
+		return nil, reject(404, MsgNoShadow(name), clientToken)
 	}
 	return mustJSON(GetAccepted{
 		State: GetState{
@@ -127,35 +133,35 @@ func (s *Shadow) Get(name, clientToken string, now time.Time) ([]byte, error) {
 	}), nil
 }
 
-// Delete removes the document and returns the …/delete/accepted payload. The
-// version is kept for the next create. A version in the request must match.
+// Delete removes the document and returns the …/delete/accepted payload,
+// which carries the version of the document deleted. As AWS does, the
+// deletion itself takes a version (the shadow's version goes one up), so a
+// shadow created again continues after it. AWS ignores the content of a
+// delete request: only its clientToken is echoed.
 func (s *Shadow) Delete(name string, req *TokenRequest, now time.Time) ([]byte, error) {
 	ts := now.Unix()
 	if !s.Exists() {
-		return nil, s.stamp(reject(404, MsgNoShadow(name), req.ClientToken), ts)
-	}
-	if req.Version != nil && *req.Version != s.Version {
-		return nil, s.stamp(reject(409, MsgVersionConflict, req.ClientToken), ts)
+		return nil, reject(404, MsgNoShadow(name), req.ClientToken)
 	}
 	out := mustJSON(DeleteAccepted{Version: s.Version, Timestamp: ts, ClientToken: req.ClientToken})
-	*s = Shadow{Version: s.Version, Timestamp: ts, Deleted: true}
+	*s = Shadow{Version: s.Version + 1, Timestamp: ts, Deleted: true}
 	return out, nil
 }
 
-func (s *Shadow) stamp(e *Error, ts int64) *Error {
-	e.Timestamp = ts
-	return e
-}
-
 func acceptedMessage(req *UpdateRequest, version, ts int64) UpdateAccepted {
+	if req.ClearState {
+		// AWS answers "state": null with a metadata that holds only the
+		// timestamp.
+		return UpdateAccepted{State: nil, Metadata: map[string]any{"timestamp": ts}, Version: version, Timestamp: ts, ClientToken: req.ClientToken}
+	}
 	var st, meta acceptedState
 	if req.ClearDesired {
-		st.Desired, meta.Desired = null{}, null{}
+		st.Desired, meta.Desired = null{}, map[string]any{"timestamp": ts}
 	} else if req.Desired != nil {
 		st.Desired, meta.Desired = req.Desired, touchedMeta(req.Desired, ts)
 	}
 	if req.ClearReported {
-		st.Reported, meta.Reported = null{}, null{}
+		st.Reported, meta.Reported = null{}, map[string]any{"timestamp": ts}
 	} else if req.Reported != nil {
 		st.Reported, meta.Reported = req.Reported, touchedMeta(req.Reported, ts)
 	}

@@ -14,35 +14,18 @@ import (
 
 var epoch = time.Unix(1700000000, 0)
 
-// memService is the in-process cloud: one Shadow per thing and name.
-type memService map[string]*shadow.Shadow
-
-func (m memService) exchange(t *testing.T, topic shadow.Topic, payload []byte, _ int) map[shadow.Suffix][]byte {
-	key := topic.Thing + "/" + topic.Name
-	sh := m[key]
-	if sh == nil {
-		sh = &shadow.Shadow{}
-		m[key] = sh
-	}
-	out, _ := shadow.Handle(sh, topic, payload, epoch)
-	got := map[shadow.Suffix][]byte{}
-	for _, msg := range out {
-		if msg.Topic.Thing != topic.Thing || msg.Topic.Name != topic.Name || msg.Topic.Op != topic.Op {
-			t.Fatalf("response on foreign topic %+v", msg.Topic)
-		}
-		got[msg.Topic.Suffix] = msg.Payload
-	}
-	return got
-}
-
 func TestConformance(t *testing.T) {
-	shadowtest.Run(t, shadowtest.Cases, memService{}.exchange)
+	shadowtest.RunCorpus(t, &shadowtest.EngineDoor{Now: func() time.Time { return epoch }}, shadowtest.Options{})
 }
 
-func TestDepthLimitAllowsEightLevels(t *testing.T) {
-	ok := `{"state":{"reported":{"a":{"b":{"c":{"d":{"e":{"f":{"g":1}}}}}}}}}`
-	if _, err := shadow.ParseUpdate([]byte(ok)); err != nil {
-		t.Fatalf("8 levels rejected: %v", err)
+func TestDepthLimitIsSixLevels(t *testing.T) {
+	six := `{"state":{"reported":{"a":{"b":{"c":{"d":{"e":{"f":1}}}}}}}}`
+	if _, err := shadow.ParseUpdate([]byte(six)); err != nil {
+		t.Fatalf("6 levels rejected: %v", err)
+	}
+	seven := `{"state":{"reported":{"a":{"b":{"c":{"d":{"e":{"f":{"g":1}}}}}}}}}`
+	if _, err := shadow.ParseUpdate([]byte(seven)); !shadow.IsCode(err, 400) {
+		t.Fatalf("7 levels: want 400, got %v", err)
 	}
 }
 
@@ -126,6 +109,8 @@ func TestTopics(t *testing.T) {
 		{"things/", "$aws/things/gw/shadow/get", shadow.Topic{}, true},
 		{"things/", "things/gw/shadow/update/accepted/extra", shadow.Topic{}, true},
 		{"things/", "things/gw/shadow/name/" + strings.Repeat("n", 65) + "/get", shadow.Topic{}, true},
+		{"things/", "things/gw/shadow/name/$cfg/get", shadow.Topic{Thing: "gw", Name: "$cfg", Op: shadow.OpGet}, false},
+		{"things/", "things/g$w/shadow/get", shadow.Topic{}, true},
 	} {
 		got, err := shadow.ParseTopic(tc.root, tc.topic)
 		if (err != nil) != tc.err {
@@ -140,6 +125,24 @@ func TestTopics(t *testing.T) {
 				t.Errorf("build %+v = %s, want %s", got, back, tc.topic)
 			}
 		}
+	}
+}
+
+// TestMergeKeepsEmptyObjects holds the gateway's replica (which merges
+// deltas and accepted states with Merge) to the service's rules.
+func TestMergeKeepsEmptyObjects(t *testing.T) {
+	base := map[string]any{"a": json.Number("1"), "b": map[string]any{"c": json.Number("3")}}
+	got := shadow.Merge(base, map[string]any{"b": map[string]any{"c": map[string]any{}}, "d": map[string]any{}, "e": map[string]any{"f": nil}})
+	want := map[string]any{"a": json.Number("1"), "b": map[string]any{"c": map[string]any{}}, "d": map[string]any{}}
+	if !shadow.Equal(got, want) {
+		t.Fatalf("Merge = %v, want %v", got, want)
+	}
+	got = shadow.Merge(want, map[string]any{"b": map[string]any{"c": nil}, "a": nil, "d": nil})
+	if want := map[string]any{"b": map[string]any{}}; !shadow.Equal(got, want) {
+		t.Fatalf("deleting the last key of b: Merge = %v, want %v", got, want)
+	}
+	if got := shadow.Merge(map[string]any{"a": json.Number("1")}, map[string]any{"a": nil}); got != nil {
+		t.Fatalf("an emptied section: Merge = %v, want nil", got)
 	}
 }
 
@@ -188,10 +191,11 @@ func checkInvariants(t *testing.T, sh *shadow.Shadow) {
 	if !shadow.Equal(sh.Delta(), refDelta(sh.State.Desired, sh.State.Reported)) {
 		t.Fatalf("delta %v is not the difference of %v and %v", sh.Delta(), sh.State.Desired, sh.State.Reported)
 	}
-	// The state size the 8 KB limit is checked with is the encoded size.
-	enc, _ := json.Marshal(sh.State)
-	if got := shadow.StateSize(sh.State); got != len(enc) {
-		t.Fatalf("StateSize %d, encoded %d: %s", got, len(enc), enc)
+	// The state size the 8 KB limit is checked with is the compact JSON of
+	// desired plus reported, strings written as a minimal encoder writes
+	// them: encoding/json's output less what it alone escapes.
+	if got, want := shadow.StateSize(sh.State), minimalSize(t, sh.State.Desired)+minimalSize(t, sh.State.Reported); got != want {
+		t.Fatalf("StateSize %d, want %d: %v", got, want, sh.State)
 	}
 	// The stored form round-trips.
 	b, err := json.Marshal(sh)
@@ -206,6 +210,25 @@ func checkInvariants(t *testing.T, sh *shadow.Shadow) {
 	if string(b) != string(b2) {
 		t.Fatalf("round trip:\n%s\n%s", b, b2)
 	}
+}
+
+// minimalSize is the length of v as compact JSON with only quote,
+// backslash and control characters escaped (0 for a nil section).
+func minimalSize(t *testing.T, v map[string]any) int {
+	t.Helper()
+	if v == nil {
+		return 0
+	}
+	var buf strings.Builder
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	out := strings.TrimSuffix(buf.String(), "\n")
+	// encoding/json also writes U+2028, U+2029 and invalid UTF-8 (as
+	// U+FFFD) escaped: 6 bytes where a minimal encoder writes 3.
+	return len(out) - 3*(strings.Count(out, `\u2028`)+strings.Count(out, `\u2029`)+strings.Count(out, `\ufffd`))
 }
 
 func checkMeta(t *testing.T, path string, v map[string]any, meta map[string]any) {
@@ -298,9 +321,10 @@ func TestRandomUpdateSequences(t *testing.T) {
 }
 
 func FuzzHandle(f *testing.F) {
-	for _, c := range shadowtest.Cases {
-		for _, s := range c.Steps {
-			f.Add(string(s.Op), s.Payload, s.Payload)
+	for _, e := range shadowtest.Entries() {
+		for _, s := range e.Steps {
+			p, _ := s.Bytes()
+			f.Add(string(s.Op), string(p), string(p))
 		}
 	}
 	f.Fuzz(func(t *testing.T, op, first, second string) {

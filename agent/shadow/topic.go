@@ -123,21 +123,31 @@ func ParseTopic(root, topic string) (Topic, error) {
 // ErrBadName is returned for a thing or shadow name AWS would not accept.
 var ErrBadName = errors.New("invalid name")
 
-// ValidateThingName checks a thing name: [a-zA-Z0-9:_-], 1 to 128 characters.
-func ValidateThingName(s string) error { return validateName("thing", s, MaxThingNameLen) }
+// ValidateThingName checks a thing name: [a-zA-Z0-9:_-], 1 to 128 characters
+// (AWS IoT data plane API, UpdateThingShadow, thingName).
+func ValidateThingName(s string) error { return validateName("thing", s, MaxThingNameLen, "") }
 
-// ValidateShadowName checks a named shadow's name: [a-zA-Z0-9:_-], 1 to 64.
-func ValidateShadowName(s string) error { return validateName("shadow", s, MaxShadowNameLen) }
+// ValidateShadowName checks a named shadow's name: [$a-zA-Z0-9:_-], 1 to 64
+// characters (UpdateThingShadow, shadowName).
+func ValidateShadowName(s string) error { return validateName("shadow", s, MaxShadowNameLen, "$") }
 
-func validateName(kind, s string, max int) error {
+func validateName(kind, s string, max int, extra string) error {
 	if s == "" || len(s) > max {
 		return fmt.Errorf("%w: %s name %q must be 1 to %d characters", ErrBadName, kind, s, max)
 	}
 	for _, r := range s {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == ':' || r == '_' || r == '-'
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == ':' || r == '_' || r == '-' || strings.ContainsRune(extra, r)
 		if !ok {
-			return fmt.Errorf("%w: %s name %q may hold only letters, digits, ':', '_' and '-'", ErrBadName, kind, s)
+			return fmt.Errorf("%w: %s name %q may hold only letters, digits, %s':', '_' and '-'", ErrBadName, kind, s, quoteExtra(extra))
 		}
 	}
 	return nil
+}
+
+func quoteExtra(extra string) string {
+	var b strings.Builder
+	for _, r := range extra {
+		b.WriteString("'" + string(r) + "', ")
+	}
+	return b.String()
 }

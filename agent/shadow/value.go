@@ -65,9 +65,11 @@ func numbersEqual(a, b json.Number) bool {
 }
 
 // merge applies patch to base the AWS way and returns the result: objects
-// merge recursively, arrays and scalars replace, null deletes the key. base is
-// not modified. meta is the metadata tree of base; the returned metadata has a
-// {"timestamp":ts} for every leaf the patch touched.
+// merge recursively, arrays and scalars replace, null deletes the key, and
+// only null deletes: an empty object is a value like any other, and an
+// object emptied by deletes stays (as {}). base is not modified. meta is the
+// metadata tree of base; the returned metadata has a {"timestamp":ts} for
+// every leaf the patch wrote.
 func merge(base, meta, patch map[string]any, ts int64) (map[string]any, map[string]any) {
 	out := make(map[string]any, len(base)+len(patch))
 	for k, v := range base {
@@ -83,26 +85,52 @@ func merge(base, meta, patch map[string]any, ts int64) (map[string]any, map[stri
 			delete(out, k)
 			delete(outMeta, k)
 		case map[string]any:
-			bv, _ := out[k].(map[string]any)
-			bm, _ := outMeta[k].(map[string]any)
-			if bv == nil {
-				bm = nil
-			}
-			sub, subMeta := merge(bv, bm, pv, ts)
-			if len(sub) == 0 {
-				// An object emptied by deletes (or set to {}) is not kept:
-				// empty objects never appear in a stored document.
-				delete(out, k)
-				delete(outMeta, k)
+			if bv, ok := out[k].(map[string]any); ok {
+				bm, _ := outMeta[k].(map[string]any)
+				out[k], outMeta[k] = merge(bv, bm, pv, ts)
 				continue
 			}
-			out[k], outMeta[k] = sub, subMeta
+			// A new object (or one replacing a scalar or an array): the
+			// nulls in it delete nothing and are dropped, and an object that
+			// held only nulls is not created.
+			v, ok := prune(pv)
+			if !ok {
+				continue
+			}
+			out[k], outMeta[k] = v, leafMeta(v, ts)
 		default:
 			out[k] = pv
 			outMeta[k] = leafMeta(pv, ts)
 		}
 	}
 	return out, outMeta
+}
+
+// prune drops the nulls of a new object, recursively. It returns false for
+// an object that had nulls and nothing else (an empty object as such is
+// kept: {} is a value).
+func prune(m map[string]any) (map[string]any, bool) {
+	out := make(map[string]any, len(m))
+	hadNull := false
+	for k, v := range m {
+		switch v := v.(type) {
+		case nil:
+			hadNull = true
+		case map[string]any:
+			sub, ok := prune(v)
+			if !ok {
+				hadNull = true
+				continue
+			}
+			out[k] = sub
+		default:
+			out[k] = v
+		}
+	}
+	if hadNull && len(out) == 0 {
+		return nil, false
+	}
+	return out, true
 }
 
 // leafMeta is the metadata of a value written at ts: {"timestamp":ts} for a
@@ -147,8 +175,10 @@ func touchedMeta(patch map[string]any, ts int64) map[string]any {
 }
 
 // Delta returns the part of desired that differs from reported: keys of
-// desired missing from reported or with another value; objects compare key by
-// key, arrays as a whole. It returns nil when they agree.
+// desired missing from reported or with another value, with the path from
+// the root kept; objects compare key by key (so an empty desired object
+// differs only from a reported value that is missing or not an object),
+// arrays as a whole, numbers by value. It returns nil when they agree.
 func Delta(desired, reported map[string]any) map[string]any {
 	var d map[string]any
 	for k, dv := range desired {
@@ -229,8 +259,9 @@ func depth(v any) int {
 	return 0
 }
 
-// emptyToNil returns nil for an empty map so that empty sections disappear
-// from serialised documents, as AWS leaves them out.
+// emptyToNil returns nil for an empty map: a desired or reported section
+// left empty is removed from the document, as AWS removes it (an empty
+// object below a section is a value and stays).
 func emptyToNil(m map[string]any) map[string]any {
 	if len(m) == 0 {
 		return nil
@@ -238,19 +269,19 @@ func emptyToNil(m map[string]any) map[string]any {
 	return m
 }
 
-// stateSize is the length of the JSON encoding of st, computed by walking
-// the values instead of encoding them (no allocation). It counts string
-// escapes as encoding/json writes them.
+// stateSize is what counts toward the 8 KB limit: the compact JSON of
+// desired plus that of reported, as AWS's own shadow service counts it
+// (metadata does not count). Strings are counted as a minimal JSON encoder
+// writes them (UTF-8 as is; quote, backslash and control characters
+// escaped), not as encoding/json writes them (it also escapes <, > and &).
+// It walks the values instead of encoding them (no allocation).
 func stateSize(st State) int {
-	n := 2 // {}
+	n := 0
 	if st.Desired != nil {
-		n += len(`"desired":`) + jsonSize(st.Desired)
+		n += jsonSize(st.Desired)
 	}
 	if st.Reported != nil {
-		if st.Desired != nil {
-			n++
-		}
-		n += len(`"reported":`) + jsonSize(st.Reported)
+		n += jsonSize(st.Reported)
 	}
 	return n
 }
@@ -293,10 +324,10 @@ func stringSize(s string) int {
 		i += size
 		switch {
 		case r == utf8.RuneError && size == 1:
-			n += 6 // invalid UTF-8 is written as \ufffd
-		case r == '"' || r == '\\' || r == '\n' || r == '\r' || r == '\t':
+			n += 3 // invalid UTF-8 would be written as U+FFFD
+		case r == '"' || r == '\\' || r == '\n' || r == '\r' || r == '\t' || r == '\b' || r == '\f':
 			n += 2
-		case r < 0x20 || r == '<' || r == '>' || r == '&' || r == '\u2028' || r == '\u2029':
+		case r < 0x20:
 			n += 6
 		default:
 			n += size
@@ -306,8 +337,9 @@ func stringSize(s string) int {
 }
 
 // Merge applies patch to base with the update rules (objects merge
-// recursively, arrays and scalars replace, null deletes) and returns the
-// result; base is not modified. A nil patch returns base.
+// recursively, arrays and scalars replace, only null deletes) and returns
+// the result, nil when nothing is left; base is not modified. A nil patch
+// returns base.
 func Merge(base, patch map[string]any) map[string]any {
 	if patch == nil {
 		return base

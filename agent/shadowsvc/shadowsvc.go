@@ -48,6 +48,7 @@ type Link interface {
 const (
 	DefaultMaxInFlightPerThing = 1000
 	DefaultMaxQueued           = 20000
+	DefaultMaxQueuedBytes      = 16 << 20
 )
 
 // ErrOverloaded is Do's error when the request was shed (429).
@@ -66,6 +67,7 @@ type Service struct {
 	work     []*request              // accepted, waiting for the finisher
 	perThing map[string]int          // requests in the pipeline per thing
 	writes   map[store.ShadowKey]int // updates and deletes in the pipeline per shadow
+	bytes    int                     // payload bytes in the pipeline
 	wake     chan struct{}           // work was added
 	tracked  chan link.Pending       // responses whose PUBACK the reaper awaits
 
@@ -83,8 +85,11 @@ type Options struct {
 	// service before more are answered 429 (default 1000; AWS allows 10 in
 	// flight per connection).
 	MaxInFlightPerThing int
-	// MaxQueued bounds the requests waiting in all (default 20000).
-	MaxQueued int
+	// MaxQueued and MaxQueuedBytes bound the requests waiting in all, in
+	// count and in payload bytes (defaults 20000 and 16 MiB), so that a
+	// burst of large requests cannot take the memory of a small box.
+	MaxQueued      int
+	MaxQueuedBytes int
 	// Tracker, when set, is told when the finisher works, so that a commit
 	// that never ends shows as a stuck loop to the watchdog.
 	Tracker *watchdog.Tracker
@@ -118,6 +123,9 @@ func New(o Options) *Service {
 	}
 	if o.MaxQueued <= 0 {
 		o.MaxQueued = DefaultMaxQueued
+	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
 	s := &Service{root: o.Root, link: o.Link, store: o.Store, log: o.Logger.With("component", "shadowsvc"), now: o.Now, o: o,
 		perThing: map[string]int{}, writes: map[store.ShadowKey]int{}, wake: make(chan struct{}, 1), tracked: make(chan link.Pending, 4096)}
@@ -240,12 +248,13 @@ func (s *Service) Do(ctx context.Context, t shadow.Topic, payload []byte, publis
 // service has too much waiting.
 func (s *Service) submit(t shadow.Topic, payload []byte, publish func(shadow.Message) bool, done func([]shadow.Message, error)) error {
 	s.mu.Lock()
-	if s.perThing[t.Thing] >= s.o.MaxInFlightPerThing || len(s.work) >= s.o.MaxQueued {
+	if s.perThing[t.Thing] >= s.o.MaxInFlightPerThing || len(s.work) >= s.o.MaxQueued || s.bytes+len(payload) > s.o.MaxQueuedBytes {
 		s.mu.Unlock()
 		s.throttled.Add(1)
 		return ErrOverloaded
 	}
 	s.perThing[t.Thing]++
+	s.bytes += len(payload)
 	r := &request{topic: t, payload: payload, now: s.now(), publish: publish, done: done}
 	key := r.key()
 	if t.Op == shadow.OpGet && s.writes[key] == 0 {
@@ -314,6 +323,7 @@ func (s *Service) finish(r *request) {
 		out = []shadow.Message{internalError(r.topic, r.now)}
 	}
 	s.mu.Lock()
+	s.bytes -= len(r.payload)
 	if s.perThing[r.topic.Thing]--; s.perThing[r.topic.Thing] <= 0 {
 		delete(s.perThing, r.topic.Thing)
 	}
