@@ -69,8 +69,19 @@ type TLS struct {
 
 // Broker is the embedded loopback broker and shadow service of the demo.
 type Broker struct {
-	Embedded bool   `yaml:"embedded"`
-	Listen   string `yaml:"listen"`
+	Embedded bool       `yaml:"embedded"`
+	Listen   string     `yaml:"listen"`
+	HTTP     BrokerHTTP `yaml:"http"`
+}
+
+// BrokerHTTP is the embedded shadow service's AWS IoT data-plane HTTP API
+// (off when Listen is empty): the settings of shadowsvc's --http,
+// --credentials, --http-cert and --http-key.
+type BrokerHTTP struct {
+	Listen      string `yaml:"listen"`
+	Credentials string `yaml:"credentials"`
+	Cert        string `yaml:"cert"`
+	Key         string `yaml:"key"`
 }
 
 // Store is the bbolt file and its quotas.

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -47,6 +48,13 @@ var (
 )
 
 func (c *Config) applyDefaults() {
+	// broker.http's files are relative to this file, so that the demo's
+	// key file is found from any working directory.
+	for _, p := range []*string{&c.Broker.HTTP.Credentials, &c.Broker.HTTP.Cert, &c.Broker.HTTP.Key} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(filepath.Dir(c.File), *p)
+		}
+	}
 	if c.Broker.Listen == "" {
 		c.Broker.Listen = DefaultListen
 	}
@@ -129,6 +137,47 @@ func (c *Config) applyDefaults() {
 	}
 }
 
+// validateBrokerHTTP checks broker.http with shadowsvc's rules: plain HTTP
+// on loopback only, and credentials off loopback.
+func (c *Config) validateBrokerHTTP(r *Reporter) {
+	h := c.Broker.HTTP
+	if h.Listen == "" {
+		if h != (BrokerHTTP{}) {
+			r.At("broker.http.listen", "is required when broker.http is set")
+		}
+		return
+	}
+	if !c.Broker.Embedded {
+		r.At("broker.http", "serves the embedded shadow service: set broker.embedded: true (or run shadowsvc --http)")
+	}
+	host, _, err := net.SplitHostPort(h.Listen)
+	if err != nil {
+		r.At("broker.http.listen", "want host:port, got %q", h.Listen)
+		return
+	}
+	ip := net.ParseIP(host)
+	loopback := host == "localhost" || (ip != nil && ip.IsLoopback())
+	if (h.Cert == "") != (h.Key == "") {
+		r.At("broker.http", "cert and key go together: set both or neither")
+	}
+	if !loopback && h.Cert == "" {
+		r.At("broker.http.listen", "plain HTTP is allowed only on a loopback address (127.0.0.1, [::1]); set broker.http.cert and broker.http.key for %q", h.Listen)
+	}
+	if !loopback && h.Credentials == "" {
+		r.At("broker.http.credentials", "is required off loopback (a file in the AWS shared-credentials format)")
+	}
+	for _, f := range []struct{ path, key string }{{h.Credentials, "broker.http.credentials"}, {h.Cert, "broker.http.cert"}, {h.Key, "broker.http.key"}} {
+		if f.path == "" {
+			continue
+		}
+		if fh, err := os.Open(f.path); err != nil {
+			r.At(f.key, "cannot read %s: %v", f.path, unwrapPathError(err))
+		} else {
+			fh.Close()
+		}
+	}
+}
+
 func (c *Config) validate(r *Reporter) {
 	if c.Gateway.Thing == "" {
 		r.At("gateway.thing", "is required: the AWS IoT thing name of this gateway")
@@ -143,6 +192,7 @@ func (c *Config) validate(r *Reporter) {
 			r.At("broker.listen", "the embedded broker listens on loopback only (127.0.0.1 or [::1]), got %q", host)
 		}
 	}
+	c.validateBrokerHTTP(r)
 	if c.Store.Outbox.MaxItems < 0 {
 		r.At("store.outbox.max_items", "must be positive")
 	}

@@ -104,6 +104,9 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 		for _, a := range opened {
 			a.Close()
 		}
+		if emb != nil && emb.httpLn != nil {
+			emb.httpLn.Close()
+		}
 		if emb != nil && emb.own {
 			emb.broker.Close()
 		}

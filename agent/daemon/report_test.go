@@ -107,6 +107,8 @@ func TestPerformanceReport(t *testing.T) {
 		compare(fmt.Sprintf("commands on %d actuator(s)", acts), nd, durable) // a rate: slower is smaller
 	}
 
+	httpRows(t, sz.rtIters*3, add)
+
 	drain, bare := measureDrain(t, stock, sz.drain)
 	add(fmt.Sprintf("outbox drain of %d messages (÷ bare paho QoS 1 publish)", sz.drain),
 		fmt.Sprintf("%.2f s (%.2f×)", drain.Seconds(), drain.Seconds()/bare.Seconds()), "≤ 1.5×", drain.Seconds()/bare.Seconds() <= 1.5)

@@ -29,7 +29,7 @@ func conformanceService(t *testing.T, root string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shadowsvc.New(shadowsvc.Options{Root: root, Link: l, Store: st})
+	runService(t, shadowsvc.New(shadowsvc.Options{Root: root, Link: l, Store: st}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { l.Run(ctx); close(done) }()

@@ -8,13 +8,13 @@
 // message is received and the disk's commits are shared:
 //
 //   - the link's dispatcher hands each request to the engine (serve) and
-//     returns at once; its acknowledgement is deferred;
+//     returns at once, so the broker is acknowledged without delay;
 //   - the engine runs the request against the document inside the store's
 //     next group commit (store.Submit), in arrival order, so requests to
 //     one shadow see each other's results and hundreds share one fsync;
 //   - the finisher waits for each commit in turn, then publishes the
-//     responses (without waiting for their PUBACKs) and acknowledges the
-//     request, which the broker then forgets.
+//     responses (without waiting for their PUBACKs): nothing is accepted
+//     before it is on disk.
 //
 // Load is shed, never queued without bound: more than MaxInFlightPerThing
 // requests for one thing waiting, or more than MaxQueued in all, and the
@@ -155,10 +155,10 @@ func (s *Service) Stats() Stats {
 	return Stats{s.requests.Load(), s.rejected.Load(), s.malformed.Load(), s.throttled.Load(), s.lost.Load(), waiting}
 }
 
-// Run finishes requests until ctx ends: it waits for each one's commit,
-// publishes its responses and acknowledges it. When ctx ends, the requests
-// already handed to the store are finished too (a request that committed
-// but was never answered would run again when the broker redelivers it).
+// Run finishes requests until ctx ends: it waits for each one's commit and
+// publishes its responses. When ctx ends, the requests already handed to
+// the store are finished too, so that none is committed and left
+// unanswered.
 func (s *Service) Run(ctx context.Context) {
 	var wg gosync.WaitGroup
 	wg.Add(1)
@@ -198,10 +198,14 @@ func (s *Service) serve(_ context.Context, m *link.Message) {
 		return
 	}
 	s.requests.Add(1)
-	ack := m.Defer()
-	if err := s.submit(t, m.Payload, all, func([]shadow.Message, error) { ack(true) }); err != nil {
+	// The request is acknowledged to the broker when this returns, before
+	// its commit: a request lost with a crash was never answered, which a
+	// client must handle anyway (it asks again), while acknowledging only
+	// after the commit would cap each group commit at the broker's
+	// in-flight window (20 on a stock mosquitto) and make the broker queue,
+	// and then drop, what a busy service has not taken yet.
+	if err := s.submit(t, m.Payload, all, func([]shadow.Message, error) {}); err != nil {
 		s.publishAll([]shadow.Message{tooMany(t, m.Payload, s.now())}, nil)
-		ack(true)
 	}
 }
 
