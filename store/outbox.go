@@ -72,6 +72,18 @@ func (s *Store) Queued(key string) bool {
 	return found
 }
 
+// QueuedSeq returns the sequence number of the item queued under the
+// coalescing key, if one is (a read, no write).
+func (s *Store) QueuedSeq(key string) (seq uint64, ok bool) {
+	s.View(func(tx *Tx) error {
+		if v := tx.tx.Bucket(bucketOutboxKeys).Get([]byte(key)); len(v) == 8 {
+			seq, ok = binary.BigEndian.Uint64(v), true
+		}
+		return nil
+	})
+	return seq, ok
+}
+
 // Enqueue appends an item and returns its sequence number.
 func (s *Store) Enqueue(it OutItem) (seq uint64, err error) {
 	err = s.Update(func(tx *Tx) error {

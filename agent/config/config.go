@@ -58,6 +58,9 @@ type Cloud struct {
 	// PresenceTopic is where the gateway says whether it is connected
 	// (retained, and its last will); {thing} stands for the thing name.
 	PresenceTopic string `yaml:"presence_topic"`
+	// StaleDelta is how long a delta may stand unchanged, the uplink up,
+	// before the gateway fetches the shadow again.
+	StaleDelta Duration `yaml:"stale_delta"`
 }
 
 // TLS holds paths of PEM files; secrets are never written inline.

@@ -19,6 +19,7 @@ const (
 	DefaultListen          = "127.0.0.1:1883"
 	DefaultKeepalive       = 30 * time.Second
 	DefaultPresenceTopic   = "shadowgate/{thing}/presence"
+	DefaultStaleDelta      = 30 * time.Second
 	DefaultStorePath       = "/var/lib/shadowgate/state.db"
 	DefaultOutboxItems     = 100000
 	DefaultOutboxBytes     = 64 << 20
@@ -35,6 +36,7 @@ const (
 	maxHistory             = 10000
 	minHeartbeat           = time.Second
 	minKeepalive           = 5 * time.Second
+	minStaleDelta          = time.Second
 	maxActuatorNameLen     = 64
 	maxCommandTypeNameLen  = 64
 	commandTypeNamePattern = `^[A-Za-z0-9_.-]+$`
@@ -74,6 +76,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Cloud.Conflict == "" {
 		c.Cloud.Conflict = CloudWins
+	}
+	if c.Cloud.StaleDelta == 0 {
+		c.Cloud.StaleDelta = Duration(DefaultStaleDelta)
 	}
 	if c.Store.Path == "" {
 		c.Store.Path = DefaultStorePath
@@ -273,6 +278,9 @@ func (c *Config) validateCloud(r *Reporter) {
 	}
 	if cl.Conflict != CloudWins && cl.Conflict != LocalWins {
 		r.At("cloud.conflict", "must be %s or %s, got %q", CloudWins, LocalWins, cl.Conflict)
+	}
+	if cl.StaleDelta.D() < minStaleDelta {
+		r.At("cloud.stale_delta", "must be at least %s, got %s", minStaleDelta, cl.StaleDelta)
 	}
 }
 

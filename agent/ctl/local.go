@@ -176,6 +176,8 @@ func runStatus(e *env, f *localFlags, c *apiClient, args []string) error {
 	in := st.CommandsStats.Inbox
 	row("inbox", fmt.Sprintf("%d of %d commands, %d of %d bytes; %d refused (full); %d received not yet written", in.Items, in.MaxItems, in.Bytes, in.MaxBytes, in.Refused, st.CommandsStats.Unwritten))
 	row("sync", fmt.Sprintf("%d applied, %d failed, %d stale deltas, %d conflicts, %d malformed", st.Sync.Applied, st.Sync.ApplyFailures, st.Sync.StaleDeltas, st.Sync.Conflicts, st.Sync.Malformed))
+	row("shadow requests", fmt.Sprintf("%d awaiting an answer, %d sent again after no answer, %d retried after 429/5xx, %d refused; %d version gaps, %d safety-net fetches",
+		st.Sync.InFlight, st.Sync.Resent, st.Sync.Retried, st.Sync.Rejected, st.Sync.Gaps, st.Sync.SafetyGets))
 	row("actuators", strconv.Itoa(st.ActuatorsCount))
 	row("store", fmt.Sprintf("%s (%d bytes; %d commits, %d bytes written since start)", st.StorePath, st.StoreBytes, st.StoreWrites.Commits, st.StoreWrites.Bytes))
 	row("uptime", st.Uptime.String())

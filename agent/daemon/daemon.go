@@ -235,12 +235,6 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	d.Manager = actuate.New(acts, actuate.Options{Store: d.Store, Logger: log, Watchdog: d.watchdog})
 	d.closers = append(d.closers, d.Manager.Close)
-	if err := d.Manager.Recover(ctx); err != nil {
-		log.Error("restoring interrupted group changes", "err", err)
-	}
-	if err := d.Manager.PowerOn(ctx, cfg.Actuators); err != nil {
-		log.Error("power-on states", "err", err)
-	}
 
 	if cfg.Broker.Embedded {
 		if d.emb, err = d.startEmbedded(cfg, nil); err != nil {
@@ -265,6 +259,18 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	d.up.attach(l, d.gen.routes.filters())
 	d.up.install(d.gen.routes)
 	d.Sync, d.Commands = d.gen.sync, d.gen.commands
+	// After sync observes the actuators: a group restored after a crash is
+	// a change made at the gateway on purpose, written as desired too (the
+	// cloud may hold the desired state of the group's first half).
+	if err := d.Sync.UndoInterruptedGroups(); err != nil {
+		log.Error("writing the state before interrupted group changes", "err", err)
+	}
+	if err := d.Manager.Recover(ctx); err != nil {
+		log.Error("restoring interrupted group changes", "err", err)
+	}
+	if err := d.Manager.PowerOn(ctx, cfg.Actuators); err != nil {
+		log.Error("power-on states", "err", err)
+	}
 	return d, nil
 }
 
@@ -362,7 +368,7 @@ func (d *Daemon) buildGeneration(cfg *config.Config) (*generation, error) {
 	var err error
 	g.sync, err = sync.New(sync.Options{
 		Thing: cfg.Gateway.Thing, Root: cfg.Cloud.TopicRoot, Conflict: cfg.Cloud.Conflict, Actuators: cfg.Actuators,
-		Store: d.Store, Manager: g.share, Link: g.routes, Outbox: d.Outbox, Logger: d.log,
+		Store: d.Store, Manager: g.share, Link: g.routes, Logger: d.log, StaleAfter: cfg.Cloud.StaleDelta.D(),
 	})
 	if err != nil {
 		g.share.Release()

@@ -86,6 +86,13 @@ func newCloud(t testing.TB) *cloud {
 // newCloudWith is newCloud on a broker configured as bc says.
 func newCloudWith(t testing.TB, bc brokertest.Config) *cloud {
 	t.Helper()
+	return newCloudSvc(t, bc, nil)
+}
+
+// newCloudSvc is newCloudWith with the shadow service's options changed by
+// opt (a throttle, say).
+func newCloudSvc(t testing.TB, bc brokertest.Config, opt func(o *shadowsvc.Options)) *cloud {
+	t.Helper()
 	c := &cloud{broker: brokertest.StartWith(t, bc)}
 	st, err := store.Open(filepath.Join(t.TempDir(), "cloud.db"), store.Options{})
 	if err != nil {
@@ -93,7 +100,11 @@ func newCloudWith(t testing.TB, bc brokertest.Config) *cloud {
 	}
 	t.Cleanup(func() { st.Close() })
 	svcLink, _ := link.New(link.Options{Broker: c.broker.URL(), ClientID: "cloud-shadowsvc", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
-	c.svc = shadowsvc.New(shadowsvc.Options{Root: root, Link: svcLink, Store: st})
+	so := shadowsvc.Options{Root: root, Link: svcLink, Store: st}
+	if opt != nil {
+		opt(&so)
+	}
+	c.svc = shadowsvc.New(so)
 	c.svcLink = svcLink
 	runService(t, c.svc)
 	runLink(t, svcLink)

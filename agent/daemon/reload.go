@@ -380,9 +380,10 @@ func genView(c *config.Config) any {
 	}
 	return struct {
 		Thing, Root, Conflict string
+		StaleDelta            config.Duration
 		Bindings              map[string]binding
 		Commands              config.Commands
-	}{c.Gateway.Thing, c.Cloud.TopicRoot, c.Cloud.Conflict, b, c.Commands}
+	}{c.Gateway.Thing, c.Cloud.TopicRoot, c.Cloud.Conflict, c.Cloud.StaleDelta, b, c.Commands}
 }
 
 // linkKey is the cloud settings and the contents of the files they name.

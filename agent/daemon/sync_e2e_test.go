@@ -92,12 +92,14 @@ func TestReportsMadeOfflineArriveLatestWins(t *testing.T) {
 	c.broker.Stop()
 	waitFor(t, "link down", func() bool { return !d.Link.Connected() })
 	ctx := context.Background()
+	// Changes that follow the desired state are reports (a command's are
+	// written as desired too, and wait in the replica instead).
 	for _, speed := range []int{10, 20, 30, 55} {
-		if _, err := d.Manager.Apply(ctx, actuate.Change{Actuator: "gate_motor", State: drivers.State{"speed": speed}, Source: store.SourceCommand}); err != nil {
+		if _, err := d.Manager.Apply(ctx, actuate.Change{Actuator: "gate_motor", State: drivers.State{"speed": speed}, Source: store.SourceDelta}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	d.Manager.Apply(ctx, actuate.Change{Actuator: "porch_light", State: drivers.State{"on": true}, Source: store.SourceCommand})
+	d.Manager.Apply(ctx, actuate.Change{Actuator: "porch_light", State: drivers.State{"on": true}, Source: store.SourceDelta})
 	if st := d.Store.OutboxStats(); st.Items != 2 {
 		t.Fatalf("offline reports should be coalesced per key into 2 items, got %+v", st)
 	}

@@ -2,6 +2,12 @@
 // a window of messages in flight, each removed only after the broker's
 // PUBACK. While the link is down nothing is lost: producers keep enqueueing
 // and the drainer resumes on reconnect, in order.
+//
+// Reported state is not the drainer's: a report is settled by the shadow
+// service's answer, not by the broker's PUBACK (a broker acknowledges a
+// report that no service receives). agent/sync sends reports, keeps their
+// outbox copies while they are unanswered and removes them once accepted;
+// the drainer passes them by.
 package outbox
 
 import (
@@ -105,12 +111,10 @@ func (d *Drainer) Run(ctx context.Context) {
 
 // drainOnce publishes one window and removes what the broker acknowledged.
 func (d *Drainer) drainOnce(ctx context.Context) (int, error) {
-	items, err := d.store.Peek(d.window + len(d.removing))
+	items, err := d.next()
 	if err != nil {
 		return 0, err
 	}
-	items = slices.DeleteFunc(items, func(it store.OutItem) bool { return d.removing[it.Seq] })
-	items = items[:min(len(items), d.window)]
 	if len(items) == 0 {
 		return 0, nil
 	}
@@ -144,6 +148,24 @@ func (d *Drainer) drainOnce(ctx context.Context) (int, error) {
 		d.sent.Add(int64(len(done)))
 	}
 	return len(done), pubErr
+}
+
+// next returns the next window: the oldest items that are neither being
+// removed nor reports (see the package doc). Reports are coalesced per key,
+// so few of them sit among the rest; the peek grows until it finds a
+// window's worth or the outbox's end.
+func (d *Drainer) next() ([]store.OutItem, error) {
+	for n := d.window + len(d.removing); ; n *= 2 {
+		items, err := d.store.Peek(n)
+		if err != nil {
+			return nil, err
+		}
+		all := len(items)
+		items = slices.DeleteFunc(items, func(it store.OutItem) bool { return d.removing[it.Seq] || it.Kind == store.KindReport })
+		if len(items) >= d.window || all < n {
+			return items[:min(len(items), d.window)], nil
+		}
+	}
 }
 
 // remove starts committing the removal of acknowledged items. A crash

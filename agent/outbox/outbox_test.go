@@ -100,3 +100,54 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Reports are not the drainer's (agent/sync sends them and removes them
+// once the shadow service accepts them): it passes them by, and acks queued
+// behind more reports than a window still go out.
+func TestReportsPassedBy(t *testing.T) {
+	b := brokertest.Start(t)
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const window, reports, acks = 4, 10, 6
+	for i := range reports {
+		if _, err := st.Enqueue(store.OutItem{Kind: store.KindReport, Topic: "reports", Payload: []byte("r"), QoS: 1, Key: "gw//k" + strconv.Itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range acks {
+		if _, err := st.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "acks", Payload: []byte(strconv.Itoa(i)), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	var mu sync.Mutex
+	got := map[string]int{}
+	sub, _ := link.New(link.Options{Broker: b.URL(), ClientID: "sub", CleanSession: true})
+	count := func(_ context.Context, m *link.Message) { mu.Lock(); got[m.Topic]++; mu.Unlock() }
+	sub.Handle("acks", count)
+	sub.Handle("reports", count)
+	goRun := func(run func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); run(ctx) }()
+	}
+	goRun(func(c context.Context) { sub.Run(c) })
+	waitFor(t, "subscriber connected", sub.Connected)
+	pub, _ := link.New(link.Options{Broker: b.URL(), ClientID: "gw", CleanSession: true})
+	d := outbox.New(st, pub, window, nil)
+	pub.OnConnect(func(context.Context) { d.Kick() })
+	goRun(func(c context.Context) { pub.Run(c) })
+	goRun(d.Run)
+	waitFor(t, "acks sent", func() bool { mu.Lock(); defer mu.Unlock(); return got["acks"] == acks })
+	waitFor(t, "only the reports left", func() bool { return st.OutboxStats().Items == reports })
+	time.Sleep(200 * time.Millisecond) // a report would arrive by now
+	mu.Lock()
+	defer mu.Unlock()
+	if got["reports"] != 0 {
+		t.Fatalf("the drainer published %d reports", got["reports"])
+	}
+}

@@ -1,19 +1,32 @@
 // Package sync keeps the gateway's actuators and their cloud shadows in
-// step, the device side of the AWS IoT Device Shadow protocol:
+// step, the device side of the AWS IoT Device Shadow protocol, so that the
+// gateway always ends where the last desired state says and the cloud ends
+// with what the gateway has:
 //
 //  1. On every (re)connect the link subscribes to delta, accepted and
-//     rejected first; then each shadow is fetched with GET.
+//     rejected first; then each shadow is fetched with GET, again until it
+//     is answered (a broker can acknowledge a request that no shadow service
+//     receives).
 //  2. GET 404 creates the shadow with the actuators' current state.
-//  3. Desired state (from GET and from deltas newer than the last applied
-//     version) is reconciled: what differs from the hardware is applied, as
-//     one atomic group, and the new state reported.
-//  4. Reports go through the store's outbox, coalesced per shadow key, so
-//     that offline changes arrive after reconnect, newest value last.
-//  5. A local change (rollback, a technician's set) is kept as pending in
-//     the replica and sent as desired+reported with the shadow version, so
-//     that the cloud does not re-apply what was undone. Offline, the
-//     conflict policy decides on reconnect: cloud_wins applies a desired the
-//     cloud changed meanwhile, local_wins writes the local state over it.
+//  3. Every message that carries desired or reported state (delta,
+//     update/accepted, the GET answer) updates a replica of the shadow,
+//     key by key in version order, whatever the order of arrival.
+//  4. After every such message, every apply and every accepted report the
+//     shadow is reconciled: what differs from the replica's desired is
+//     applied (one atomic group), what the cloud's reported lacks is
+//     reported. Acting on deltas alone is not enough: a desired change
+//     reversed while the first one is applied produces no delta.
+//  5. A change made at the gateway on purpose (a command, a rollback, a
+//     technician's change) is written as desired and reported with the
+//     shadow version, so that no delta stands against it and reconciling
+//     never undoes it. Offline, the conflict policy decides on reconnect.
+//  6. Reports and local writes are settled by the service's answer, not by
+//     the broker's PUBACK: sent again with the same clientToken when no
+//     answer comes, retried with backoff after 429/500/503, never more than
+//     MaxInFlight requests waiting at once (AWS answers 429 above 10).
+//  7. A missed version, or a delta that stands unchanged for StaleAfter,
+//     fetches the shadow again: a broker that drops messages must not
+//     leave the gateway wrong for ever.
 package sync
 
 import (
@@ -21,11 +34,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
-	"strings"
 	gosync "sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +45,6 @@ import (
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/shadow"
-	"github.com/shadowgate/shadowgate/drivers"
 	"github.com/shadowgate/shadowgate/store"
 )
 
@@ -43,12 +53,18 @@ type Link interface {
 	Handle(filter string, h link.Handler)
 	OnConnect(fn func(ctx context.Context))
 	Connected() bool
-	Publish(ctx context.Context, topic string, retain bool, payload []byte) error
 	PublishAsync(topic string, retain bool, payload []byte) (link.Pending, error)
 }
 
-// Kicker is told when the outbox has something new.
-type Kicker interface{ Kick() }
+// Defaults of the Options.
+const (
+	DefaultStaleAfter    = 30 * time.Second
+	DefaultAnswerTimeout = 5 * time.Second
+	// DefaultMaxInFlight keeps the gateway under AWS's limit of 10 shadow
+	// requests in flight per connection, with room for a request that was
+	// sent again while its first copy was still being served.
+	DefaultMaxInFlight = shadow.MaxInFlightPerConn - 2
+)
 
 // Options configure a Syncer.
 type Options struct {
@@ -59,17 +75,33 @@ type Options struct {
 	Store     *store.Store
 	Manager   *actuate.Manager
 	Link      Link
-	Outbox    Kicker
 	Logger    *slog.Logger
+	// StaleAfter is how long a delta may stand unchanged in the replica,
+	// the uplink up, before the shadow is fetched again (default 30s; it
+	// then backs off, doubling up to 32 times this).
+	StaleAfter time.Duration
+	// AnswerTimeout is how long a shadow request waits for its answer
+	// before it is sent again (default 5s; it doubles for each copy, up to
+	// a minute).
+	AnswerTimeout time.Duration
+	// MaxInFlight bounds the shadow requests awaiting an answer
+	// (default DefaultMaxInFlight).
+	MaxInFlight int
 }
 
 // Stats counts what sync did and refused.
 type Stats struct {
 	Malformed     int64 // payloads that could not be read
-	StaleDeltas   int64 // deltas at or below the applied version, ignored
+	StaleDeltas   int64 // deltas older than what the replica holds, ignored
 	Applied       int64 // reconciliations that changed something
 	ApplyFailures int64
 	Conflicts     int64 // local changes that met a changed cloud desired
+	Resent        int64 // requests sent again with the same clientToken after no answer
+	Retried       int64 // requests sent again after 429, 500 or 503
+	Rejected      int64 // reports and local writes the cloud refused for good
+	Gaps          int64 // missed shadow versions noticed (each fetches the shadow)
+	SafetyGets    int64 // fetches of a shadow whose delta stood for StaleAfter
+	InFlight      int   // shadow requests awaiting their answer now
 }
 
 // Syncer syncs every shadow the configured actuators use.
@@ -77,14 +109,14 @@ type Syncer struct {
 	o       Options
 	log     *slog.Logger
 	shadows map[string]*shadowSync // by shadow name, "" = classic
+	names   []string               // sorted
 	binding map[string]binding     // actuator → shadow and key
 	seq     atomic.Uint64
 	tag     string
+	wake    chan struct{} // the request sender has something to do
 
 	malformed, stale, applied, applyFailures, conflicts atomic.Int64
-
-	genMu gosync.Mutex
-	gens  map[string]uint64
+	resent, retried, rejected, gaps, safetyGets         atomic.Int64
 
 	// Reconcilers run on demand, one per shadow with work, so that a gateway
 	// with 100 shadows does not keep 100 idle goroutines.
@@ -99,33 +131,32 @@ type binding struct {
 	key    string
 }
 
+// connectedKey is the classic shadow's presence key.
+const connectedKey = "connected"
+
 type shadowSync struct {
 	name string
 	keys map[string]string // shadow key → actuator
 
-	mu       gosync.Mutex
-	rep      replica
-	getToken string
-	dirty    bool // desired state arrived that is not reconciled yet
-	running  bool // a reconciler goroutine is at work on this shadow
-}
+	mu  gosync.Mutex
+	rep replica
 
-// replica is what the gateway knows of one cloud shadow, persisted in the
-// store so that it survives restarts and offline periods.
-type replica struct {
-	Desired  map[string]any      `json:"desired,omitempty"`
-	Reported map[string]any      `json:"reported,omitempty"`
-	Version  int64               `json:"version"`
-	Applied  int64               `json:"applied"` // version of the last desired state reconciled
-	Pending  map[string]*pending `json:"pending,omitempty"`
-}
+	// The reconciler.
+	dirty   bool // something arrived that is not reconciled yet
+	running bool // a reconciler goroutine is at work on this shadow
+	warned  map[string]string
 
-// pending is a local change the cloud has not accepted yet.
-type pending struct {
-	Value  map[string]any `json:"value"`
-	Base   any            `json:"base"` // the cloud's desired for the key when the change was made
-	Token  string         `json:"token"`
-	Source string         `json:"source"`
+	// Requests (see requests.go).
+	synced    bool             // a GET was answered on this connection
+	get       *request         // the GET to send, or awaiting its answer
+	upd       *request         // the one update awaiting its answer
+	updHold   time.Time        // no new update before (429/5xx backoff)
+	updTries  int              // consecutive 429/5xx answers to updates
+	reports   map[string]*want // reported values the cloud has not accepted yet
+	refused   map[string]any   // values the cloud refused for good, not sent again
+	oldMirror map[string]uint64
+	unmirror  []uint64 // outbox copies of settled reports, to remove
+	net       safetyNet
 }
 
 // New makes a Syncer and loads the replicas from the store.
@@ -133,26 +164,45 @@ func New(o Options) (*Syncer, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.StaleAfter <= 0 {
+		o.StaleAfter = DefaultStaleAfter
+	}
+	if o.AnswerTimeout <= 0 {
+		o.AnswerTimeout = DefaultAnswerTimeout
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
 	s := &Syncer{o: o, log: o.Logger.With("component", "sync"), shadows: map[string]*shadowSync{}, binding: map[string]binding{},
-		tag: fmt.Sprintf("%04x", rand.Uint32()&0xffff)}
-	s.shadows[""] = &shadowSync{name: "", keys: map[string]string{}}
+		tag: fmt.Sprintf("%04x", rand.Uint32()&0xffff), wake: make(chan struct{}, 1)}
+	s.shadows[""] = newShadowSync("")
 	for name, a := range o.Actuators {
 		sh := s.shadows[a.Shadow]
 		if sh == nil {
-			sh = &shadowSync{name: a.Shadow, keys: map[string]string{}}
+			sh = newShadowSync(a.Shadow)
 			s.shadows[a.Shadow] = sh
 		}
 		sh.keys[a.Key] = name
 		s.binding[name] = binding{a.Shadow, a.Key}
 	}
+	for n := range s.shadows {
+		s.names = append(s.names, n)
+	}
+	sort.Strings(s.names)
 	for _, sh := range s.shadows {
-		doc, err := o.Store.GetShadow(s.storeKey(sh))
-		if err != nil {
-			continue // none yet
+		if doc, err := o.Store.GetShadow(s.storeKey(sh)); err == nil {
+			if err := unmarshal(doc, &sh.rep); err != nil {
+				s.log.Warn("stored shadow replica unreadable; starting from the cloud's", "shadow", label(sh.name), "err", err)
+				sh.rep = replica{}
+			}
 		}
-		if err := unmarshal(doc, &sh.rep); err != nil {
-			s.log.Warn("stored shadow replica unreadable; starting from the cloud's", "shadow", label(sh.name), "err", err)
-			sh.rep = replica{}
+		// Reports queued while offline by an earlier run: the reconnect
+		// compares the hardware with the cloud's reported again, so they
+		// are only removed once that is settled.
+		for _, key := range s.reportKeys(sh) {
+			if seq, ok := o.Store.QueuedSeq(s.outboxKey(sh, key)); ok {
+				sh.oldMirror[key] = seq
+			}
 		}
 	}
 	s.register()
@@ -160,10 +210,68 @@ func New(o Options) (*Syncer, error) {
 	return s, nil
 }
 
+// UndoInterruptedGroups prepares, for every group change a crash
+// interrupted, a write of the state before the group as desired and
+// reported: the group never happened, but its first half may have written
+// its desired state to the cloud already, which reconciling would
+// otherwise apply again. Call it at start, before Run and before
+// actuate.Manager.Recover drives the hardware back (which may change
+// nothing: hardware that lost its state).
+func (s *Syncer) UndoInterruptedGroups() error {
+	changed := map[*shadowSync]bool{}
+	defer func() {
+		for sh := range changed {
+			s.persist(sh) // Run has not started: this waits for the disk
+		}
+	}()
+	return s.o.Store.View(func(tx *store.Tx) error {
+		journal, err := tx.Journal()
+		if err != nil {
+			return fmt.Errorf("read group journal: %w", err)
+		}
+		for _, e := range journal {
+			for act, before := range e.Before {
+				b, ok := s.binding[act]
+				if !ok {
+					continue
+				}
+				// Only the actuators the group changed: what it wrote, and
+				// might have sent, is ours; the others' desired is the cloud's.
+				h, err := tx.History(act, 16)
+				if err != nil {
+					return fmt.Errorf("read history of %s: %w", act, err)
+				}
+				i := slices.IndexFunc(h, func(c *store.Change) bool { return c.Group == e.Group })
+				if i < 0 {
+					continue
+				}
+				sh := s.shadows[b.shadow]
+				sh.rep.setPending(b.key, jsonValue(map[string]any(h[i].After)).(map[string]any), e.Source)
+				sh.rep.setPending(b.key, jsonValue(before).(map[string]any), store.SourceRollback)
+				changed[sh] = true
+				s.log.Info("a group change was interrupted; its prior state is written to the shadow", "actuator", act, "group", e.Group)
+			}
+		}
+		return nil
+	})
+}
+
+func newShadowSync(name string) *shadowSync {
+	return &shadowSync{name: name, keys: map[string]string{}, warned: map[string]string{}, reports: map[string]*want{},
+		refused: map[string]any{}, oldMirror: map[string]uint64{}}
+}
+
 // Stats returns the counters.
 func (s *Syncer) Stats() Stats {
-	return Stats{Malformed: s.malformed.Load(), StaleDeltas: s.stale.Load(), Applied: s.applied.Load(),
-		ApplyFailures: s.applyFailures.Load(), Conflicts: s.conflicts.Load()}
+	st := Stats{Malformed: s.malformed.Load(), StaleDeltas: s.stale.Load(), Applied: s.applied.Load(),
+		ApplyFailures: s.applyFailures.Load(), Conflicts: s.conflicts.Load(), Resent: s.resent.Load(),
+		Retried: s.retried.Load(), Rejected: s.rejected.Load(), Gaps: s.gaps.Load(), SafetyGets: s.safetyGets.Load()}
+	for _, sh := range s.shadows {
+		sh.mu.Lock()
+		st.InFlight += sh.inFlight()
+		sh.mu.Unlock()
+	}
+	return st
 }
 
 // Shadow returns the replica of a shadow: desired, reported, delta, version.
@@ -177,15 +285,23 @@ func (s *Syncer) Shadow(name string) (desired, reported, delta map[string]any, v
 	return sh.rep.Desired, sh.rep.Reported, shadow.Delta(sh.rep.Desired, sh.rep.Reported), sh.rep.Version, true
 }
 
-// ShadowNames returns the synced shadows' names ("" is classic), sorted.
-func (s *Syncer) ShadowNames() []string {
-	var names []string
-	for n := range s.shadows {
-		names = append(names, n)
+// Settled says whether a shadow is at rest: fetched on this connection,
+// nothing to apply or to report, no request awaiting its answer, and no
+// delta in the replica for the gateway's keys. Nothing changes at the
+// gateway until a new message arrives.
+func (s *Syncer) Settled(name string) bool {
+	sh := s.shadows[name]
+	if sh == nil {
+		return false
 	}
-	sort.Strings(names)
-	return names
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.synced && !sh.dirty && !sh.running && sh.get == nil && sh.upd == nil && len(sh.reports) == 0 &&
+		len(sh.rep.Pending) == 0 && s.standing(sh) == ""
 }
+
+// ShadowNames returns the synced shadows' names ("" is classic), sorted.
+func (s *Syncer) ShadowNames() []string { return slices.Clone(s.names) }
 
 func label(name string) string {
 	if name == "" {
@@ -196,6 +312,24 @@ func label(name string) string {
 
 func (s *Syncer) storeKey(sh *shadowSync) store.ShadowKey {
 	return store.ShadowKey{Thing: s.o.Thing, Name: sh.name}
+}
+
+// outboxKey is the coalescing key of a report's copy in the outbox.
+func (s *Syncer) outboxKey(sh *shadowSync, key string) string {
+	return s.o.Thing + "/" + sh.name + "/" + key
+}
+
+// reportKeys are the keys the gateway reports in a shadow, sorted.
+func (s *Syncer) reportKeys(sh *shadowSync) []string {
+	keys := make([]string, 0, len(sh.keys)+1)
+	for k := range sh.keys {
+		keys = append(keys, k)
+	}
+	if sh.name == "" {
+		keys = append(keys, connectedKey)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func (s *Syncer) topic(sh *shadowSync, op shadow.Op, sfx shadow.Suffix) string {
@@ -224,11 +358,14 @@ func (s *Syncer) register() {
 	s.o.Link.OnConnect(s.onConnect)
 }
 
-// Run lets reconcilers run until ctx ends, then waits for the ones at work.
+// Run lets reconcilers and the request sender run until ctx ends, then
+// waits for them.
 func (s *Syncer) Run(ctx context.Context) {
 	s.runMu.Lock()
 	s.runCtx = ctx
 	s.runMu.Unlock()
+	s.runWG.Add(1)
+	go func() { defer s.runWG.Done(); s.sender(ctx) }()
 	for _, sh := range s.shadows {
 		s.start(sh) // work that arrived before Run
 	}
@@ -239,78 +376,26 @@ func (s *Syncer) Run(ctx context.Context) {
 	s.runWG.Wait()
 }
 
-// track counts one more goroutine in runWG if sync is running.
-func (s *Syncer) track() bool {
-	s.runMu.Lock()
-	defer s.runMu.Unlock()
-	if s.runCtx == nil || s.stopped {
-		return false
-	}
-	s.runWG.Add(1)
-	return true
-}
-
-// poke marks a shadow as having desired state to reconcile.
-func (s *Syncer) poke(sh *shadowSync) {
-	sh.mu.Lock()
-	sh.dirty = true
-	sh.mu.Unlock()
-	s.start(sh)
-}
-
-// start runs a reconciler for sh if it has work and none is running; the
-// goroutine ends when the shadow has nothing left to do.
-func (s *Syncer) start(sh *shadowSync) {
-	s.runMu.Lock()
-	ctx := s.runCtx
-	s.runMu.Unlock()
-	if ctx == nil || ctx.Err() != nil {
-		return
-	}
-	sh.mu.Lock()
-	if sh.running || !sh.dirty {
-		sh.mu.Unlock()
-		return
-	}
-	sh.running = true
-	sh.mu.Unlock()
-	if !s.track() {
-		sh.mu.Lock()
-		sh.running = false
-		sh.mu.Unlock()
-		return
-	}
-	go func() {
-		defer s.runWG.Done()
-		for {
-			sh.mu.Lock()
-			if !sh.dirty || ctx.Err() != nil {
-				sh.running = false
-				sh.mu.Unlock()
-				return
-			}
-			sh.dirty = false
-			sh.mu.Unlock()
-			s.reconcile(ctx, sh)
-		}
-	}()
-}
-
-func (s *Syncer) onConnect(ctx context.Context) {
-	for _, name := range s.ShadowNames() {
+// onConnect starts every shadow over on the new connection: what was in
+// flight on the old one is forgotten (its answers, if they come, still
+// update the replica), and each shadow is fetched before anything else is
+// sent. It only marks and wakes the sender: it runs on the link's goroutine.
+func (s *Syncer) onConnect(context.Context) {
+	for _, name := range s.names {
 		sh := s.shadows[name]
-		tok := s.token("get")
 		sh.mu.Lock()
-		sh.getToken = tok
+		sh.synced = false
+		sh.upd = nil
+		sh.updHold, sh.updTries = time.Time{}, 0
+		sh.get = nil
+		s.wantGet(sh)
+		sh.net = safetyNet{}
 		sh.mu.Unlock()
-		payload, _ := json.Marshal(map[string]string{"clientToken": tok})
-		if err := s.o.Link.Publish(ctx, s.topic(sh, shadow.OpGet, shadow.Request), false, payload); err != nil {
-			s.log.Warn("shadow get", "shadow", label(name), "err", err)
-		}
 	}
+	s.kick()
 }
 
-func (s *Syncer) onMessage(ctx context.Context, m *link.Message) {
+func (s *Syncer) onMessage(_ context.Context, m *link.Message) {
 	t, err := shadow.ParseTopic(s.o.Root, m.Topic)
 	if err != nil || t.Thing != s.o.Thing {
 		s.bad(m, fmt.Errorf("unexpected topic: %v", err))
@@ -326,17 +411,30 @@ func (s *Syncer) onMessage(ctx context.Context, m *link.Message) {
 	case t.Op == shadow.OpUpdate && t.Suffix == shadow.SuffixAccepted:
 		s.onUpdateAccepted(sh, m)
 	case t.Op == shadow.OpUpdate && t.Suffix == shadow.SuffixRejected:
-		s.onUpdateRejected(ctx, sh, m)
+		s.onUpdateRejected(sh, m)
 	case t.Op == shadow.OpGet && t.Suffix == shadow.SuffixAccepted:
-		s.onGetAccepted(ctx, sh, m)
+		s.onGetAccepted(sh, m)
 	case t.Op == shadow.OpGet && t.Suffix == shadow.SuffixRejected:
-		s.onGetRejected(ctx, sh, m)
+		s.onGetRejected(sh, m)
 	}
 }
 
 func (s *Syncer) bad(m *link.Message, err error) {
 	s.malformed.Add(1)
 	s.log.Warn("ignoring malformed message", "topic", m.Topic, "err", err, "bytes", len(m.Payload))
+}
+
+// seen notes a message's version and fetches the shadow when versions were
+// skipped: every accepted update of a shadow is published on its
+// update/accepted, so a gap means messages were lost. sh.mu held.
+func (s *Syncer) seen(sh *shadowSync, version int64) {
+	if sh.synced && version > sh.rep.Version+1 && sh.get == nil {
+		s.gaps.Add(1)
+		s.log.Info("shadow versions were skipped (messages lost); fetching the shadow", "shadow", label(sh.name),
+			"held", sh.rep.Version, "received", version)
+		s.wantGet(sh)
+	}
+	sh.rep.Version = max(sh.rep.Version, version)
 }
 
 func (s *Syncer) onDelta(sh *shadowSync, m *link.Message) {
@@ -346,21 +444,95 @@ func (s *Syncer) onDelta(sh *shadowSync, m *link.Message) {
 		return
 	}
 	sh.mu.Lock()
-	if d.Version <= sh.rep.Applied {
-		sh.mu.Unlock()
-		s.stale.Add(1)
-		s.log.Debug("ignoring stale delta", "shadow", label(sh.name), "version", d.Version, "applied", sh.rep.Applied)
-		return
-	}
-	sh.rep.Desired = shadow.Merge(sh.rep.Desired, d.State)
-	sh.rep.Version = max(sh.rep.Version, d.Version)
-	sh.rep.Applied = d.Version
+	changed, stale := patchSection(&sh.rep.Desired, &sh.rep.DesiredRank, d.State, partialRank(d.Version))
+	s.seen(sh, d.Version)
+	sh.dirty = true
 	sh.mu.Unlock()
-	s.poke(sh)
+	if stale && len(changed) == 0 {
+		s.stale.Add(1)
+		s.log.Debug("ignoring stale delta", "shadow", label(sh.name), "version", d.Version)
+	}
+	s.start(sh)
+	s.kick()
 }
 
-// fullDoc is the state part of accepted and get responses.
-type fullDoc struct {
+// updateAccepted is an update/accepted payload. A section is kept raw so
+// that an explicit "desired": null (clear) can be told from its absence.
+type updateAccepted struct {
+	State struct {
+		Desired  json.RawMessage `json:"desired"`
+		Reported json.RawMessage `json:"reported"`
+	} `json:"state"`
+	Version     int64  `json:"version"`
+	ClientToken string `json:"clientToken"`
+}
+
+// section reads one section of an accepted update: clear says it was null.
+func section(raw json.RawMessage) (part map[string]any, clear bool, err error) {
+	if len(raw) == 0 {
+		return nil, false, nil
+	}
+	if string(raw) == "null" {
+		return nil, true, nil
+	}
+	err = unmarshal(raw, &part)
+	return part, false, err
+}
+
+func (s *Syncer) onUpdateAccepted(sh *shadowSync, m *link.Message) {
+	var a updateAccepted
+	err := unmarshal(m.Payload, &a)
+	if err == nil && a.Version <= 0 {
+		err = fmt.Errorf("missing version")
+	}
+	var desired, reported map[string]any
+	var clearD, clearR bool
+	if err == nil {
+		desired, clearD, err = section(a.State.Desired)
+	}
+	if err == nil {
+		reported, clearR, err = section(a.State.Reported)
+	}
+	if err != nil {
+		s.bad(m, fmt.Errorf("update/accepted: %w", err))
+		return
+	}
+	sh.mu.Lock()
+	rk := partialRank(a.Version)
+	switch {
+	case clearD:
+		replaceSection(&sh.rep.Desired, &sh.rep.DesiredRank, nil, rk)
+	case desired != nil:
+		patchSection(&sh.rep.Desired, &sh.rep.DesiredRank, desired, rk)
+	}
+	switch {
+	case clearR:
+		replaceSection(&sh.rep.Reported, &sh.rep.ReportedRank, nil, rk)
+	case reported != nil:
+		patchSection(&sh.rep.Reported, &sh.rep.ReportedRank, reported, rk)
+	}
+	s.seen(sh, a.Version)
+	s.settleUpdate(sh, a.ClientToken)
+	sh.dirty = true // after every accepted update: reconcile
+	sh.mu.Unlock()
+	s.start(sh)
+	s.kick()
+}
+
+func (s *Syncer) onUpdateRejected(sh *shadowSync, m *link.Message) {
+	e, err := shadow.ParseRejected(m.Payload)
+	if err != nil {
+		s.bad(m, err)
+		return
+	}
+	sh.mu.Lock()
+	s.updateRefused(sh, e)
+	sh.mu.Unlock()
+	s.kick()
+}
+
+// getAccepted is the part of a get/accepted payload sync reads.
+type getAccepted struct {
 	State struct {
 		Desired  map[string]any `json:"desired"`
 		Reported map[string]any `json:"reported"`
@@ -369,360 +541,117 @@ type fullDoc struct {
 	ClientToken string `json:"clientToken"`
 }
 
-func (s *Syncer) onUpdateAccepted(sh *shadowSync, m *link.Message) {
-	var a fullDoc
-	if err := unmarshal(m.Payload, &a); err != nil || a.Version <= 0 {
-		s.bad(m, fmt.Errorf("update/accepted: %v", err))
-		return
-	}
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	settled := false
-	for key, p := range sh.rep.Pending {
-		if p.Token == a.ClientToken {
-			delete(sh.rep.Pending, key)
-			settled = true
-		}
-	}
-	if a.Version > sh.rep.Version {
-		sh.rep.Desired = shadow.Merge(sh.rep.Desired, a.State.Desired)
-		sh.rep.Reported = shadow.Merge(sh.rep.Reported, a.State.Reported)
-		sh.rep.Version = a.Version
-	}
-	if settled {
-		s.persist(sh)
-	}
-}
-
-func (s *Syncer) onUpdateRejected(ctx context.Context, sh *shadowSync, m *link.Message) {
-	e, err := shadow.ParseRejected(m.Payload)
-	if err != nil {
-		s.bad(m, err)
-		return
-	}
-	sh.mu.Lock()
-	var mine *pending
-	var key string
-	for k, p := range sh.rep.Pending {
-		if p.Token == e.ClientToken {
-			mine, key = p, k
-		}
-	}
-	if mine != nil && e.Code != 409 {
-		delete(sh.rep.Pending, key)
-		s.persist(sh)
-	}
-	sh.mu.Unlock()
-	switch {
-	case mine != nil && e.Code == 409:
-		// The cloud moved on since the version we sent: fetch it and let the
-		// conflict policy decide.
-		s.log.Info("local change met a newer shadow version; fetching it", "shadow", label(sh.name), "key", key)
-		s.get(ctx, sh)
-	case mine != nil:
-		s.log.Error("cloud rejected a local change", "shadow", label(sh.name), "key", key, "code", e.Code, "message", e.Message)
-	case strings.HasPrefix(e.ClientToken, "sg-"):
-		s.log.Error("cloud rejected a report", "shadow", label(sh.name), "code", e.Code, "message", e.Message)
-	}
-}
-
-func (s *Syncer) get(ctx context.Context, sh *shadowSync) {
-	tok := s.token("get")
-	sh.mu.Lock()
-	sh.getToken = tok
-	sh.mu.Unlock()
-	payload, _ := json.Marshal(map[string]string{"clientToken": tok})
-	if _, err := s.o.Link.PublishAsync(s.topic(sh, shadow.OpGet, shadow.Request), false, payload); err != nil {
-		s.log.Warn("shadow get", "shadow", label(sh.name), "err", err)
-	}
-}
-
-func (s *Syncer) onGetAccepted(ctx context.Context, sh *shadowSync, m *link.Message) {
-	var g fullDoc
+func (s *Syncer) onGetAccepted(sh *shadowSync, m *link.Message) {
+	var g getAccepted
 	if err := unmarshal(m.Payload, &g); err != nil || g.Version <= 0 {
 		s.bad(m, fmt.Errorf("get/accepted: %v", err))
 		return
 	}
 	sh.mu.Lock()
-	if g.ClientToken != sh.getToken {
+	if sh.get == nil || g.ClientToken != sh.get.token {
 		sh.mu.Unlock()
-		return // another client's GET
+		return // another client's GET, or an answer to one given up
 	}
 	// The document is the truth, even at a version equal to the one held:
 	// never skip a GET response after a reconnect.
-	sh.rep.Desired, sh.rep.Reported, sh.rep.Version, sh.rep.Applied = g.State.Desired, g.State.Reported, g.Version, g.Version
+	rk := wholeRank(g.Version)
+	replaceSection(&sh.rep.Desired, &sh.rep.DesiredRank, g.State.Desired, rk)
+	replaceSection(&sh.rep.Reported, &sh.rep.ReportedRank, g.State.Reported, rk)
+	sh.rep.Version = max(sh.rep.Version, g.Version)
+	s.fetched(sh)
+	s.settledByDocument(sh)
 	s.resolvePending(sh)
 	s.persist(sh)
+	sh.dirty = true
 	sh.mu.Unlock()
-	s.reportDifferences(ctx, sh, false)
-	s.poke(sh)
+	s.start(sh)
+	s.kick()
 }
 
-func (s *Syncer) onGetRejected(ctx context.Context, sh *shadowSync, m *link.Message) {
+func (s *Syncer) onGetRejected(sh *shadowSync, m *link.Message) {
 	e, err := shadow.ParseRejected(m.Payload)
 	if err != nil {
 		s.bad(m, err)
 		return
 	}
 	sh.mu.Lock()
-	mine := e.ClientToken == sh.getToken
-	sh.mu.Unlock()
-	if !mine {
+	switch {
+	case sh.get == nil || e.ClientToken != sh.get.token:
+		sh.mu.Unlock()
 		return
-	}
-	if e.Code != 404 {
-		s.log.Error("shadow get rejected", "shadow", label(sh.name), "code", e.Code, "message", e.Message)
+	case e.Code != 404:
+		s.log.Warn("shadow get rejected; asking again", "shadow", label(sh.name), "code", e.Code, "message", e.Message)
+		s.backOff(sh.get)
+		sh.mu.Unlock()
+		s.kick()
 		return
 	}
 	s.log.Info("shadow does not exist; creating it with the actuators' state", "shadow", label(sh.name))
-	sh.mu.Lock()
 	sh.rep.Desired, sh.rep.Reported = nil, nil
+	sh.rep.DesiredRank, sh.rep.ReportedRank = ranks{}, ranks{}
+	s.fetched(sh)
 	s.resolvePending(sh)
 	s.persist(sh)
+	sh.dirty = true
 	sh.mu.Unlock()
-	s.reportDifferences(ctx, sh, true)
+	s.start(sh)
+	s.kick()
 }
 
 // resolvePending decides each local change against the document just
-// fetched, by the conflict policy, and sends the ones that stand. sh.mu held.
+// fetched. A command's change and the cloud's desired follow the order the
+// gateway applied them: a desired that changed after the command was
+// applied wins. For a local change (rollback, technician) the conflict
+// policy decides: cloud_wins applies the cloud's desired, local_wins
+// writes the local state over it. The changes that stand are sent by the
+// request sender. sh.mu held.
 func (s *Syncer) resolvePending(sh *shadowSync) {
 	for key, p := range sh.rep.Pending {
 		cur := sh.rep.Desired[key]
-		cloudMoved := cur != nil && !shadow.Equal(cur, p.Base) && !shadow.Equal(cur, any(p.Value))
-		if cloudMoved {
-			s.conflicts.Add(1)
-			if s.o.Conflict != config.LocalWins {
-				s.log.Warn("conflict: the cloud's desired changed while a local change waited; cloud_wins applies the cloud's",
-					"shadow", label(sh.name), "key", key, "local", p.Value, "cloud", cur)
-				delete(sh.rep.Pending, key)
-				continue
+		if !p.cloudMoved(cur) {
+			continue
+		}
+		s.conflicts.Add(1)
+		if p.Source == store.SourceCommand || s.o.Conflict != config.LocalWins {
+			why := "cloud_wins applies the cloud's"
+			if p.Source == store.SourceCommand {
+				why = "the desired state came after the command; it is applied"
 			}
-			s.log.Warn("conflict: the cloud's desired changed while a local change waited; local_wins writes the local state",
-				"shadow", label(sh.name), "key", key, "local", p.Value, "cloud", cur)
-		}
-		s.sendPending(sh, key, p)
-	}
-}
-
-// sendPending publishes a local change as desired and reported, checked
-// against the shadow version. sh.mu held.
-func (s *Syncer) sendPending(sh *shadowSync, key string, p *pending) {
-	if !s.o.Link.Connected() {
-		return
-	}
-	body := map[string]any{
-		"state":       map[string]any{"desired": map[string]any{key: p.Value}, "reported": map[string]any{key: p.Value}},
-		"clientToken": p.Token,
-	}
-	if sh.rep.Version > 0 {
-		body["version"] = sh.rep.Version
-	}
-	payload, _ := json.Marshal(body)
-	if _, err := s.o.Link.PublishAsync(s.topic(sh, shadow.OpUpdate, shadow.Request), false, payload); err != nil {
-		s.log.Warn("send local change", "shadow", label(sh.name), "key", key, "err", err)
-	}
-}
-
-// reportDifferences reports every actuator whose state differs from the
-// cloud's reported (all of them when create is set), and connected:true in
-// the classic shadow.
-func (s *Syncer) reportDifferences(ctx context.Context, sh *shadowSync, create bool) {
-	sh.mu.Lock()
-	reported := sh.rep.Reported
-	pendingKeys := map[string]bool{}
-	for k := range sh.rep.Pending {
-		pendingKeys[k] = true
-	}
-	sh.mu.Unlock()
-	for _, key := range slices.Sorted(maps.Keys(sh.keys)) {
-		if pendingKeys[key] {
-			continue // sent as desired+reported already
-		}
-		cur, err := s.o.Manager.Read(ctx, sh.keys[key])
-		if err != nil {
-			s.log.Warn("read actuator for report", "actuator", sh.keys[key], "err", err)
+			s.log.Warn("conflict: the cloud's desired changed while a change made at the gateway waited; "+why,
+				"shadow", label(sh.name), "key", key, "source", p.Source, "local", p.Value, "cloud", cur)
+			delete(sh.rep.Pending, key)
 			continue
 		}
-		rv, _ := reported[key].(map[string]any)
-		if create || rv == nil || !drivers.Equal(cur, drivers.State(rv)) {
-			s.report(sh, key, cur)
-		}
-	}
-	if sh.name == "" && (create || reported["connected"] != true) {
-		s.enqueueReport(sh, "connected", true)
+		s.log.Warn("conflict: the cloud's desired changed while a local change waited; local_wins writes the local state",
+			"shadow", label(sh.name), "key", key, "local", p.Value, "cloud", cur)
+		p.Base = cur // written over the cloud's, knowingly
 	}
 }
 
-// onChange is told of every verified actuator change (on the actuator's
-// worker: it only queues).
-func (s *Syncer) onChange(e actuate.Event) {
-	b, ok := s.binding[e.Actuator]
-	if !ok {
-		return
-	}
-	sh := s.shadows[b.shadow]
-	switch e.Source {
-	case store.SourceLocal, store.SourceRollback:
-		sh.mu.Lock()
-		if sh.rep.Pending == nil {
-			sh.rep.Pending = map[string]*pending{}
-		}
-		base := sh.rep.Desired[b.key]
-		if old := sh.rep.Pending[b.key]; old != nil {
-			base = old.Base // still relative to what the cloud had before
-		}
-		p := &pending{Value: e.State, Base: base, Token: s.token("local"), Source: e.Source}
-		sh.rep.Pending[b.key] = p
-		s.persist(sh)
-		s.sendPending(sh, b.key, p)
-		sh.mu.Unlock()
-	default:
-		s.report(sh, b.key, e.State)
-	}
-}
-
-func (s *Syncer) report(sh *shadowSync, key string, st drivers.State) {
-	s.enqueueReport(sh, key, map[string]any(st))
-}
-
-// enqueueReport sends a report. While the link is up and no older report
-// of the same key waits in the outbox (which it must not overtake), it is
-// published directly, saving an fsync on the round trip; otherwise, or if
-// that publish fails, it goes to the outbox, coalesced per key. Reports of
-// different keys are independent partial updates, so command acks or other
-// keys' reports waiting in the outbox do not hold it back. A report lost
-// to a crash is not lost for good: every reconnect reports each key whose
-// state differs from the cloud's reported.
-func (s *Syncer) enqueueReport(sh *shadowSync, key string, v any) {
-	payload, err := json.Marshal(map[string]any{
-		"state":       map[string]any{"reported": map[string]any{key: v}},
-		"clientToken": s.token("rep"),
-	})
-	if err != nil {
-		s.log.Error("encode report", "key", key, "err", err)
-		return
-	}
-	item := store.OutItem{
-		Kind: store.KindReport, Topic: s.topic(sh, shadow.OpUpdate, shadow.Request), Payload: payload, QoS: 1,
-		Key: s.o.Thing + "/" + sh.name + "/" + key,
-	}
-	gen := s.nextGen(item.Key)
-	if s.o.Link.Connected() && !s.o.Store.Queued(item.Key) && s.track() {
-		if p, err := s.o.Link.PublishAsync(item.Topic, false, payload); err != nil {
-			s.runWG.Done()
-		} else {
-			go func() {
-				defer s.runWG.Done()
-				// Bounded by the PUBACK, the connection dropping, or 30 s;
-				// Run waits for it, so the store is still open here.
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				if p.Wait(ctx) != nil && s.currentGen(item.Key) == gen {
-					s.queue(item) // not acknowledged and nothing newer sent since
-				}
-			}()
-			return
-		}
-	}
-	s.queue(item)
-}
-
-func (s *Syncer) queue(item store.OutItem) {
-	if _, err := s.o.Store.Enqueue(item); err != nil {
-		s.log.Error("queue report", "key", item.Key, "err", err)
-		return
-	}
-	s.o.Outbox.Kick()
-}
-
-// nextGen and currentGen number the reports of each key, so that a failed
-// direct publish never queues a value older than one sent after it.
-func (s *Syncer) nextGen(key string) uint64 {
-	s.genMu.Lock()
-	defer s.genMu.Unlock()
-	if s.gens == nil {
-		s.gens = map[string]uint64{}
-	}
-	s.gens[key]++
-	return s.gens[key]
-}
-
-func (s *Syncer) currentGen(key string) uint64 {
-	s.genMu.Lock()
-	defer s.genMu.Unlock()
-	return s.gens[key]
-}
-
-// reconcile applies the desired state that differs from the hardware.
-func (s *Syncer) reconcile(ctx context.Context, sh *shadowSync) {
-	sh.mu.Lock()
-	desired := sh.rep.Desired
-	version := sh.rep.Applied
-	pendingKeys := map[string]bool{}
-	for k := range sh.rep.Pending {
-		pendingKeys[k] = true
-	}
-	sh.mu.Unlock()
-	var changes []actuate.Change
-	for _, key := range slices.Sorted(maps.Keys(sh.keys)) {
-		act := sh.keys[key]
-		raw, present := desired[key]
-		if !present || pendingKeys[key] {
-			continue
-		}
-		want, ok := raw.(map[string]any)
-		if !ok {
-			s.log.Warn("desired value is not an object; ignored", "shadow", label(sh.name), "key", key, "value", raw)
-			continue
-		}
-		cur, err := s.o.Manager.Read(ctx, act)
-		if err != nil {
-			s.log.Warn("read actuator", "actuator", act, "err", err)
-			continue
-		}
-		schema, _ := s.o.Manager.Schema(act)
-		patch := drivers.State{}
-		for k, v := range want {
-			if _, known := schema[k]; !known {
-				s.log.Warn("desired key unknown to the actuator; ignored", "actuator", act, "key", k)
-				continue
-			}
-			if !drivers.Equal(drivers.State{k: cur[k]}, drivers.State{k: v}) {
-				patch[k] = v
-			}
-		}
-		if len(patch) == 0 {
-			continue
-		}
-		if _, err := schema.Check(patch); err != nil {
-			s.applyFailures.Add(1)
-			s.log.Warn("desired state refused", "actuator", act, "err", err)
-			continue
-		}
-		changes = append(changes, actuate.Change{Actuator: act, State: patch, Source: store.SourceDelta, ShadowVersion: version})
-	}
-	if len(changes) == 0 {
-		return
-	}
-	if _, err := s.o.Manager.ApplyGroup(ctx, changes); err != nil {
-		s.applyFailures.Add(1)
-		s.log.Error("applying desired state failed", "shadow", label(sh.name), "version", version, "err", err)
-		return
-	}
-	s.applied.Add(1)
-}
-
-// persist saves the replica (unchanged bytes are not rewritten). sh.mu held.
-// It is called when pending local changes change and after a GET: what
-// deltas and accepted messages teach between GETs is fetched again on every
-// reconnect, so it is not worth an fsync (and SD-card wear) each time.
+// persist saves the replica (unchanged bytes are not rewritten) without
+// waiting for the disk: writes land in the order submitted, and a crash
+// before this one lands fetches the shadow again anyway. sh.mu held. It is
+// called when pending local changes change and after a GET: what deltas
+// and accepted messages teach between GETs is fetched again on every
+// reconnect, so it is not worth a write (and SD-card wear) each time.
 func (s *Syncer) persist(sh *shadowSync) {
 	b, err := json.Marshal(&sh.rep)
 	if err != nil {
 		s.log.Error("encode shadow replica", "err", err)
 		return
 	}
-	if _, err := s.o.Store.PutShadow(s.storeKey(sh), b); err != nil {
-		s.log.Error("save shadow replica", "shadow", label(sh.name), "err", err)
+	key := s.storeKey(sh)
+	wait := s.o.Store.Submit(func(tx *store.Tx) error { _, err := tx.PutShadow(key, b); return err })
+	if !s.track() {
+		if err := wait(); err != nil {
+			s.log.Error("save shadow replica", "shadow", label(sh.name), "err", err)
+		}
+		return
 	}
+	go func() {
+		defer s.runWG.Done()
+		if err := wait(); err != nil {
+			s.log.Error("save shadow replica", "shadow", label(sh.name), "err", err)
+		}
+	}()
 }
