@@ -60,8 +60,9 @@ type pendingRequest struct {
 // intake is what a request becomes in the inbox: its record, its first ack
 // and what to do once they are durable.
 type intake struct {
-	tid   string
-	write func(tx *store.Tx) error // re-runnable: it acts only through tx
+	tid    string
+	cancel bool                     // a cancel, not a request
+	write  func(tx *store.Tx) error // re-runnable: it acts only through tx
 	// settled runs once the write is durable, with the outcome of the
 	// transaction that committed it.
 	settled func()
@@ -77,13 +78,24 @@ type intake struct {
 // one are written again, in order).
 func (p *Processor) onRequest(_ context.Context, m *link.Message) {
 	p.received.Add(1)
+	p.mu.Lock()
+	p.hold.last = p.o.Now() // a backlog is still arriving
+	p.mu.Unlock()
 	in := p.intakeOf(m.Payload)
 	if in == nil {
 		return // nobody to answer; counted and logged. The message is acknowledged.
 	}
-	p.log.Debug("command request received", "tid", in.tid, "bytes", len(m.Payload))
+	if in.cancel {
+		p.log.Debug("command cancel received", "tid", in.tid, "bytes", len(m.Payload))
+	} else {
+		p.log.Debug("command request received", "tid", in.tid, "bytes", len(m.Payload))
+	}
 	pr := &pendingRequest{in: in, done: m.Defer()}
 	p.mu.Lock()
+	if in.cancel {
+		// Until it is settled, the command it cancels does not start.
+		p.canceling[in.tid]++
+	}
 	var prev *mark
 	if n := len(p.intake); n > 0 {
 		prev = p.intake[n-1].att
@@ -137,6 +149,9 @@ func (p *Processor) intakeOf(payload []byte) *intake {
 			return nil
 		}
 		reason = err
+		if reason == nil && r.Status == StatusCancel {
+			return p.cancelIntakeOf(r, now)
+		}
 	}
 	var pl *plan
 	if reason == nil {
