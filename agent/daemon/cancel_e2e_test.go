@@ -384,57 +384,64 @@ func startProcessKillOn(t *testing.T, cfgPath, pattern string) (killed <-chan st
 
 // kill -9 between the cancel's receipt and its ack: after the restart the
 // command is still canceled and never runs. The command is queued behind a
-// slow one on the same actuator (it cannot have started); the gateway is
-// killed the moment it logs the cancel's receipt, before its write is
-// durable (most rounds) or just after it. After the restart the queued
-// command is recovered as queued, and the broker delivers the cancel again.
+// slow one on the same actuator (it cannot have started). The gateway is
+// killed the moment it logs the cancel's receipt (before its write is
+// durable: after the restart the queued command is recovered as queued,
+// and the broker delivers the cancel again), or the moment it logs the
+// cancel's outcome (durable, its ack in the outbox: after the restart the
+// ack goes out, and the cancel delivered again gets the same answer).
 func TestCancelKill9BetweenReceiptAndAck(t *testing.T) {
 	c := newCloud(t)
 	dir := t.TempDir()
 	const thing = "gw-ck9"
 	_, cfgPath := gatewayConfig(t, thing, c.broker.URL(), dir, "cloud_wins")
 	sock := filepath.Join(dir, "api.sock")
-	hit := 0
-	for round := 1; round <= 6 && hit < 2; round++ {
-		slow, queued, after := fmt.Sprintf("k9-slow-%d", round), fmt.Sprintf("k9-q-%d", round), fmt.Sprintf("k9-after-%d", round)
-		killed := startProcessKillOn(t, cfgPath, `msg="command cancel received"`)
-		waitFor(t, "the local API", func() bool { return shadowctl(t, "status", "--socket", sock).code == 0 })
-		c.waitShadow(t, thing, "", "gateway up", func(g *shadow.GetAccepted) bool { return g.State.Reported["valve"] != nil })
-		c.send(t, thing, req("OPEN_VALVE", slow, ""))
-		c.send(t, thing, req("CLOSE_VALVE", queued, ""))
-		c.waitAck(t, thing, queued, command.StatusRunning)
-		waitFor(t, slow+" started", func() bool { return changedBy(historyOf(t, sock, "valve"), slow) })
-		c.send(t, thing, cancelReq(queued))
-		select {
-		case <-killed:
-		case <-time.After(20 * time.Second):
-			t.Fatal("the gateway never logged the cancel's receipt")
-		}
-		early := len(c.finalAcks(thing, queued)) == 0
-		if early {
-			hit++
-		}
-		p := startProcess(t, cfgPath)
-		if a := c.waitAck(t, thing, queued, command.StatusFailure); a.Reason != command.ReasonCanceled {
-			t.Fatalf("round %d: %s ended %+v, want canceled", round, queued, a)
-		}
-		c.waitAck(t, thing, slow, command.StatusFailure) // interrupted
-		c.send(t, thing, req("CLOSE_VALVE", after, ""))
-		c.waitAck(t, thing, after, command.StatusSuccess)
-		h := historyOf(t, sock, "valve")
-		if changedBy(h, queued) {
-			t.Fatalf("round %d: %s ran after it was canceled: %+v", round, queued, h)
-		}
-		for _, f := range c.finalAcks(thing, queued) {
-			if !strings.Contains(f, `"reason":"canceled"`) {
-				t.Fatalf("round %d: a final ack other than canceled: %s", round, f)
-			}
-		}
-		redelivered := strings.Contains(p.output(), `msg="command canceled before it started" component=command tid=`+queued)
-		t.Logf("round %d: killed before the ack reached the operator: %v; the cancel was written again after the restart (not durable at the kill): %v", round, early, redelivered)
-		p.kill9()
+	points := []struct{ name, line string }{
+		{"at its receipt", `msg="command cancel received"`},
+		{"once it is durable", `msg="command canceled before it started"`},
 	}
-	if hit == 0 {
-		t.Fatal("no round killed the gateway before the cancel's ack went out")
+	round := 0
+	for _, at := range points {
+		hit := false
+		for try := 1; try <= 3 && !hit; try++ {
+			round++
+			slow, queued, after := fmt.Sprintf("k9-slow-%d", round), fmt.Sprintf("k9-q-%d", round), fmt.Sprintf("k9-after-%d", round)
+			killed := startProcessKillOn(t, cfgPath, at.line)
+			waitFor(t, "the local API", func() bool { return shadowctl(t, "status", "--socket", sock).code == 0 })
+			c.waitShadow(t, thing, "", "gateway up", func(g *shadow.GetAccepted) bool { return g.State.Reported["valve"] != nil })
+			c.send(t, thing, req("OPEN_VALVE", slow, ""))
+			c.send(t, thing, req("CLOSE_VALVE", queued, ""))
+			c.waitAck(t, thing, queued, command.StatusRunning)
+			waitFor(t, slow+" started", func() bool { return changedBy(historyOf(t, sock, "valve"), slow) })
+			c.send(t, thing, cancelReq(queued))
+			select {
+			case <-killed:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("the gateway never logged %s", at.line)
+			}
+			hit = len(c.finalAcks(thing, queued)) == 0
+			p := startProcess(t, cfgPath)
+			if a := c.waitAck(t, thing, queued, command.StatusFailure); a.Reason != command.ReasonCanceled {
+				t.Fatalf("round %d: %s ended %+v, want canceled", round, queued, a)
+			}
+			c.waitAck(t, thing, slow, command.StatusFailure) // interrupted
+			c.send(t, thing, req("CLOSE_VALVE", after, ""))
+			c.waitAck(t, thing, after, command.StatusSuccess)
+			h := historyOf(t, sock, "valve")
+			if changedBy(h, queued) {
+				t.Fatalf("round %d: %s ran after it was canceled: %+v", round, queued, h)
+			}
+			for _, f := range c.finalAcks(thing, queued) {
+				if !strings.Contains(f, `"reason":"canceled"`) {
+					t.Fatalf("round %d: a final ack other than canceled: %s", round, f)
+				}
+			}
+			again := strings.Contains(p.output(), `msg="command canceled before it started" component=command tid=`+queued)
+			t.Logf("round %d, killed %s: before its ack reached the operator: %v; canceled anew after the restart: %v", round, at.name, hit, again)
+			p.kill9()
+		}
+		if !hit {
+			t.Fatalf("no round killed the gateway %s before the cancel's ack reached the operator", at.name)
+		}
 	}
 }
