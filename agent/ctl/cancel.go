@@ -226,8 +226,8 @@ func cancelNote(res cancelResult) string {
 	case cancelNotCanceled:
 		fmt.Fprintf(&b, "The gateway did not record the cancel. If the request arrives later it is not held back; try again once\nthe gateway's inbox has room (shadowctl status on the gateway shows it).")
 	case statusGaveUp:
-		fmt.Fprintf(&b, "The cancel is not lost: the broker keeps it for %s behind the request. When %s comes back it reads both,\n", res.Thing, res.Thing)
-		fmt.Fprintf(&b, "and it starts no command until that backlog has arrived, so the request is canceled before it runs\n")
+		fmt.Fprintf(&b, "The cancel is not lost: the broker keeps it for %s, as it keeps the request. When %s comes back it reads\n", res.Thing, res.Thing)
+		fmt.Fprintf(&b, "both, and it starts no command until that backlog has arrived, so the request is canceled before it runs\n")
 		fmt.Fprintf(&b, "(unless the broker's session for %s has expired: then neither arrives). To learn the outcome, ask again:\n", res.Thing)
 		fmt.Fprintf(&b, "  shadowctl command cancel %s %s", res.Thing, res.TID)
 	}
