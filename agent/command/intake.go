@@ -186,6 +186,7 @@ func (p *Processor) intakeOf(payload []byte) *intake {
 	var outcome int
 	var kept bool
 	var why error
+	var dupAck []byte
 	write := func(tx *store.Tx) error {
 		rec := c
 		old, err := tx.PutCommand(&rec)
@@ -201,6 +202,7 @@ func (p *Processor) intakeOf(payload []byte) *intake {
 			if a == nil {
 				a = p.ack(r.TID, StatusRunning, "", nil)
 			}
+			dupAck = a
 			return p.enqueueAck(tx, a)
 		case errors.Is(err, store.ErrInboxFull):
 			outcome, why = refused, err
@@ -219,6 +221,11 @@ func (p *Processor) intakeOf(payload []byte) *intake {
 	settled := func() {
 		switch {
 		case outcome == duplicate:
+			var a Ack
+			if json.Unmarshal(dupAck, &a) == nil && a.Status == StatusFailure && a.Reason == ReasonCanceled {
+				p.log.Info("request of a canceled tid; answered FAILURE canceled, not run", "tid", r.TID, "cmd", c.Cmd)
+				break
+			}
 			p.log.Info("duplicate command tid; answered with its recorded ack", "tid", r.TID)
 		case outcome == damaged:
 			p.log.Error("command refused: its stored record is damaged", "tid", r.TID, "err", why)
