@@ -166,12 +166,37 @@ func (p *Processor) cancelJob(tid string) {
 	j.abortOnce.Do(func() { close(j.abort) })
 }
 
+// linkPoll is how often the processor looks whether the link is down.
+const linkPoll = 100 * time.Millisecond
+
 // onConnect begins a backlog hold on every (re)connect.
 func (p *Processor) onConnect(context.Context) {
 	p.mu.Lock()
+	p.hold.down = false
 	p.beginHoldLocked(true)
 	p.mu.Unlock()
 	p.poke()
+}
+
+// watchLink notes when the link is down, so that the first message after
+// it begins a backlog hold at once, before the connect hooks run (they run
+// after the subscriptions and the shadow GETs, while the backlog is
+// arriving already).
+func (p *Processor) watchLink(ctx context.Context) {
+	t := time.NewTicker(linkPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if !p.o.Link.Connected() {
+				p.mu.Lock()
+				p.hold.down = true
+				p.mu.Unlock()
+			}
+		}
+	}
 }
 
 // beginHoldLocked starts (or restarts) the backlog hold; linked is false at

@@ -98,6 +98,10 @@ type Processor struct {
 		since  time.Time // when it began
 		last   time.Time // the last message received on the command topic
 		over   chan struct{}
+		// down: the link was seen down since the last hold began; the
+		// first message after it begins one (a backlog arrives right after
+		// CONNACK, before the subscriptions and the connect hooks).
+		down bool
 	}
 
 	received, malformed, tooLarge, executed atomic.Int64
@@ -214,6 +218,9 @@ func (p *Processor) Run(ctx context.Context) {
 	intakeDone := make(chan struct{})
 	go func() { defer close(intakeDone); p.runIntake(ctx) }()
 	defer func() { <-intakeDone }()
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); p.watchLink(ctx) }()
+	defer func() { <-watchDone }()
 	tick := time.NewTicker(time.Hour)
 	defer tick.Stop()
 	for {

@@ -79,6 +79,12 @@ type intake struct {
 func (p *Processor) onRequest(_ context.Context, m *link.Message) {
 	p.received.Add(1)
 	p.mu.Lock()
+	if p.hold.down || !p.o.Link.Connected() {
+		// The first message after the link was down: a backlog may be
+		// arriving, with cancels behind requests.
+		p.hold.down = false
+		p.beginHoldLocked(true)
+	}
 	p.hold.last = p.o.Now() // a backlog is still arriving
 	p.mu.Unlock()
 	in := p.intakeOf(m.Payload)

@@ -17,6 +17,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/daemon"
+	"github.com/shadowgate/shadowgate/agent/link/brokertest"
 	"github.com/shadowgate/shadowgate/agent/shadow"
 	"github.com/shadowgate/shadowgate/store"
 )
@@ -144,6 +145,42 @@ func TestCancelAfterGiveUpWhileGatewayAway(t *testing.T) {
 	shadowctl(t, append([]string{"command", "cancel", thing, "away-1"}, b...)...).must(t, 0, "away-1 CANCELED", "will not run it")
 	shadowctl(t, append([]string{"command", "send", thing, "MOTOR_1_ON", "--tid", "away-2"}, b...)...).must(t, 1, "away-2 FAILURE: canceled")
 	shadowctl(t, "commands", "--socket", sock).must(t, 0, "away-1", "away-2", "canceled")
+}
+
+// The gateway's process stays up and its network goes away: the request and
+// its cancel wait at the broker and arrive, in that order, after the
+// reconnect. The request ends FAILURE canceled; the motor never moves.
+func TestCancelQueuedAtTheBrokerDuringAnOutage(t *testing.T) {
+	c := newCloud(t)
+	px := brokertest.NewProxy(t, c.broker.Addr())
+	const thing = "gw-cout"
+	cfg, _ := gatewayConfig(t, thing, px.URL(), t.TempDir(), "cloud_wins")
+	d := gateway(t, cfg)
+	waitFor(t, "link up", d.Link.Connected)
+	c.waitShadow(t, thing, "", "gateway up", func(g *shadow.GetAccepted) bool { return g.State.Reported["gate_motor"] != nil })
+	px.Cut()
+	waitFor(t, "gateway offline", func() bool { return !d.Link.Connected() })
+	c.send(t, thing, req("MOTOR_1_ON", "out-1", ""))
+	c.send(t, thing, req("MOTOR_1_ON", "out-1", "")) // a resend
+	c.send(t, thing, cancelReq("out-1"))
+	c.send(t, thing, cancelReq("out-2"))
+	c.send(t, thing, req("SET_SPEED", "out-2", `{"speed":50}`))
+	px.Restore()
+	for _, tid := range []string{"out-1", "out-2"} {
+		if a := c.waitAck(t, thing, tid, command.StatusFailure); a.Reason != command.ReasonCanceled {
+			t.Fatalf("%s: %+v", tid, a)
+		}
+	}
+	c.send(t, thing, req("SET_SPEED", "out-3", `{"speed":5}`))
+	c.waitAck(t, thing, "out-3", command.StatusSuccess)
+	var h []*store.Change
+	d.Store.View(func(tx *store.Tx) (err error) { h, err = tx.History("gate_motor", 100); return err })
+	if len(h) != 1 || h[0].TID != "out-3" {
+		t.Fatalf("only out-3 may have moved the motor: %+v", h)
+	}
+	if n := d.Commands.Stats().Executed; n != 1 {
+		t.Fatalf("executed %d", n)
+	}
 }
 
 // A cancel before, during and after approval; a cancel of a tid nobody
