@@ -12,6 +12,11 @@
 // the final status of the one before it is on disk, and every command ends
 // with one final ack. So a command whose failure was never written is, after
 // a restart, still ahead of every later command on its actuators.
+//
+// A cancel ({"tid":…,"status":"CANCEL"}) withdraws the request with its tid
+// if it has not started, also one that has not arrived yet (cancel.go).
+// After every (re)connect no command starts until the broker's backlog has
+// arrived, so that a cancel queued behind its request comes first.
 package command
 
 import (
