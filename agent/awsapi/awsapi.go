@@ -72,6 +72,13 @@ func (c *Call) Allows(a Action, thing string) bool {
 	return c.Key == nil || c.Key.Policy.Allows(a, thing)
 }
 
+// AllowsEveryThing reports whether the caller may do a on every thing: a
+// key without a things restriction. Operations that reach things not named
+// in the request (a job on a thing group, a list of the whole fleet) need it.
+func (c *Call) AllowsEveryThing(a Action) bool {
+	return c.Key == nil || c.Key.Policy.Things == nil && (c.Key.Policy.Actions == nil || c.Key.Policy.Actions[a])
+}
+
 // AllowsPublish reports whether the caller may publish on topic.
 func (c *Call) AllowsPublish(topic string) bool {
 	return c.Key == nil || c.Key.Policy.AllowsPublish(topic)
