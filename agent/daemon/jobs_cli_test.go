@@ -165,6 +165,9 @@ func TestDemoJobsWithAWSCLI(t *testing.T) {
 	if v := find("describe-job --job-id lights-1"); field(v, "job", "status") != "IN_PROGRESS" || field(v, "job", "jobProcessDetails", "numberOfQueuedThings") != float64(1) {
 		t.Errorf("describe-job: %v", v)
 	}
+	if q, _ := find("get-pending-job-executions")["queuedJobs"].([]any); len(q) != 1 || q[0].(map[string]any)["jobId"] != "lights-1" {
+		t.Errorf("get-pending-job-executions: %v", q)
+	}
 	if v := find("describe-job-execution"); field(v, "execution", "status") != "SUCCEEDED" || field(v, "execution", "thingArn") != "arn:aws:iot:us-east-1:000000000000:thing/demo-gw" {
 		t.Errorf("describe-job-execution: %v", v)
 	}
