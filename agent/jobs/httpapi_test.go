@@ -23,6 +23,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/shadowgate/shadowgate/agent/awsapi"
+	"github.com/shadowgate/shadowgate/agent/jobs"
 )
 
 // httpKeys are the keys of the HTTP tests: an unrestricted one, a reader,
@@ -657,5 +658,40 @@ func TestHTTPMalformedJobRequests(t *testing.T) {
 	doc := must(api.GetJobDocument(ctx, &iot.GetJobDocumentInput{JobId: aws.String("keep")}))
 	if aws.ToString(doc.Document) != `{"keep":true}` {
 		t.Fatalf("document after the bad requests: %q", aws.ToString(doc.Document))
+	}
+}
+
+// TestHTTPWithoutCredentials: a loopback server without credentials routes
+// an unsigned request by its method and path (the control plane's, where
+// both APIs have the path).
+func TestHTTPWithoutCredentials(t *testing.T) {
+	e := newEnv(t)
+	srv := awsapi.New(awsapi.Options{Rate: -1})
+	srv.Handle(e.svc.Routes()...)
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	must(e.svc.CreateJob(context.Background(), &jobs.CreateJobRequest{JobID: "open", Targets: []string{thingArn("t1")}, Document: `{}`}))
+	get := func(method, path string, status int, errType string) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest(method, ts.URL+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return wantHTTP(t, resp, b, status, errType)
+	}
+	if v := get("GET", "/jobs", 200, ""); len(v["jobs"].([]any)) != 1 {
+		t.Fatalf("unsigned ListJobs: %v", v)
+	}
+	if v := get("GET", "/things/t1/jobs/open", 200, ""); field(v, "execution", "thingArn") == nil {
+		t.Fatalf("unsigned DescribeJobExecution: %v", v)
+	}
+	get("PATCH", "/jobs/open", 405, "MethodNotAllowedException")
+	// Signed requests still go to the API they are signed for.
+	resp, b := signed(t, "PUT", ts.URL+"/things/t1/jobs/$next", "iot-jobs-data", "default", nil)
+	if v := wantHTTP(t, resp, b, 200, ""); field(v, "execution", "status") != "IN_PROGRESS" {
+		t.Fatalf("signed start-next without credentials: %v", v)
 	}
 }
