@@ -24,6 +24,8 @@ build:
 
 run: build
 	@mkdir -p tmp/demo
+	@echo "shadowgate demo. In another terminal, from this directory: $(BIN)/shadowctl status"
+	@echo "From anywhere else, first:  export SHADOWGATE_SOCKET=$(CURDIR)/tmp/demo/api.sock"
 	$(BIN)/shadowgated --config configs/demo.yaml
 
 # deps installs what the tests need when it is missing: mosquitto (the
