@@ -102,7 +102,7 @@ func complete(ctx context.Context, cmds []cliCommand, words []string) []string {
 	fs := globalFlagSet()
 	var typed []string // command words
 	var cmd *cliCommand
-	var args []string // the command's positional arguments
+	var args []string           // the command's positional arguments
 	vals := map[string]string{} // the flags given, for the daemon's socket
 	dashes := false
 	for i := 0; i < len(prev); i++ {
