@@ -99,8 +99,9 @@ func complete(ctx context.Context, cmds []cliCommand, words []string) []string {
 		words = []string{""}
 	}
 	cur, prev := words[len(words)-1], words[:len(words)-1]
-	fs := globalFlagSet()
-	var typed []string // command words
+	fs := globalFlagSet() // every flag known so far, to skip their values
+	offer := fs           // the flags to offer: the command's once it is known
+	var typed []string    // command words
 	var cmd *cliCommand
 	var args []string           // the command's positional arguments
 	vals := map[string]string{} // the flags given, for the daemon's socket
@@ -127,13 +128,16 @@ func complete(ctx context.Context, cmds []cliCommand, words []string) []string {
 		typed = append(typed, w)
 		if c, n := match(cmds, typed); c != nil && n == len(typed) {
 			cmd = c
+			offer = flag.NewFlagSet(c.name, flag.ContinueOnError)
 			if cfs := describe(c); cfs != nil {
 				cfs.VisitAll(func(f *flag.Flag) {
+					offer.Var(f.Value, f.Name, f.Usage)
 					if fs.Lookup(f.Name) == nil {
 						fs.Var(f.Value, f.Name, f.Usage)
 					}
 				})
 			}
+			offer.Var(fs.Lookup("help").Value, "help", fs.Lookup("help").Usage)
 		}
 	}
 	// The value of a flag?
@@ -150,10 +154,7 @@ func complete(ctx context.Context, cmds []cliCommand, words []string) []string {
 	}
 	if strings.HasPrefix(cur, "-") && !dashes {
 		var out []string
-		fs.VisitAll(func(f *flag.Flag) {
-			if f.Name == "h" || f.Name == "version" {
-				return
-			}
+		offer.VisitAll(func(f *flag.Flag) {
 			if n := flagName(f.Name); strings.HasPrefix(n, cur) {
 				_, usage := flag.UnquoteUsage(f)
 				out = append(out, n+"\t"+oneLine(usage))

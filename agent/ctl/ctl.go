@@ -75,6 +75,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == completeCommand {
 		return runComplete(e, cmds, args[1:])
 	}
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		return runMain(e, cmds, append([]string{"version"}, args[1:]...))
+	}
 	// Global flags may come before the command (shadowctl --socket X
 	// history); they are handed to the command with its own arguments.
 	lead, rest, help, err := leadingFlags(args)
@@ -94,9 +97,6 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		printHelp(stdout, cmds)
 		return ExitOK
-	}
-	if rest[0] == "--version" || rest[0] == "-version" {
-		return runMain(e, cmds, []string{"version"})
 	}
 	best, n := match(cmds, rest)
 	if best == nil {
