@@ -77,7 +77,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzHandle -fuzztime $(FUZZTIME) ./agent/shadow/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./agent/config/
 
-# deb builds dist/shadowgate_<version>_<arch>.deb for amd64, arm64, armhf.
+# deb builds dist/shadowgate_<version>_<arch>.deb for amd64, arm64, armhf
+# (DEB_ARCHES=amd64:amd64: for one), with the shell completion scripts.
 deb:
 	@mkdir -p dist
 	@for spec in $(DEB_ARCHES); do \
@@ -86,6 +87,8 @@ deb:
 	  for c in shadowgated shadowctl shadowsvc; do \
 	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out/$$c ./cmd/$$c || exit 1; \
 	  done; \
+	  $(GO) run ./cmd/shadowctl completion bash > $$out/shadowctl.bash || exit 1; \
+	  $(GO) run ./cmd/shadowctl completion zsh > $$out/_shadowctl || exit 1; \
 	  ARCH=$$deb VERSION=$(VERSION) $(NFPM) package -f packaging/nfpm.yaml -p deb -t dist/ || exit 1; \
 	done
 	@ls -l dist/*.deb
