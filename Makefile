@@ -14,7 +14,7 @@ CMDS    := $(patsubst cmd/%/main.go,%,$(wildcard cmd/*/main.go))
 # Fuzz targets run briefly in `make fuzz` (not part of `make test`).
 FUZZTIME ?= 20s
 
-.PHONY: all build run test deps lint cross bench fuzz clean deb size
+.PHONY: all build run test test-systemd deps lint cross bench fuzz clean deb size
 
 all: build
 
@@ -46,6 +46,13 @@ deps:
 
 test: deps lint
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+# test-systemd installs the .deb in a Debian bookworm booted with systemd
+# (systemd-nspawn, ../shared/tools/systemd-box) and checks the services as a
+# user meets them: start, STATUS=, reload (good and bad config), watchdog,
+# stop, systemd-analyze security, purge. Root only; skipped otherwise.
+test-systemd:
+	packaging/systemd-test.sh
 
 lint:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './tmp/*')); \
