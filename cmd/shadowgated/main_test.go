@@ -71,7 +71,8 @@ func TestDemoStartsWithoutWarnings(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	deadline := time.Now().Add(30 * time.Second)
-	for strings.Count(out.String(), `msg="mqtt link up"`) < 2 || strings.Count(out.String(), "creating it with the actuators' state") < 2 {
+	// Up: the gateway's and the embedded service's links, and the API.
+	for strings.Count(out.String(), `msg="mqtt link up"`) < 2 || !strings.Contains(out.String(), `msg="shadowgated running"`) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the demo did not come up within 30s:\n%s", out.String())
 		}
