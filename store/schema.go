@@ -22,11 +22,26 @@ import (
 //	changes      actuator + 0x00 + id (8 bytes BE) → Change JSON (history.go)
 //	journal      group id → journal entry JSON (multi-actuator changes in flight)
 //
+// The self-hosted AWS IoT Jobs (agent/jobs, in shadowsvc's file; jobs.go):
+//
+//	jobs                 job id → job JSON
+//	job_execs            thing 0x00 job id 0x00 execution number (8 bytes BE) → execution JSON
+//	job_execs_by_job     job id 0x00 thing 0x00 execution number → nil (index)
+//	job_pending          thing 0x00 seq (8 bytes BE) → job id 0x00 execution number (QUEUED and IN_PROGRESS, in creation order)
+//	job_timers           due (8 bytes BE unix nanos) + kind byte + payload → nil (the scheduler's time-ordered index)
+//	job_rollout          job id 0x00 seq (8 bytes BE) → thing (targets not yet released)
+//	job_group_targets    group 0x00 job id → nil (continuous jobs that target a group)
+//	job_templates        template id → template JSON
+//	thing_groups         group → group JSON
+//	thing_group_members  group 0x00 thing → nil
+//	thing_memberships    thing 0x00 group → nil
+//
 // Version 1 kept history as a bucket per actuator under "history" plus an
 // id index "history_ids"; version 2 flattened it into "changes"; version 3
 // counts the inbox's size in meta (its quota) and no longer keeps the request
-// of a finished command.
-const SchemaVersion = 3
+// of a finished command; version 4 added the jobs buckets (nothing else
+// changed).
+const SchemaVersion = 4
 
 var (
 	bucketMeta       = []byte("meta")
@@ -39,8 +54,24 @@ var (
 	bucketChanges    = []byte("changes")
 	bucketJournal    = []byte("journal")
 
-	allBuckets = [][]byte{bucketMeta, bucketShadows, bucketOutbox, bucketOutboxKeys, bucketInbox,
-		bucketInboxOrder, bucketInboxDone, bucketChanges, bucketJournal}
+	bucketJobs             = []byte("jobs")
+	bucketJobExecs         = []byte("job_execs")
+	bucketJobExecsByJob    = []byte("job_execs_by_job")
+	bucketJobPending       = []byte("job_pending")
+	bucketJobTimers        = []byte("job_timers")
+	bucketJobRollout       = []byte("job_rollout")
+	bucketJobGroupTargets  = []byte("job_group_targets")
+	bucketJobTemplates     = []byte("job_templates")
+	bucketThingGroups      = []byte("thing_groups")
+	bucketThingGroupThings = []byte("thing_group_members")
+	bucketThingMemberships = []byte("thing_memberships")
+
+	jobBuckets = [][]byte{bucketJobs, bucketJobExecs, bucketJobExecsByJob, bucketJobPending, bucketJobTimers,
+		bucketJobRollout, bucketJobGroupTargets, bucketJobTemplates, bucketThingGroups, bucketThingGroupThings,
+		bucketThingMemberships}
+
+	allBuckets = append([][]byte{bucketMeta, bucketShadows, bucketOutbox, bucketOutboxKeys, bucketInbox,
+		bucketInboxOrder, bucketInboxDone, bucketChanges, bucketJournal}, jobBuckets...)
 
 	// schema 1's history buckets
 	bucketHistoryV1    = []byte("history")
@@ -62,6 +93,19 @@ var migrations = []func(tx *bolt.Tx) error{
 	},
 	1: flattenHistory,
 	2: countInbox,
+	3: createBuckets(jobBuckets),
+}
+
+// createBuckets is a migration that only adds buckets.
+func createBuckets(names [][]byte) func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		for _, b := range names {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		return nil
+	}
 }
 
 // countInbox drops the requests of finished commands (only their last ack

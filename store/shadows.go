@@ -58,3 +58,24 @@ func (s *Store) GetShadow(k ShadowKey) (doc []byte, err error) {
 	})
 	return doc, err
 }
+
+// NamedShadows calls fn, in name order, for each stored named shadow of
+// thing whose name sorts after after ("" for the first); the classic
+// shadow is not among them. fn returns false to stop. Documents are the
+// stored bytes (a deleted shadow's too: the caller knows the format).
+func (t *Tx) NamedShadows(thing, after string, fn func(name string, doc []byte) (more bool, err error)) error {
+	prefix := []byte(thing + "/")
+	c := t.tx.Bucket(bucketShadows).Cursor()
+	k, v := c.Seek(append(bytes.Clone(prefix), after...))
+	for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		name := string(k[len(prefix):])
+		if name == "" || name <= after {
+			continue
+		}
+		more, err := fn(name, bytes.Clone(v))
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}

@@ -54,6 +54,9 @@ func Start(addr string, log *slog.Logger) (*Server, error) {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
+	if err := srv.AddHook(newLifecycle(srv), nil); err != nil { // AWS's lifecycle events
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
 	// Bind first so that a busy port is an error here, not later.
 	l, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -55,6 +55,9 @@ type Cloud struct {
 	TopicRoot    string   `yaml:"topic_root"`
 	Keepalive    Duration `yaml:"keepalive"`
 	Conflict     string   `yaml:"conflict"`
+	// PresenceTopic is where the gateway says whether it is connected
+	// (retained, and its last will); {thing} stands for the thing name.
+	PresenceTopic string `yaml:"presence_topic"`
 }
 
 // TLS holds paths of PEM files; secrets are never written inline.
@@ -66,8 +69,19 @@ type TLS struct {
 
 // Broker is the embedded loopback broker and shadow service of the demo.
 type Broker struct {
-	Embedded bool   `yaml:"embedded"`
-	Listen   string `yaml:"listen"`
+	Embedded bool       `yaml:"embedded"`
+	Listen   string     `yaml:"listen"`
+	HTTP     BrokerHTTP `yaml:"http"`
+}
+
+// BrokerHTTP is the embedded shadow service's AWS IoT data-plane HTTP API
+// (off when Listen is empty): the settings of shadowsvc's --http,
+// --credentials, --http-cert and --http-key.
+type BrokerHTTP struct {
+	Listen      string `yaml:"listen"`
+	Credentials string `yaml:"credentials"`
+	Cert        string `yaml:"cert"`
+	Key         string `yaml:"key"`
 }
 
 // Store is the bbolt file and its quotas.

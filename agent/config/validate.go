@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -17,6 +18,7 @@ import (
 const (
 	DefaultListen          = "127.0.0.1:1883"
 	DefaultKeepalive       = 30 * time.Second
+	DefaultPresenceTopic   = "shadowgate/{thing}/presence"
 	DefaultStorePath       = "/var/lib/shadowgate/state.db"
 	DefaultOutboxItems     = 100000
 	DefaultOutboxBytes     = 64 << 20
@@ -44,6 +46,13 @@ var (
 )
 
 func (c *Config) applyDefaults() {
+	// broker.http's files are relative to this file, so that the demo's
+	// key file is found from any working directory.
+	for _, p := range []*string{&c.Broker.HTTP.Credentials, &c.Broker.HTTP.Cert, &c.Broker.HTTP.Key} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(filepath.Dir(c.File), *p)
+		}
+	}
 	if c.Broker.Listen == "" {
 		c.Broker.Listen = DefaultListen
 	}
@@ -58,6 +67,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Cloud.Keepalive == 0 {
 		c.Cloud.Keepalive = Duration(DefaultKeepalive)
+	}
+	if c.Cloud.PresenceTopic == "" {
+		c.Cloud.PresenceTopic = DefaultPresenceTopic
 	}
 	if c.Cloud.Conflict == "" {
 		c.Cloud.Conflict = CloudWins
@@ -120,6 +132,47 @@ func (c *Config) applyDefaults() {
 	}
 }
 
+// validateBrokerHTTP checks broker.http with shadowsvc's rules: plain HTTP
+// on loopback only, and credentials off loopback.
+func (c *Config) validateBrokerHTTP(r *Reporter) {
+	h := c.Broker.HTTP
+	if h.Listen == "" {
+		if h != (BrokerHTTP{}) {
+			r.At("broker.http.listen", "is required when broker.http is set")
+		}
+		return
+	}
+	if !c.Broker.Embedded {
+		r.At("broker.http", "serves the embedded shadow service: set broker.embedded: true (or run shadowsvc --http)")
+	}
+	host, _, err := net.SplitHostPort(h.Listen)
+	if err != nil {
+		r.At("broker.http.listen", "want host:port, got %q", h.Listen)
+		return
+	}
+	ip := net.ParseIP(host)
+	loopback := host == "localhost" || (ip != nil && ip.IsLoopback())
+	if (h.Cert == "") != (h.Key == "") {
+		r.At("broker.http", "cert and key go together: set both or neither")
+	}
+	if !loopback && h.Cert == "" {
+		r.At("broker.http.listen", "plain HTTP is allowed only on a loopback address (127.0.0.1, [::1]); set broker.http.cert and broker.http.key for %q", h.Listen)
+	}
+	if !loopback && h.Credentials == "" {
+		r.At("broker.http.credentials", "is required off loopback (a file in the AWS shared-credentials format)")
+	}
+	for _, f := range []struct{ path, key string }{{h.Credentials, "broker.http.credentials"}, {h.Cert, "broker.http.cert"}, {h.Key, "broker.http.key"}} {
+		if f.path == "" {
+			continue
+		}
+		if fh, err := os.Open(f.path); err != nil {
+			r.At(f.key, "cannot read %s: %v", f.path, unwrapPathError(err))
+		} else {
+			fh.Close()
+		}
+	}
+}
+
 func (c *Config) validate(r *Reporter) {
 	if c.Gateway.Thing == "" {
 		r.At("gateway.thing", "is required: the AWS IoT thing name of this gateway")
@@ -134,6 +187,7 @@ func (c *Config) validate(r *Reporter) {
 			r.At("broker.listen", "the embedded broker listens on loopback only (127.0.0.1 or [::1]), got %q", host)
 		}
 	}
+	c.validateBrokerHTTP(r)
 	if c.Store.Outbox.MaxItems < 0 {
 		r.At("store.outbox.max_items", "must be positive")
 	}
@@ -207,6 +261,9 @@ func (c *Config) validateCloud(r *Reporter) {
 	if !strings.HasSuffix(cl.TopicRoot, "/") || strings.ContainsAny(cl.TopicRoot, "+#") {
 		r.At("cloud.topic_root", "must end with '/' and hold no '+' or '#', got %q", cl.TopicRoot)
 	}
+	if msg := presenceTopicProblem(cl.PresenceTopic); msg != "" {
+		r.At("cloud.presence_topic", "%s, got %q", msg, cl.PresenceTopic)
+	}
 	if cl.Keepalive.D() < minKeepalive {
 		r.At("cloud.keepalive", "must be at least %s, got %s", minKeepalive, cl.Keepalive)
 	}
@@ -257,6 +314,9 @@ func (c *Config) validateActuators(r *Reporter) {
 		}
 		if !actuatorNameRE.MatchString(a.Key) {
 			r.At(p+".key", "must be letters, digits, '_' or '-', got %q", a.Key)
+		}
+		if a.Shadow == "" && (a.Key == "connected" || a.Key == "presence") {
+			r.At(p+".key", "%q is where the classic shadow says whether the gateway is connected: give the actuator another key (key: …) or a named shadow", a.Key)
 		}
 		slot := a.Shadow + "/" + a.Key
 		if other, taken := slots[slot]; taken {
@@ -385,4 +445,26 @@ func checkPlaceholders(r *Reporter, path string, set map[string]any, args map[st
 // String describes where the config came from, for logs.
 func (c *Config) String() string {
 	return fmt.Sprintf("%s (thing %s, %d actuators)", c.File, c.Gateway.Thing, len(c.Actuators))
+}
+
+// presenceTopicProblem says what is wrong with a presence topic: it must
+// hold {thing} once as a whole level (the shadow service finds the thing
+// there), no wildcards, and stay outside the reserved $-topics (AWS IoT
+// Core reserves them and its shadow service ignores wills there).
+func presenceTopicProblem(topic string) string {
+	whole := 0
+	for _, level := range strings.Split(topic, "/") {
+		if level == "{thing}" {
+			whole++
+		}
+	}
+	switch {
+	case strings.HasPrefix(topic, "$"):
+		return "must not start with '$' ($-topics are reserved: AWS IoT Core's shadow service ignores wills there)"
+	case strings.ContainsAny(topic, "+#"):
+		return "must hold no '+' or '#'"
+	case whole != 1 || strings.Count(topic, "{thing}") != 1:
+		return "must hold {thing} once, as a whole level, as " + DefaultPresenceTopic + " does"
+	}
+	return ""
 }

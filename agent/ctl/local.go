@@ -213,15 +213,37 @@ func runShadows(e *env, f *localFlags, c *apiClient, args []string) error {
 		return printJSON(e.stdout, sh)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SHADOW\tVERSION\tDESIRED\tREPORTED\tDELTA")
+	fmt.Fprintln(tw, "SHADOW\tVERSION\tCONNECTED\tDESIRED\tREPORTED\tDELTA")
 	for _, s := range sh {
 		name := s.Name
 		if name == "" {
 			name = "(classic)"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", name, s.Version, compact(s.Desired), compact(s.Reported), compact(s.Delta))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", name, s.Version, connectedSince(s.Reported), compact(s.Desired), compact(s.Reported), compact(s.Delta))
 	}
 	return tw.Flush()
+}
+
+// connectedSince is what a shadow's reported state says of the gateway's
+// presence ("yes since …", "no since …"), as the cloud's shadow service or
+// IoT rule wrote it; "-" when it says nothing (a named shadow).
+func connectedSince(reported map[string]any) string {
+	c, ok := reported["connected"].(bool)
+	if !ok {
+		return "-"
+	}
+	out := "no"
+	if c {
+		out = "yes"
+	}
+	p, _ := reported["presence"].(map[string]any)
+	if since, err := strconv.ParseInt(fmt.Sprint(p["since"]), 10, 64); err == nil && since > 0 {
+		out += " since " + time.Unix(since, 0).Local().Format(time.DateTime)
+	}
+	if session, err := strconv.ParseUint(fmt.Sprint(p["session"]), 10, 64); err == nil {
+		out += fmt.Sprintf(" (session %d)", session)
+	}
+	return out
 }
 
 func runHistory(e *env, f *localFlags, c *apiClient, args []string, n int) error {
@@ -390,7 +412,7 @@ func localCommands() []cliCommand {
 			localCommand(nil, runStatus)},
 		{"actuators", "every actuator: driver, shadow key, state, health", "shadowctl actuators [--json]\n\nExample:\n  shadowctl actuators",
 			localCommand(nil, runActuators)},
-		{"shadows", "the gateway's replica of each shadow (desired, reported, delta)", "shadowctl shadows [--json]",
+		{"shadows", "the gateway's replica of each shadow (connected, desired, reported, delta)", "shadowctl shadows [--json]\n\nCONNECTED is the presence the cloud records in the classic shadow (reported.connected\nand reported.presence: since when, the gateway's session): yes, no, or - when none.",
 			localCommand(nil, runShadows)},
 		{"history", "recorded changes, newest first", "shadowctl history [ACTUATOR] [-n N] [--json]\n\nExamples:\n  shadowctl history\n  shadowctl history gate_motor -n 5",
 			localCommand(func(fs *flag.FlagSet) { fs.IntVar(&histN, "n", 20, "show the last `N` changes") },

@@ -13,9 +13,13 @@ import (
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/command"
+	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/shadow"
 )
+
+// defaultPresenceTopic is the gateways' (config.DefaultPresenceTopic).
+const defaultPresenceTopic = config.DefaultPresenceTopic
 
 // mqttFlags are the connection settings of operator commands. Each comes
 // from its flag, else its SHADOWCTL_* variable, else
@@ -24,6 +28,7 @@ type mqttFlags struct {
 	Broker       string        `yaml:"broker"`
 	ClientID     string        `yaml:"client_id"`
 	TopicRoot    string        `yaml:"topic_root"`
+	Presence     string        `yaml:"presence_topic"`
 	CA           string        `yaml:"ca"`
 	Cert         string        `yaml:"cert"`
 	Key          string        `yaml:"key"`
@@ -39,6 +44,7 @@ func (m *mqttFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.Broker, "broker", "", "MQTT broker `URL` (SHADOWCTL_BROKER; default tcp://127.0.0.1:1883)")
 	fs.StringVar(&m.ClientID, "client-id", "", "MQTT client `id` (default shadowctl-<random>)")
 	fs.StringVar(&m.TopicRoot, "topic-root", "", "shadow topic `root` (SHADOWCTL_TOPIC_ROOT; default \"$aws/things/\")")
+	fs.StringVar(&m.Presence, "presence-topic", "", "the gateways' presence `topic`, {thing} for the thing (SHADOWCTL_PRESENCE_TOPIC; default \""+defaultPresenceTopic+"\")")
 	fs.StringVar(&m.CA, "ca", "", "CA bundle PEM `file` (SHADOWCTL_CA)")
 	fs.StringVar(&m.Cert, "cert", "", "client certificate PEM `file` (SHADOWCTL_CERT)")
 	fs.StringVar(&m.Key, "key", "", "client key PEM `file` (SHADOWCTL_KEY)")
@@ -70,6 +76,7 @@ func (m *mqttFlags) resolve() error {
 	}
 	pick(&m.Broker, "SHADOWCTL_BROKER", file.Broker, "tcp://127.0.0.1:1883")
 	pick(&m.TopicRoot, "SHADOWCTL_TOPIC_ROOT", file.TopicRoot, shadow.DefaultRoot)
+	pick(&m.Presence, "SHADOWCTL_PRESENCE_TOPIC", file.Presence, defaultPresenceTopic)
 	pick(&m.CA, "SHADOWCTL_CA", file.CA, "")
 	pick(&m.Cert, "SHADOWCTL_CERT", file.Cert, "")
 	pick(&m.Key, "SHADOWCTL_KEY", file.Key, "")
@@ -297,12 +304,13 @@ func runShadowWatch(e *env, args []string) error {
 	if *name != "" {
 		filter = m.TopicRoot + thing + "/shadow/name/" + *name + "/#"
 	}
-	sess, err := connect(e.ctx, &m, map[string]chan *link.Message{filter: msgs, m.TopicRoot + thing + "/status": msgs})
+	presence := strings.Replace(m.Presence, "{thing}", thing, 1)
+	sess, err := connect(e.ctx, &m, map[string]chan *link.Message{filter: msgs, presence: msgs})
 	if err != nil {
 		return err
 	}
 	defer sess.close()
-	fmt.Fprintf(e.stderr, "watching %s on %s (Ctrl-C to stop)\n", filter, m.Broker)
+	fmt.Fprintf(e.stderr, "watching %s and %s on %s (Ctrl-C to stop)\n", filter, presence, m.Broker)
 	for {
 		select {
 		case msg := <-msgs:

@@ -94,9 +94,10 @@ func defaultSettingsFile() string {
 // is empty (a missing default file is no settings). It is either
 // shadowctl's own (its keys are the flags: socket, broker, topic_root, ca,
 // …) or a gateway's configuration (it has gateway:), of which the API
-// socket, the broker and the topic root are taken. A gateway file is read
+// socket, the broker, the topic root and the presence topic are taken. A gateway file is read
 // leniently: `shadowctl --config FILE reload` must reach the daemon to be
-// told what is wrong with FILE.
+// told what is wrong with FILE. (Its TLS files are the device's own, not
+// an operator's, and are not taken.)
 func readSettings(path string) (settings, error) {
 	explicit := path != ""
 	if !explicit {
@@ -123,8 +124,9 @@ func readSettings(path string) (settings, error) {
 				Socket string `yaml:"socket"`
 			} `yaml:"api"`
 			Cloud struct {
-				Broker    string `yaml:"broker"`
-				TopicRoot string `yaml:"topic_root"`
+				Broker        string `yaml:"broker"`
+				TopicRoot     string `yaml:"topic_root"`
+				PresenceTopic string `yaml:"presence_topic"`
 			} `yaml:"cloud"`
 			Broker struct {
 				Embedded bool   `yaml:"embedded"`
@@ -138,7 +140,7 @@ func readSettings(path string) (settings, error) {
 		if out.Socket == "" {
 			out.Socket, out.socketSource = config.DefaultSocket, "the default of "+path
 		}
-		out.Broker, out.TopicRoot = g.Cloud.Broker, g.Cloud.TopicRoot
+		out.Broker, out.TopicRoot, out.Presence = g.Cloud.Broker, g.Cloud.TopicRoot, g.Cloud.PresenceTopic
 		if out.Broker == "" && g.Broker.Embedded {
 			out.Broker = "tcp://" + cmpOr(g.Broker.Listen, config.DefaultListen)
 		}

@@ -29,9 +29,11 @@ func TestCorpusAgainstEmbeddedService(t *testing.T) {
 	listen := freeLoopbackAddr(t)
 	y := string(demo)
 	for old, repl := range map[string]string{
-		"listen: 127.0.0.1:1883":    "listen: " + listen,
-		"path: tmp/demo/state.db":   "path: " + filepath.Join(dir, "state.db"),
-		"socket: tmp/demo/api.sock": "socket: " + filepath.Join(dir, "api.sock"),
+		"listen: 127.0.0.1:1883":        "listen: " + listen,
+		"path: tmp/demo/state.db":       "path: " + filepath.Join(dir, "state.db"),
+		"socket: tmp/demo/api.sock":     "socket: " + filepath.Join(dir, "api.sock"),
+		"listen: 127.0.0.1:8080":        "listen: " + freeLoopbackAddr(t),
+		"credentials: demo-credentials": "credentials: " + filepath.Join(cwd(t), "../../configs/demo-credentials"),
 	} {
 		if !strings.Contains(y, old) {
 			t.Fatalf("configs/demo.yaml no longer has %q: update this test", old)
@@ -83,4 +85,13 @@ func freeLoopbackAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return fmt.Sprintf("127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port)
+}
+
+func cwd(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wd
 }

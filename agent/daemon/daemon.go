@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	gosync "sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/broker"
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/agent/jobs"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/localapi"
 	"github.com/shadowgate/shadowgate/agent/outbox"
@@ -69,6 +71,7 @@ type Daemon struct {
 	// The embedded shadow service's loops (its link's handler, its
 	// finisher), made once: reloads rebuild the service, not the trackers.
 	svcLinkTracker, svcTracker *watchdog.Tracker
+	jobsTracker                *watchdog.Tracker // the embedded jobs service's finisher
 }
 
 // Hooks let the caller (main, tests) see the daemon come up.
@@ -171,9 +174,10 @@ func (d *Daemon) serve(ctx context.Context, hooks Hooks, hup <-chan os.Signal) {
 			// the outbox, for the next start to send.
 			stop()
 			d.gen.stop()
-			d.up.stop()
+			d.up.stop() // publishes the offline presence, then disconnects
 			d.outbox.stop()
 			if d.emb != nil {
+				d.emb.awaitOffline(d.cfg.Gateway.Thing, 2*time.Second)
 				if err := d.emb.stop(); err != nil {
 					d.log.Warn("stopping", "err", err)
 				}
@@ -203,6 +207,7 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	d.intakeTracker = d.watchdog.Track("command intake", 2*time.Minute)
 	d.svcLinkTracker = d.watchdog.Track("shadow service message handler", time.Minute)
 	d.svcTracker = d.watchdog.Track("shadow service", 2*time.Minute)
+	d.jobsTracker = d.watchdog.Track("jobs service", 2*time.Minute)
 	defer func() {
 		if err != nil {
 			d.close()
@@ -301,15 +306,27 @@ func (d *Daemon) newLink(cfg *config.Config) (*link.Link, string, error) {
 		}
 		password = string(trimNewline(b))
 	}
+	// Each MQTT session (each link: its will is fixed when it is made) has
+	// a number greater than any before it, so that a will of an older one
+	// never wins over a newer one's connected (see shadowsvc/presence.go).
+	session, err := d.Store.NextSession(time.Now())
+	if err != nil {
+		return nil, "", err
+	}
+	presence := link.Presence{
+		Topic:   shadowsvc.PresenceTopic(cfg.Cloud.PresenceTopic, cfg.Gateway.Thing),
+		Online:  shadowsvc.Presence{Connected: true, Session: session}.JSON(),
+		Offline: shadowsvc.Presence{Connected: false, Session: session}.JSON(),
+	}
 	l, err := link.New(link.Options{
 		Broker: cfg.Cloud.Broker, ClientID: cfg.Cloud.ClientID, Username: cfg.Cloud.Username, Password: password,
-		TLS: tlsCfg, Keepalive: cfg.Cloud.Keepalive.D(),
-		StatusTopic: cfg.Cloud.TopicRoot + cfg.Gateway.Thing + "/status", Logger: d.log,
+		TLS: tlsCfg, Keepalive: cfg.Cloud.Keepalive.D(), Presence: presence, Logger: d.log,
 		Tracker: d.linkTracker,
 	})
 	if err != nil {
 		return nil, "", err
 	}
+	d.log.Info("mqtt session made", "presence_topic", presence.Topic, "session", session)
 	return l, key, nil
 }
 
@@ -391,11 +408,16 @@ type embedded struct {
 	own     bool // the broker was started for this one (not reused)
 	svcLink *link.Link
 	svc     *shadowsvc.Service
+	http    func(context.Context) // serves the service's HTTP API; nil without one
+	httpLn  net.Listener
+	jobs    *jobs.Service // the self-hosted AWS IoT Jobs on the same link and file
 	run     *task
 }
 
 func embeddedKey(cfg *config.Config) string {
-	return cfg.Broker.Listen + " " + cfg.Cloud.TopicRoot + " " + cfg.Gateway.Thing
+	h := cfg.Broker.HTTP
+	return cfg.Broker.Listen + " " + cfg.Cloud.TopicRoot + " " + cfg.Gateway.Thing + " " + cfg.Cloud.PresenceTopic + " " +
+		h.Listen + " " + h.Cert + " " + h.Key + " " + h.Credentials
 }
 
 // startEmbedded starts the loopback broker (or reuses b) and makes a shadow
@@ -426,16 +448,65 @@ func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedde
 	if err != nil {
 		return nil, err
 	}
-	e.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.svcTracker})
+	e.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.svcTracker,
+		PresenceTopic: cfg.Cloud.PresenceTopic})
+	if h := cfg.Broker.HTTP; h.Listen != "" {
+		// Listening here, so that a busy port fails the start (or the
+		// reload) instead of the running service.
+		srv, ln, err := shadowsvc.HTTPServer(e.svc, shadowsvc.HTTPOptions{Addr: h.Listen, CertFile: h.Cert, KeyFile: h.Key, Credentials: h.Credentials}, d.log,
+			map[string]string{"addr": "broker.http.listen", "cert": "broker.http.cert", "key": "broker.http.key", "credentials": "broker.http.credentials"})
+		if err != nil {
+			return nil, fmt.Errorf("embedded shadow service: %w", err)
+		}
+		e.httpLn = ln
+		e.http = func(ctx context.Context) {
+			if err := srv.Serve(ctx, ln); err != nil && ctx.Err() == nil {
+				d.log.Error("embedded shadow service: HTTP API stopped", "err", err)
+			}
+		}
+	}
+	e.jobs = jobs.New(jobs.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.jobsTracker})
 	return e, nil
 }
 
-func (e *embedded) start(parent context.Context) {
-	e.run = startTask(parent, e.svc.Run, func(ctx context.Context) { e.svcLink.Run(ctx) })
+// awaitOffline waits (up to wait) while the shadow service shows thing
+// connected, so that it applies the offline presence the gateway published
+// as it stopped: the service stops with the daemon, and its store would
+// keep the thing connected.
+func (e *embedded) awaitOffline(thing string, wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		if st, ok, err := e.svc.Presence(thing); err != nil || !ok || !st.Connected {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
-// stopService stops the shadow service, leaving the broker.
-func (e *embedded) stopService() { e.run.stop() }
+// start runs the service, its jobs, its link and its HTTP API until stop or
+// stopService, not until parent ends: at shutdown it outlives the gateway's
+// link, whose offline presence it applies. The gateway GETs its shadows once
+// per connect: start waits (a few seconds at most) for the service to
+// subscribe, or that GET would find no one and the shadows would not be
+// created until the next reconnect.
+func (e *embedded) start(parent context.Context) {
+	fns := []func(context.Context){e.svc.Run, e.jobs.Run, func(ctx context.Context) { e.svcLink.Run(ctx) }}
+	if e.http != nil {
+		fns = append(fns, e.http)
+	}
+	e.run = startTask(context.WithoutCancel(parent), fns...)
+	for deadline := time.Now().Add(5 * time.Second); !e.svcLink.Connected() && time.Now().Before(deadline) && parent.Err() == nil; {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stopService stops the shadow service and its HTTP API, leaving the broker.
+func (e *embedded) stopService() {
+	e.run.stop()
+	if e.httpLn != nil {
+		e.httpLn.Close()
+	}
+}
 
 // stop stops the shadow service and the broker.
 func (e *embedded) stop() error {

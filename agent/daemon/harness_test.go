@@ -102,7 +102,7 @@ func newCloudWith(t testing.TB, bc brokertest.Config) *cloud {
 	c.op, _ = link.New(link.Options{Broker: c.broker.URL(), ClientID: "operator", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 	c.op.Handle(root+"+/shadow/+/+", c.collect)
 	c.op.Handle(root+"+/shadow/name/+/+/+", c.collect)
-	c.op.Handle(root+"+/status", c.collect)
+	c.op.Handle("shadowgate/+/presence", c.collect)
 	c.op.Handle("commands/+/ack", c.collect)
 	runLink(t, c.op)
 	waitFor(t, "cloud connected", func() bool { return svcLink.Connected() && c.op.Connected() })

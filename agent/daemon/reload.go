@@ -104,6 +104,9 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 		for _, a := range opened {
 			a.Close()
 		}
+		if emb != nil && emb.httpLn != nil {
+			emb.httpLn.Close()
+		}
 		if emb != nil && emb.own {
 			emb.broker.Close()
 		}
@@ -386,7 +389,7 @@ func genView(c *config.Config) any {
 func linkKey(c *config.Config) (string, error) {
 	cl := c.Cloud
 	h := sha256.New()
-	fmt.Fprintf(h, "%q %q %q %q %q %d %q\n", cl.Broker, cl.ClientID, cl.Username, cl.TopicRoot, c.Gateway.Thing, cl.Keepalive, cl.TLS)
+	fmt.Fprintf(h, "%q %q %q %q %q %d %q %q\n", cl.Broker, cl.ClientID, cl.Username, cl.TopicRoot, c.Gateway.Thing, cl.Keepalive, cl.TLS, cl.PresenceTopic)
 	for _, f := range []struct{ path, key string }{
 		{cl.TLS.CA, "cloud.tls.ca"}, {cl.TLS.Cert, "cloud.tls.cert"}, {cl.TLS.Key, "cloud.tls.key"}, {cl.PasswordFile, "cloud.password_file"},
 	} {

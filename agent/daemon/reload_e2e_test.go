@@ -16,6 +16,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/localapi"
 	"github.com/shadowgate/shadowgate/agent/shadow"
+	"github.com/shadowgate/shadowgate/agent/shadowsvc"
 	"github.com/shadowgate/shadowgate/agent/watchdog/watchdogtest"
 	"github.com/shadowgate/shadowgate/store"
 )
@@ -284,7 +285,10 @@ func TestReloadLeavesUnchangedPartsAlone(t *testing.T) {
 		defer c.mu.Unlock()
 		n := 0
 		for _, m := range c.msgs {
-			if m.Topic == root+"gw-rl2/status" && string(m.Payload) == "offline" {
+			if m.Topic != "shadowgate/gw-rl2/presence" {
+				continue
+			}
+			if p, err := shadowsvc.ParsePresence(m.Payload); err == nil && !p.Connected {
 				n++
 			}
 		}

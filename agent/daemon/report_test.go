@@ -69,7 +69,7 @@ func TestPerformanceReport(t *testing.T) {
 	// Every figure on a stock mosquitto (Nagle on, 20 in flight), as users
 	// run it; the same paths with set_tcp_nodelay beside it, where a client
 	// that waits for each acknowledgement in turn would show.
-	stock, nodelay := brokertest.Config{Stock: true}, brokertest.Config{}
+	stock, nodelay := brokertest.Config{Stock: true}, brokertest.Config{Stock: true, NoDelay: true}
 	var stockVsNodelay []string
 	worst := 0.0
 	compare := func(what string, onStock, onNodelay float64) {
@@ -106,6 +106,8 @@ func TestPerformanceReport(t *testing.T) {
 		nd, _ := measureCommands(t, nodelay, sz.cmds, acts)
 		compare(fmt.Sprintf("commands on %d actuator(s)", acts), nd, durable) // a rate: slower is smaller
 	}
+
+	httpRows(t, sz.rtIters*3, add)
 
 	drain, bare := measureDrain(t, stock, sz.drain)
 	add(fmt.Sprintf("outbox drain of %d messages (÷ bare paho QoS 1 publish)", sz.drain),

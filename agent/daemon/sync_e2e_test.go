@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/actuate"
-	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/shadow"
+	"github.com/shadowgate/shadowgate/agent/shadowsvc"
 	"github.com/shadowgate/shadowgate/drivers"
 	"github.com/shadowgate/shadowgate/store"
 )
@@ -29,7 +29,10 @@ func TestDesiredAppliedAndReported(t *testing.T) {
 	if reported(g, "gate_motor", "speed") == nil {
 		t.Fatalf("creation missed gate_motor: %v", g.State.Reported)
 	}
-	waitFor(t, "retained online status", func() bool { return c.lastPayload(root+"gw-e2e/status") == link.StatusOnline })
+	waitFor(t, "retained online presence", func() bool {
+		p, err := shadowsvc.ParsePresence([]byte(c.lastPayload("shadowgate/gw-e2e/presence")))
+		return err == nil && p.Connected && p.Session > 0
+	})
 
 	c.desire(t, "gw-e2e", "", `{"porch_light":{"on":true},"gate_motor":{"running":true,"speed":40}}`)
 	waitFor(t, "desired applied on the sim actuators", func() bool {

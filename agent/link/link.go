@@ -1,6 +1,6 @@
 // Package link is shadowgate's one MQTT session (paho): TLS for AWS IoT Core,
-// a persistent session with QoS 1, a last will that marks the gateway
-// offline, a reconnect loop with capped, jittered exponential backoff, and
+// a persistent session with QoS 1, retained presence messages with a last
+// will that marks the gateway offline, a reconnect loop with capped, jittered exponential backoff, and
 // handlers that run off paho's goroutine.
 //
 // Incoming messages are acknowledged (PUBACK) only after their handler
@@ -96,11 +96,11 @@ type Options struct {
 	TLS          *tls.Config // nil: from the URL scheme, system roots
 	Keepalive    time.Duration
 	CleanSession bool // false (default): persistent session
-	// StatusTopic, when set, gets a retained "online" on every connect and
-	// is the last will's topic, with a retained "offline".
-	StatusTopic string
-	MinBackoff  time.Duration // default 500ms
-	MaxBackoff  time.Duration // default 60s
+	// Presence, when its Topic is set, tells the broker's other clients
+	// whether this link is connected (see Presence).
+	Presence   Presence
+	MinBackoff time.Duration // default 500ms
+	MaxBackoff time.Duration // default 60s
 	// QueueDepth is how many received messages may wait for their handler
 	// (default 4096) before more are shed (see Shed), or, for a
 	// subscription without Shed, queued still and counted as Overflowed:
@@ -113,11 +113,18 @@ type Options struct {
 	Tracker *watchdog.Tracker
 }
 
-// Status payloads on StatusTopic.
-const (
-	StatusOnline  = "online"
-	StatusOffline = "offline"
-)
+// Presence is a retained topic that says whether the link is connected.
+// Online is published on it after every connect, once the subscriptions are
+// in place and before the OnConnect functions run; Offline is published
+// before the clean DISCONNECT that ends Run (a clean DISCONNECT suppresses
+// the will), and is the last will the broker publishes when the connection
+// is lost. All three are retained QoS 1 messages. The payloads are fixed for
+// the link's life, as the will is fixed when the client is made: what
+// orders them against other links' (a session number) goes in them.
+type Presence struct {
+	Topic           string
+	Online, Offline []byte
+}
 
 type subscription struct {
 	filter string
@@ -229,8 +236,8 @@ func New(o Options) (*Link, error) {
 	if o.TLS != nil {
 		po.SetTLSConfig(o.TLS)
 	}
-	if o.StatusTopic != "" {
-		po.SetBinaryWill(o.StatusTopic, []byte(StatusOffline), 1, true)
+	if o.Presence.Topic != "" {
+		po.SetBinaryWill(o.Presence.Topic, o.Presence.Offline, 1, true)
 	}
 	l.client = mqtt.NewClient(po)
 	return l, nil
@@ -293,7 +300,7 @@ func (l *Link) Stats() Stats {
 }
 
 // Run connects and keeps the session up until ctx ends, then publishes the
-// offline status and disconnects cleanly. It returns ctx's error.
+// offline presence and disconnects cleanly. It returns ctx's error.
 func (l *Link) Run(ctx context.Context) error {
 	var wg gosync.WaitGroup
 	wg.Add(1)
@@ -370,9 +377,9 @@ func (l *Link) session(ctx context.Context) error {
 	l.lastConnect.Store(time.Now().UnixNano())
 	l.lastError.Store(nil)
 	l.log.Info("mqtt link up", "client_id", l.opts.ClientID, "subscriptions", len(subs))
-	if l.opts.StatusTopic != "" {
-		if err := l.Publish(ctx, l.opts.StatusTopic, true, []byte(StatusOnline)); err != nil {
-			l.log.Warn("publish online status", "err", err)
+	if p := l.opts.Presence; p.Topic != "" {
+		if err := l.Publish(ctx, p.Topic, true, p.Online); err != nil {
+			l.log.Warn("publish online presence", "topic", p.Topic, "err", err)
 		}
 	}
 	for _, h := range hooks {
@@ -406,9 +413,13 @@ func (l *Link) currentDown() chan struct{} {
 }
 
 func (l *Link) shutdown() {
-	if l.client.IsConnectionOpen() && l.opts.StatusTopic != "" {
-		tok := l.client.Publish(l.opts.StatusTopic, 1, true, []byte(StatusOffline))
-		tok.WaitTimeout(2 * time.Second)
+	if p := l.opts.Presence; l.client.IsConnectionOpen() && p.Topic != "" {
+		tok := l.client.Publish(p.Topic, 1, true, p.Offline)
+		if !tok.WaitTimeout(2*time.Second) || tok.Error() != nil {
+			// Sent before the DISCONNECT on the same connection, the broker
+			// still reads it first if it arrives at all.
+			l.log.Warn("offline presence not acknowledged before disconnecting", "topic", p.Topic, "err", tok.Error())
+		}
 	}
 	l.connected.Store(false)
 	l.client.Disconnect(250)

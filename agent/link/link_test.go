@@ -68,7 +68,8 @@ func TestRoundTripReconnectAndStatus(t *testing.T) {
 	var mu sync.Mutex
 	var got []string
 	var connects int
-	devLink, err := link.New(link.Options{Broker: b.URL(), ClientID: "dev", StatusTopic: "things/dev/status", MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	devLink, err := link.New(link.Options{Broker: b.URL(), ClientID: "dev", MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Presence: link.Presence{Topic: "things/dev/status", Online: []byte("online"), Offline: []byte("offline")}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,6 +70,7 @@ type Service struct {
 	bytes    int                     // payload bytes in the pipeline
 	wake     chan struct{}           // work was added
 	tracked  chan link.Pending       // responses whose PUBACK the reaper awaits
+	presence presenceTopics          // see presence.go
 
 	requests, rejected, malformed, throttled, lost atomic.Int64
 }
@@ -93,6 +94,9 @@ type Options struct {
 	// Tracker, when set, is told when the finisher works, so that a commit
 	// that never ends shows as a stuck loop to the watchdog.
 	Tracker *watchdog.Tracker
+	// PresenceTopic, when set, is the gateways' presence topic ({thing}
+	// for the thing, see presence.go), applied to their classic shadows.
+	PresenceTopic string
 }
 
 // request is one shadow request in the pipeline.
@@ -106,6 +110,9 @@ type request struct {
 	// an MQTT request); done is told the outcome once they are out.
 	publish func(shadow.Message) bool
 	done    func(out []shadow.Message, err error)
+	// update, when set, makes the payload from the stored document inside
+	// the commit, or says there is nothing to do (presence.go).
+	update func(sh *shadow.Shadow, now time.Time) ([]byte, bool)
 }
 
 // New registers the service's subscriptions on the link: the six request
@@ -133,6 +140,7 @@ func New(o Options) *Service {
 		s.link.HandleShed(o.Root+"+/shadow/"+string(op), s.serve, s.shed)
 		s.link.HandleShed(o.Root+"+/shadow/name/+/"+string(op), s.serve, s.shed)
 	}
+	s.handlePresence(o.PresenceTopic)
 	return s
 }
 
@@ -251,15 +259,21 @@ func (s *Service) Do(ctx context.Context, t shadow.Topic, payload []byte, publis
 // for the finisher, or refuses it (ErrOverloaded) when the thing or the
 // service has too much waiting.
 func (s *Service) submit(t shadow.Topic, payload []byte, publish func(shadow.Message) bool, done func([]shadow.Message, error)) error {
+	return s.enqueue(&request{topic: t, payload: payload, publish: publish, done: done})
+}
+
+// enqueue is submit of a request made by the caller.
+func (s *Service) enqueue(r *request) error {
+	t := r.topic
 	s.mu.Lock()
-	if s.perThing[t.Thing] >= s.o.MaxInFlightPerThing || len(s.work) >= s.o.MaxQueued || s.bytes+len(payload) > s.o.MaxQueuedBytes {
+	if s.perThing[t.Thing] >= s.o.MaxInFlightPerThing || len(s.work) >= s.o.MaxQueued || s.bytes+len(r.payload) > s.o.MaxQueuedBytes {
 		s.mu.Unlock()
 		s.throttled.Add(1)
 		return ErrOverloaded
 	}
 	s.perThing[t.Thing]++
-	s.bytes += len(payload)
-	r := &request{topic: t, payload: payload, now: s.now(), publish: publish, done: done}
+	s.bytes += len(r.payload)
+	r.now = s.now()
 	key := r.key()
 	if t.Op == shadow.OpGet && s.writes[key] == 0 {
 		// Nothing for this shadow waits to commit: read it now, without
@@ -304,7 +318,15 @@ func (s *Service) apply(tx *store.Tx, r *request) error {
 	case !errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("load shadow %s/%s: %w", key.Thing, key.Name, err)
 	}
-	out, changed := shadow.Handle(&sh, r.topic, r.payload, r.now)
+	payload := r.payload
+	if r.update != nil {
+		var ok bool
+		if payload, ok = r.update(&sh, r.now); !ok {
+			r.out = nil
+			return nil
+		}
+	}
+	out, changed := shadow.Handle(&sh, r.topic, payload, r.now)
 	if changed {
 		b, err := json.Marshal(&sh)
 		if err != nil {

@@ -26,7 +26,7 @@ type client struct {
 
 // run runs l until the test ends (cleanups run last-in first-out, so this
 // one cancels before it waits).
-func run(t *testing.T, l *link.Link) {
+func run(t testing.TB, l *link.Link) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { l.Run(ctx); close(done) }()
@@ -34,14 +34,14 @@ func run(t *testing.T, l *link.Link) {
 }
 
 // runService runs svc until the test ends.
-func runService(t *testing.T, svc *shadowsvc.Service) {
+func runService(t testing.TB, svc *shadowsvc.Service) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { svc.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func setup(t *testing.T, root string) (*client, *shadowsvc.Service, *brokertest.Broker) {
+func setup(t testing.TB, root string) (*client, *shadowsvc.Service, *brokertest.Broker) {
 	b := brokertest.Start(t)
 	st, err := store.Open(filepath.Join(t.TempDir(), "svc.db"), store.Options{})
 	if err != nil {

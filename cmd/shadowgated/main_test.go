@@ -54,10 +54,15 @@ func TestDemoStartsWithoutWarnings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The same file on a free port, so that a running demo does not matter.
+	// The same file on free ports, so that a running demo does not matter,
+	// with the files it names beside it.
 	text := strings.ReplaceAll(string(demo), "127.0.0.1:1883", "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	text = strings.ReplaceAll(text, "127.0.0.1:8080", "127.0.0.1:"+strconv.Itoa(freePort(t)))
 	cfg := filepath.Join(dir, "demo.yaml")
 	os.WriteFile(cfg, []byte(text), 0o644)
+	if creds, err := os.ReadFile("../../configs/demo-credentials"); err == nil {
+		os.WriteFile(filepath.Join(dir, "demo-credentials"), creds, 0o600)
+	}
 	os.MkdirAll(filepath.Join(dir, "tmp", "demo"), 0o755)
 
 	cmd := exec.Command(bin, "--config", cfg)
@@ -71,8 +76,10 @@ func TestDemoStartsWithoutWarnings(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	deadline := time.Now().Add(30 * time.Second)
-	// Up: the gateway's and the embedded service's links, and the API.
-	for strings.Count(out.String(), `msg="mqtt link up"`) < 2 || !strings.Contains(out.String(), `msg="shadowgated running"`) {
+	// Up: the gateway's and the embedded service's links, the API, and the
+	// classic shadow created.
+	for strings.Count(out.String(), `msg="mqtt link up"`) < 2 || !strings.Contains(out.String(), `msg="shadowgated running"`) ||
+		!strings.Contains(out.String(), "creating it with the actuators' state") {
 		if time.Now().After(deadline) {
 			t.Fatalf("the demo did not come up within 30s:\n%s", out.String())
 		}
@@ -81,11 +88,12 @@ func TestDemoStartsWithoutWarnings(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "tmp", "demo", "api.sock")); err != nil {
 		t.Fatalf("no API socket: %v", err)
 	}
+	started := out.String() // what starting logged (stopping is not this test's)
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v\n%s", err, out.String())
 	}
-	for _, line := range strings.Split(out.String(), "\n") {
+	for _, line := range strings.Split(started, "\n") {
 		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
 			t.Errorf("the demo logs: %s", line)
 		}

@@ -1,6 +1,8 @@
 // Command shadowsvc is the self-hosted AWS IoT Device Shadow service for
 // fleets on a plain MQTT broker (mosquitto, EMQX, HiveMQ): it answers the
-// shadow topics of every thing exactly as AWS does.
+// shadow topics of every thing exactly as AWS does, the AWS IoT Jobs device
+// API (-no-jobs turns that off), and with --http the AWS IoT data-plane HTTP
+// API (iot-data, SigV4) for apps, the AWS CLI and SDKs.
 package main
 
 import (
@@ -11,6 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/shadowgate/shadowgate/agent/awsapi"
 	"github.com/shadowgate/shadowgate/agent/shadowsvc"
 	"github.com/shadowgate/shadowgate/agent/version"
 )
@@ -28,7 +31,16 @@ func main() {
 	flag.StringVar(&o.PasswordFile, "password-file", "", "file holding the MQTT password")
 	flag.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	flag.IntVar(&o.MaxInFlightPerThing, "max-inflight-per-thing", shadowsvc.DefaultMaxInFlightPerThing, "requests of one thing waiting before more are answered 429 (AWS: 10 per connection)")
+	flag.StringVar(&o.PresenceTopic, "presence-topic", shadowsvc.DefaultPresenceTopic, `the gateways' presence topic, {thing} for the thing, applied to their shadows ("" to ignore presence)`)
 	flag.IntVar(&o.MaxQueued, "max-queued", shadowsvc.DefaultMaxQueued, "requests waiting in all before more are answered 429")
+	flag.StringVar(&o.HTTP.Addr, "http", "", "serve the AWS IoT data-plane HTTP API (iot-data) on ADDR, e.g. 127.0.0.1:8080 or :8443 (off when empty)")
+	flag.StringVar(&o.HTTP.CertFile, "http-cert", "", "TLS certificate (PEM) of the HTTP API; required off loopback")
+	flag.StringVar(&o.HTTP.KeyFile, "http-key", "", "TLS key (PEM) of the HTTP API")
+	flag.StringVar(&o.HTTP.Credentials, "credentials", "", "access keys of the HTTP API, in the AWS shared-credentials format; required off loopback")
+	flag.StringVar(&o.HTTP.Region, "http-region", "", "the only region a request may be signed for (default: any)")
+	flag.Float64Var(&o.HTTP.Rate, "http-rate", awsapi.DefaultRate, "HTTP requests a second per access key (token bucket; -1: no limit)")
+	flag.IntVar(&o.HTTP.Burst, "http-burst", awsapi.DefaultBurst, "HTTP requests per access key at once (token bucket size)")
+	flag.BoolVar(&o.NoJobs, "no-jobs", false, "do not serve the AWS IoT Jobs topics ($aws/things/+/jobs/…)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {

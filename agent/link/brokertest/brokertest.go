@@ -46,6 +46,9 @@ type Config struct {
 	// it the broker is tuned for tests: set_tcp_nodelay, no in-flight
 	// limit, deep queues, persistence saved every second.
 	Stock bool
+	// NoDelay adds set_tcp_nodelay to a stock broker: the one setting that
+	// turns Nagle's algorithm off, so that a benchmark compares that alone.
+	NoDelay bool
 }
 
 // Start starts a tuned mosquitto on a free loopback port; it stops with the
@@ -71,8 +74,11 @@ func StartWith(t testing.TB, c Config) *Broker {
 	// (and a restart would silently lose every session).
 	conf := fmt.Sprintf("user %s\nlistener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest file %s\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
 		currentUser(), b.port, b.dir, filepath.Join(b.dir, "mosquitto.log"))
-	if !c.Stock {
+	switch {
+	case !c.Stock:
 		conf += "set_tcp_nodelay true\nautosave_interval 1\nmax_queued_messages 100000\nmax_inflight_messages 0\n"
+	case c.NoDelay:
+		conf += "set_tcp_nodelay true\n"
 	}
 	if err := os.WriteFile(filepath.Join(b.dir, "mosquitto.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
