@@ -348,6 +348,9 @@ func flagName(name string) string {
 }
 
 func printFlags(w io.Writer, fs *flag.FlagSet, keep func(*flag.Flag) bool) {
+	type row struct{ left, usage string }
+	var rows []row
+	width := 0
 	fs.VisitAll(func(f *flag.Flag) {
 		if keep != nil && !keep(f) {
 			return
@@ -362,6 +365,10 @@ func printFlags(w io.Writer, fs *flag.FlagSet, keep func(*flag.Flag) bool) {
 		default:
 			usage += " (default " + f.DefValue + ")"
 		}
-		fmt.Fprintf(w, "  %-22s %s\n", left, usage)
+		rows = append(rows, row{left, usage})
+		width = max(width, len(left))
 	})
+	for _, r := range rows {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, r.left, r.usage)
+	}
 }
