@@ -6,16 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
@@ -39,45 +34,35 @@ type mqttFlags struct {
 	Key          string        `yaml:"key"`
 	Username     string        `yaml:"username"`
 	PasswordFile string        `yaml:"password_file"`
+	Socket       string        `yaml:"socket"` // the gateway commands'
 	Timeout      time.Duration `yaml:"-"`
 	JSON         bool          `yaml:"-"`
 	configFile   string
 }
 
 func (m *mqttFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&m.Broker, "broker", "", "MQTT broker URL (SHADOWCTL_BROKER; default tcp://127.0.0.1:1883)")
-	fs.StringVar(&m.ClientID, "client-id", "", "MQTT client id (default shadowctl-<random>)")
-	fs.StringVar(&m.TopicRoot, "topic-root", "", `shadow topic root (SHADOWCTL_TOPIC_ROOT; default "$aws/things/")`)
-	fs.StringVar(&m.Presence, "presence-topic", "", `the gateways' presence topic, {thing} for the thing (SHADOWCTL_PRESENCE_TOPIC; default "`+defaultPresenceTopic+`")`)
-	fs.StringVar(&m.CA, "ca", "", "CA bundle PEM (SHADOWCTL_CA)")
-	fs.StringVar(&m.Cert, "cert", "", "client certificate PEM (SHADOWCTL_CERT)")
-	fs.StringVar(&m.Key, "key", "", "client key PEM (SHADOWCTL_KEY)")
-	fs.StringVar(&m.Username, "username", "", "MQTT username (SHADOWCTL_USERNAME)")
-	fs.StringVar(&m.PasswordFile, "password-file", "", "file holding the MQTT password (SHADOWCTL_PASSWORD_FILE)")
+	fs.StringVar(&m.Broker, "broker", "", "MQTT broker `URL` (SHADOWCTL_BROKER; default tcp://127.0.0.1:1883)")
+	fs.StringVar(&m.ClientID, "client-id", "", "MQTT client `id` (default shadowctl-<random>)")
+	fs.StringVar(&m.TopicRoot, "topic-root", "", "shadow topic `root` (SHADOWCTL_TOPIC_ROOT; default \"$aws/things/\")")
+	fs.StringVar(&m.Presence, "presence-topic", "", "the gateways' presence `topic`, {thing} for the thing (SHADOWCTL_PRESENCE_TOPIC; default \""+defaultPresenceTopic+"\")")
+	fs.StringVar(&m.CA, "ca", "", "CA bundle PEM `file` (SHADOWCTL_CA)")
+	fs.StringVar(&m.Cert, "cert", "", "client certificate PEM `file` (SHADOWCTL_CERT)")
+	fs.StringVar(&m.Key, "key", "", "client key PEM `file` (SHADOWCTL_KEY)")
+	fs.StringVar(&m.Username, "username", "", "MQTT user `name` (SHADOWCTL_USERNAME)")
+	fs.StringVar(&m.PasswordFile, "password-file", "", "`file` holding the MQTT password (SHADOWCTL_PASSWORD_FILE)")
 	fs.DurationVar(&m.Timeout, "timeout", 10*time.Second, "how long to wait for the broker and for answers")
 	fs.BoolVar(&m.JSON, "json", false, "print JSON")
-	fs.StringVar(&m.configFile, "config", "", "settings file (default ~/.config/shadowgate/shadowctl.yaml)")
+	fs.StringVar(&m.configFile, "config", "", settingsUsage)
 }
 
 // resolve fills unset fields from the environment, the settings file and
 // the defaults. It may be called more than once.
 func (m *mqttFlags) resolve() error {
-	var file mqttFlags
-	path := m.configFile
-	if path == "" {
-		if home, err := os.UserHomeDir(); err == nil {
-			path = filepath.Join(home, ".config", "shadowgate", "shadowctl.yaml")
-		}
+	st, err := readSettings(m.configFile)
+	if err != nil {
+		return err
 	}
-	if data, err := os.ReadFile(path); err == nil {
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&file); err != nil && !errors.Is(err, io.EOF) {
-			return usagef("settings file %s: %v", path, err)
-		}
-	} else if m.configFile != "" {
-		return usagef("settings file: %v", err)
-	}
+	file := st.mqttFlags
 	pick := func(flagVal *string, env, fileVal, def string) {
 		switch {
 		case *flagVal != "":
