@@ -27,7 +27,8 @@ command -v systemd-nspawn >/dev/null || skip "systemd-nspawn is not installed (a
 T0=$(date +%s.%N)
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 FAILS=0
-ok()   { echo "ok    $*"; }
+PASSES=0
+ok()   { echo "ok    $*"; PASSES=$((PASSES + 1)); }
 fail() { echo "FAIL  $*"; FAILS=$((FAILS + 1)); }
 box()  { "$BOX" run "$*"; }
 
@@ -232,6 +233,8 @@ if [ "$FAILS" -gt 0 ]; then
   echo "--- journal of shadowgated and shadowsvc (last 60 lines)"
   box "journalctl -q -n 60 -u shadowgated -u shadowsvc --no-pager" || true
   echo "test-systemd: $FAILS check(s) failed ($(elapsed "$T0")s)"
+  echo "test-systemd: $PASSES passed, $FAILS failed"
   exit 1
 fi
 echo "test-systemd: all checks passed ($(elapsed "$T0")s)"
+echo "test-systemd: $PASSES passed, $FAILS failed"
