@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/link"
+	"github.com/shadowgate/shadowgate/agent/pipeline"
 	"github.com/shadowgate/shadowgate/agent/watchdog"
 	"github.com/shadowgate/shadowgate/store"
 )
@@ -70,15 +71,12 @@ type Service struct {
 	o   Options
 	log *slog.Logger
 
-	mu       gosync.Mutex
-	work     []*op
-	perThing map[string]int
-	writes   map[string]int // device writes in the pipeline per thing
-	wake     chan struct{}
-	kick     chan struct{}
-	tracked  chan link.Pending
+	// p runs the ops in the store's group commits and publishes what they
+	// produced; a thing's device writes hold back its reads.
+	p    *pipeline.Pipeline[string]
+	kick chan struct{}
 
-	requests, rejected, malformed, throttled, lost, timers atomic.Int64
+	requests, rejected, malformed, throttled, timers atomic.Int64
 }
 
 // op is one unit of work in the pipeline: a device request, a control-plane
@@ -86,12 +84,9 @@ type Service struct {
 type op struct {
 	thing string // device requests: counted per thing
 	write bool
-	// counted is set when the op holds a count in writes.
-	counted bool
-	fn      func(t *txn) error
-	t       *txn
-	wait    func() error
-	done    func(t *txn, err error)
+	fn    func(t *txn) error
+	t     *txn
+	done  func(t *txn, err error)
 }
 
 // New makes a service and, with a link, registers the device API's request
@@ -116,8 +111,9 @@ func New(o Options) *Service {
 	if o.MaxQueued <= 0 {
 		o.MaxQueued = DefaultMaxQueued
 	}
-	s := &Service{o: o, log: o.Logger.With("component", "jobs"), perThing: map[string]int{}, writes: map[string]int{},
-		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1), tracked: make(chan link.Pending, 4096)}
+	s := &Service{o: o, log: o.Logger.With("component", "jobs"), kick: make(chan struct{}, 1)}
+	s.p = pipeline.New[string](pipeline.Options{Store: o.Store, Link: o.Link, Logger: s.log, Now: o.Now, What: "jobs message",
+		MaxPerThing: o.MaxInFlightPerThing, MaxQueued: o.MaxQueued, Tracker: o.Tracker, ReadsHold: true})
 	if o.Link != nil {
 		for _, f := range []string{"+/jobs/get", "+/jobs/start-next", "+/jobs/+/get", "+/jobs/+/update"} {
 			o.Link.HandleShed(o.Root+f, s.serve, s.shed)
@@ -136,10 +132,7 @@ type Stats struct {
 
 // Stats returns the counters.
 func (s *Service) Stats() Stats {
-	s.mu.Lock()
-	waiting := len(s.work)
-	s.mu.Unlock()
-	return Stats{s.requests.Load(), s.rejected.Load(), s.malformed.Load(), s.throttled.Load(), s.lost.Load(), s.timers.Load(), waiting}
+	return Stats{s.requests.Load(), s.rejected.Load(), s.malformed.Load(), s.throttled.Load(), s.p.Lost(), s.timers.Load(), s.p.Queued()}
 }
 
 // Kick makes the scheduler look at the clock again now.
@@ -156,89 +149,34 @@ func (s *Service) Kick() {
 // returns.
 func (s *Service) Run(ctx context.Context) {
 	var wg gosync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); s.reap(ctx) }()
+	wg.Add(1)
 	go func() { defer wg.Done(); s.schedule(ctx) }()
 	defer wg.Wait()
-	for {
-		s.mu.Lock()
-		batch := s.work
-		s.work = nil
-		s.mu.Unlock()
-		if len(batch) == 0 {
-			if ctx.Err() != nil {
-				return
-			}
-			select {
-			case <-ctx.Done():
-			case <-s.wake:
-			}
-			continue
-		}
-		s.o.Tracker.Begin()
-		for _, o := range batch {
-			s.finish(o)
-		}
-		s.o.Tracker.End()
-	}
+	s.p.Run(ctx)
 }
 
 // submit queues o: a write runs in the store's next group commit, a read
 // (a thing with no write waiting) in a read transaction now.
 func (s *Service) submit(o *op) error {
-	now := s.o.Now()
-	run := func(tx *store.Tx) error {
-		t := s.newTxn(tx, now)
-		o.t = t
-		if err := o.fn(t); err != nil {
-			return err
-		}
-		return t.flush()
-	}
-	s.mu.Lock()
-	if o.thing != "" && (s.perThing[o.thing] >= s.o.MaxInFlightPerThing || len(s.work) >= s.o.MaxQueued) {
-		s.mu.Unlock()
+	err := s.p.Submit(pipeline.Work[string]{Thing: o.thing, Key: o.thing, Write: o.write,
+		Run: func(tx *store.Tx, now time.Time) error {
+			t := s.newTxn(tx, now)
+			o.t = t
+			if err := o.fn(t); err != nil {
+				return err
+			}
+			return t.flush()
+		},
+		Finish: func(_ time.Time, err error) { s.finish(o, err) }})
+	if err != nil {
 		s.throttled.Add(1)
 		return ErrOverloaded
-	}
-	if o.thing != "" {
-		s.perThing[o.thing]++
-	}
-	if !o.write && s.writes[o.thing] == 0 {
-		err := s.o.Store.View(run)
-		o.wait = func() error { return err }
-	} else {
-		if o.thing != "" {
-			s.writes[o.thing]++
-			o.counted = true
-		}
-		// Under mu, so that work commits in the order it queues.
-		o.wait = s.o.Store.Submit(run)
-	}
-	s.work = append(s.work, o)
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
 	}
 	return nil
 }
 
-// finish waits for o's commit, then publishes what it produced.
-func (s *Service) finish(o *op) {
-	err := o.wait()
-	s.mu.Lock()
-	if o.thing != "" {
-		if s.perThing[o.thing]--; s.perThing[o.thing] <= 0 {
-			delete(s.perThing, o.thing)
-		}
-		if o.counted {
-			if s.writes[o.thing]--; s.writes[o.thing] <= 0 {
-				delete(s.writes, o.thing)
-			}
-		}
-	}
-	s.mu.Unlock()
+// finish publishes what o's commit produced, once it ended with err.
+func (s *Service) finish(o *op, err error) {
 	if err == nil && o.t != nil {
 		s.publishAll(o.t.out)
 		if o.t.kick {
@@ -398,7 +336,8 @@ func (s *Service) answer(topic string, code ErrorCode, msg string, payload []byt
 	s.publishAll(t.out)
 }
 
-// publishAll sends messages without waiting for their PUBACKs.
+// publishAll sends messages without waiting for their PUBACKs; the
+// pipeline's reaper counts the ones that never get one.
 func (s *Service) publishAll(out []Message) {
 	if s.o.Link == nil {
 		return
@@ -407,32 +346,6 @@ func (s *Service) publishAll(out []Message) {
 		if len(m.Topic) > 9 && m.Topic[len(m.Topic)-9:] == "/rejected" {
 			s.rejected.Add(1)
 		}
-		p, err := s.o.Link.PublishAsync(m.Topic, false, m.Payload)
-		if err != nil {
-			s.lost.Add(1)
-			s.log.Warn("publish jobs message", "topic", m.Topic, "err", err)
-			continue
-		}
-		select {
-		case s.tracked <- p:
-		default:
-		}
-	}
-}
-
-// reap waits for each published message's PUBACK and counts the lost.
-func (s *Service) reap(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case p := <-s.tracked:
-			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			if err := p.Wait(wctx); err != nil && ctx.Err() == nil {
-				s.lost.Add(1)
-				s.log.Debug("jobs message not acknowledged", "err", err)
-			}
-			cancel()
-		}
+		s.p.Publish(m.Topic, m.Payload)
 	}
 }

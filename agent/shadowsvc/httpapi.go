@@ -230,10 +230,7 @@ func (s *Service) publishHTTP(ctx context.Context, c *awsapi.Call) (*awsapi.Resp
 			return nil, awsapi.Errorf(awsapi.ServiceUnavailable, "%s", awsapi.MsgUnavailable)
 		}
 	} else {
-		select {
-		case s.tracked <- p:
-		default:
-		}
+		s.p.Track(p)
 	}
 	return awsapi.JSON(publishOK{Message: "OK", TraceID: c.RequestID})
 }

@@ -4,7 +4,7 @@
 // documents in its own bbolt file. A document is stored before it is
 // accepted.
 //
-// The service is a pipeline, so that nothing waits on the network where a
+// The service is a pipeline (agent/pipeline), so that nothing waits on the network where a
 // message is received and the disk's commits are shared:
 //
 //   - the link's dispatcher hands each request to the engine (serve) and
@@ -28,11 +28,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	gosync "sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/link"
+	"github.com/shadowgate/shadowgate/agent/pipeline"
 	"github.com/shadowgate/shadowgate/agent/shadow"
 	"github.com/shadowgate/shadowgate/agent/watchdog"
 	"github.com/shadowgate/shadowgate/store"
@@ -63,16 +63,12 @@ type Service struct {
 	now   func() time.Time
 	o     Options
 
-	mu       gosync.Mutex
-	work     []*request              // accepted, waiting for the finisher
-	perThing map[string]int          // requests in the pipeline per thing
-	writes   map[store.ShadowKey]int // updates and deletes in the pipeline per shadow
-	bytes    int                     // payload bytes in the pipeline
-	wake     chan struct{}           // work was added
-	tracked  chan link.Pending       // responses whose PUBACK the reaper awaits
-	presence presenceTopics          // see presence.go
+	// p runs the requests in the store's group commits and publishes
+	// their answers; a shadow's updates and deletes hold back its gets.
+	p        *pipeline.Pipeline[store.ShadowKey]
+	presence presenceTopics // see presence.go
 
-	requests, rejected, malformed, throttled, lost atomic.Int64
+	requests, rejected, malformed, throttled atomic.Int64
 }
 
 // Options configure a Service.
@@ -103,8 +99,6 @@ type Options struct {
 type request struct {
 	topic   shadow.Topic
 	payload []byte
-	now     time.Time
-	wait    func() error     // the commit that ran it
 	out     []shadow.Message // what it answers, set when its commit ran it
 	// publish says which of the answers go to the broker (all of them for
 	// an MQTT request); done is told the outcome once they are out.
@@ -134,8 +128,9 @@ func New(o Options) *Service {
 	if o.MaxQueuedBytes <= 0 {
 		o.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
-	s := &Service{root: o.Root, link: o.Link, store: o.Store, log: o.Logger.With("component", "shadowsvc"), now: o.Now, o: o,
-		perThing: map[string]int{}, writes: map[store.ShadowKey]int{}, wake: make(chan struct{}, 1), tracked: make(chan link.Pending, 4096)}
+	s := &Service{root: o.Root, link: o.Link, store: o.Store, log: o.Logger.With("component", "shadowsvc"), now: o.Now, o: o}
+	s.p = pipeline.New[store.ShadowKey](pipeline.Options{Store: o.Store, Link: o.Link, Logger: s.log, Now: o.Now, What: "shadow response",
+		MaxPerThing: o.MaxInFlightPerThing, MaxQueued: o.MaxQueued, MaxBytes: o.MaxQueuedBytes, Tracker: o.Tracker})
 	for _, op := range []shadow.Op{shadow.OpGet, shadow.OpUpdate, shadow.OpDelete} {
 		s.link.HandleShed(o.Root+"+/shadow/"+string(op), s.serve, s.shed)
 		s.link.HandleShed(o.Root+"+/shadow/name/+/"+string(op), s.serve, s.shed)
@@ -154,46 +149,14 @@ type Stats struct {
 
 // Stats returns the counters.
 func (s *Service) Stats() Stats {
-	s.mu.Lock()
-	waiting := 0
-	for _, n := range s.perThing {
-		waiting += n
-	}
-	s.mu.Unlock()
-	return Stats{s.requests.Load(), s.rejected.Load(), s.malformed.Load(), s.throttled.Load(), s.lost.Load(), waiting}
+	return Stats{s.requests.Load(), s.rejected.Load(), s.malformed.Load(), s.throttled.Load(), s.p.Lost(), s.p.InFlight()}
 }
 
 // Run finishes requests until ctx ends: it waits for each one's commit and
 // publishes its responses. When ctx ends, the requests already handed to
 // the store are finished too, so that none is committed and left
 // unanswered.
-func (s *Service) Run(ctx context.Context) {
-	var wg gosync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); s.reap(ctx) }()
-	defer wg.Wait()
-	for {
-		s.mu.Lock()
-		batch := s.work
-		s.work = nil
-		s.mu.Unlock()
-		if len(batch) == 0 {
-			if ctx.Err() != nil {
-				return
-			}
-			select {
-			case <-ctx.Done():
-			case <-s.wake:
-			}
-			continue
-		}
-		s.o.Tracker.Begin()
-		for _, r := range batch {
-			s.finish(r)
-		}
-		s.o.Tracker.End()
-	}
-}
+func (s *Service) Run(ctx context.Context) { s.p.Run(ctx) }
 
 // serve is the MQTT door: it runs on the link's dispatcher and only hands
 // the request on.
@@ -264,35 +227,12 @@ func (s *Service) submit(t shadow.Topic, payload []byte, publish func(shadow.Mes
 
 // enqueue is submit of a request made by the caller.
 func (s *Service) enqueue(r *request) error {
-	t := r.topic
-	s.mu.Lock()
-	if s.perThing[t.Thing] >= s.o.MaxInFlightPerThing || len(s.work) >= s.o.MaxQueued || s.bytes+len(r.payload) > s.o.MaxQueuedBytes {
-		s.mu.Unlock()
+	err := s.p.Submit(pipeline.Work[store.ShadowKey]{Thing: r.topic.Thing, Key: r.key(), Write: r.topic.Op != shadow.OpGet, Bytes: len(r.payload),
+		Run:    func(tx *store.Tx, now time.Time) error { return s.apply(tx, r, now) },
+		Finish: func(now time.Time, err error) { s.finish(r, now, err) }})
+	if err != nil {
 		s.throttled.Add(1)
 		return ErrOverloaded
-	}
-	s.perThing[t.Thing]++
-	s.bytes += len(r.payload)
-	r.now = s.now()
-	key := r.key()
-	if t.Op == shadow.OpGet && s.writes[key] == 0 {
-		// Nothing for this shadow waits to commit: read it now, without
-		// a commit of its own (a commit writes to the disk even when
-		// nothing changed).
-		err := s.store.View(func(tx *store.Tx) error { return s.apply(tx, r) })
-		r.wait = func() error { return err }
-	} else {
-		if t.Op != shadow.OpGet {
-			s.writes[key]++
-		}
-		// Submitted under mu, so that requests commit in the order they queue.
-		r.wait = s.store.Submit(func(tx *store.Tx) error { return s.apply(tx, r) })
-	}
-	s.work = append(s.work, r)
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
 	}
 	return nil
 }
@@ -304,7 +244,7 @@ func (r *request) key() store.ShadowKey {
 // apply runs r against its document inside a commit. It may run more than
 // once (the store retries a group without a writer that failed), so it
 // sets r.out afresh each time.
-func (s *Service) apply(tx *store.Tx, r *request) error {
+func (s *Service) apply(tx *store.Tx, r *request, now time.Time) error {
 	key := r.key()
 	var sh shadow.Shadow
 	doc, err := tx.GetShadow(key)
@@ -312,7 +252,7 @@ func (s *Service) apply(tx *store.Tx, r *request) error {
 	case err == nil:
 		if err := json.Unmarshal(doc, &sh); err != nil {
 			s.log.Error("stored shadow unreadable", "thing", key.Thing, "shadow", key.Name, "err", err)
-			r.out = []shadow.Message{internalError(r.topic, r.now)}
+			r.out = []shadow.Message{internalError(r.topic, now)}
 			return nil
 		}
 	case !errors.Is(err, store.ErrNotFound):
@@ -321,12 +261,12 @@ func (s *Service) apply(tx *store.Tx, r *request) error {
 	payload := r.payload
 	if r.update != nil {
 		var ok bool
-		if payload, ok = r.update(&sh, r.now); !ok {
+		if payload, ok = r.update(&sh, now); !ok {
 			r.out = nil
 			return nil
 		}
 	}
-	out, changed := shadow.Handle(&sh, r.topic, payload, r.now)
+	out, changed := shadow.Handle(&sh, r.topic, payload, now)
 	if changed {
 		b, err := json.Marshal(&sh)
 		if err != nil {
@@ -340,31 +280,19 @@ func (s *Service) apply(tx *store.Tx, r *request) error {
 	return nil
 }
 
-// finish waits for r's commit, then answers it.
-func (s *Service) finish(r *request) {
-	err := r.wait()
+// finish answers r once its commit ended with err.
+func (s *Service) finish(r *request, now time.Time, err error) {
 	out := r.out
 	if err != nil {
 		s.log.Error("store shadow request", "thing", r.topic.Thing, "shadow", r.topic.Name, "err", err)
-		out = []shadow.Message{internalError(r.topic, r.now)}
+		out = []shadow.Message{internalError(r.topic, now)}
 	}
-	s.mu.Lock()
-	s.bytes -= len(r.payload)
-	if s.perThing[r.topic.Thing]--; s.perThing[r.topic.Thing] <= 0 {
-		delete(s.perThing, r.topic.Thing)
-	}
-	if key := r.key(); r.topic.Op != shadow.OpGet {
-		if s.writes[key]--; s.writes[key] <= 0 {
-			delete(s.writes, key)
-		}
-	}
-	s.mu.Unlock()
 	s.publishAll(out, r.publish)
 	r.done(out, nil)
 }
 
-// publishAll sends answers without waiting for their PUBACKs; the reaper
-// counts the ones that never get one.
+// publishAll sends answers without waiting for their PUBACKs; the
+// pipeline's reaper counts the ones that never get one.
 func (s *Service) publishAll(out []shadow.Message, which func(shadow.Message) bool) {
 	for _, msg := range out {
 		if msg.Topic.Suffix == shadow.SuffixRejected {
@@ -373,35 +301,7 @@ func (s *Service) publishAll(out []shadow.Message, which func(shadow.Message) bo
 		if which != nil && !which(msg) {
 			continue
 		}
-		topic := msg.Topic.Build(s.root)
-		p, err := s.link.PublishAsync(topic, false, msg.Payload)
-		if err != nil {
-			s.lost.Add(1)
-			s.log.Warn("publish shadow response", "topic", topic, "err", err)
-			continue
-		}
-		select {
-		case s.tracked <- p:
-		default: // the reaper is behind: this one goes unwatched
-		}
-	}
-}
-
-// reap waits for the PUBACK of each published answer, in order, and counts
-// the ones lost with their connection.
-func (s *Service) reap(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case p := <-s.tracked:
-			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			if err := p.Wait(wctx); err != nil && ctx.Err() == nil {
-				s.lost.Add(1)
-				s.log.Debug("shadow response not acknowledged", "err", err)
-			}
-			cancel()
-		}
+		s.p.Publish(msg.Topic.Build(s.root), msg.Payload)
 	}
 }
 
