@@ -4,8 +4,8 @@
 // documents in its own bbolt file. A document is stored before it is
 // accepted.
 //
-// The service is a pipeline (agent/pipeline), so that nothing waits on the network where a
-// message is received and the disk's commits are shared:
+// The service is a pipeline (agent/pipeline), so that nothing waits on the
+// network where a message is received and the disk's commits are shared:
 //
 //   - the link's dispatcher hands each request to the engine (serve) and
 //     returns at once, so the broker is acknowledged without delay;
