@@ -1,0 +1,5 @@
+//go:build !linux
+
+package clock
+
+func adjtimex() (KernelState, error) { return KernelState{}, errNoAdjtimex }
