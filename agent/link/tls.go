@@ -3,9 +3,11 @@ package link
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
+	"time"
 )
 
 // ALPNAWS is the protocol AWS IoT Core needs to speak MQTT on port 443.
@@ -67,4 +69,52 @@ func TLSConfig(broker string, f TLSFiles) (*tls.Config, error) {
 		cfg.NextProtos = []string{ALPNAWS}
 	}
 	return cfg, nil
+}
+
+// ClockError is a TLS handshake that failed because the clock the
+// certificates were verified with is outside a certificate's validity:
+// on a gateway without a real-time clock, the clock is wrong (booted at
+// 1970, or days behind) until it is synchronized.
+type ClockError struct {
+	Now    time.Time         // the clock TLS verified with
+	Cert   *x509.Certificate // the certificate out of its validity
+	Synced bool              // the system clock was synchronized
+	Err    error
+}
+
+func (e *ClockError) Error() string {
+	now := e.Now.UTC().Format(time.RFC3339)
+	var msg string
+	if e.Now.Before(e.Cert.NotBefore) {
+		msg = fmt.Sprintf("system clock %s is before the certificate's NotBefore %s", now, e.Cert.NotBefore.UTC().Format(time.RFC3339))
+	} else {
+		msg = fmt.Sprintf("system clock %s is after the certificate's NotAfter %s", now, e.Cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if s := e.Cert.Subject.String(); s != "" {
+		msg += " (" + s + ")"
+	}
+	if e.Synced {
+		return msg + "; the clock is synchronized, so the certificate is not valid now"
+	}
+	return msg + "; waiting for time sync"
+}
+
+func (e *ClockError) Unwrap() error { return e.Err }
+
+// clockError reads a connect error: a certificate out of its validity by
+// the clock TLS used becomes a ClockError; anything else nil.
+func (l *Link) clockError(err error) *ClockError {
+	var cie x509.CertificateInvalidError
+	if !errors.As(err, &cie) || cie.Reason != x509.Expired || cie.Cert == nil {
+		return nil
+	}
+	now := time.Now()
+	if l.opts.TLS != nil && l.opts.TLS.Time != nil {
+		now = l.opts.TLS.Time()
+	}
+	ce := &ClockError{Now: now, Cert: cie.Cert, Err: err}
+	if l.opts.Clock != nil {
+		ce.Synced = l.opts.Clock.SystemTrusted()
+	}
+	return ce
 }
