@@ -336,7 +336,7 @@ func (l *Link) Run(ctx context.Context) error {
 			msg := err.Error()
 			l.lastError.Store(&msg)
 			if clockWait {
-				l.log.Error(ce.Error(), "broker", l.opts.Broker, "retry_in", backoff.Round(time.Millisecond))
+				l.log.Error(ce.Error(), "retry_in", backoff.Round(time.Millisecond))
 			} else {
 				l.log.Warn("mqtt link down", "err", err, "retry_in", backoff.Round(time.Millisecond))
 			}
@@ -352,7 +352,7 @@ func (l *Link) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-time.After(wait):
 		case <-clockChanged:
-			l.log.Info("the clock changed; connecting again", "broker", l.opts.Broker)
+			l.log.Info("the clock changed; connecting again")
 		}
 		if err == nil {
 			backoff = l.opts.MinBackoff // the session was up: start over
