@@ -124,6 +124,23 @@ func TestBootTwoDaysBehind(t *testing.T) {
 	if st := p.state(t, "gate_motor"); st["running"] != false {
 		t.Fatalf("the stale command ran: %v", st)
 	}
+	// Approved, a command still waits for the clock, and a cancel stops it.
+	door := fmt.Sprintf(`{"cmd":"UNLOCK","tid":"door","status":"REQUEST","expires_at":%q}`, now.Add(time.Hour).UTC().Format(time.RFC3339))
+	c.send(t, thing, door)
+	waitFor(t, "door awaiting approval", func() bool {
+		for _, a := range c.acks(thing, "door") {
+			if a.Reason == command.ReasonAwaitingApproval {
+				return true
+			}
+		}
+		return false
+	})
+	shadowctl(t, "approve", "door", "--socket", p.sock).must(t, 0)
+	waitFor(t, "door approved, waiting for the clock", func() bool { return waiting("door") >= 2 })
+	c.send(t, thing, `{"tid":"door","status":"CANCEL"}`)
+	if a := c.waitAck(t, thing, "door", command.StatusFailure); a.Reason != command.ReasonCanceled {
+		t.Fatalf("door: %+v", a)
+	}
 
 	// The cloud answers: its timestamp is the time.
 	c.startService(t)
@@ -145,6 +162,14 @@ func TestBootTwoDaysBehind(t *testing.T) {
 	}
 	if h := p.history(t, "gate_motor"); len(h) != 0 {
 		t.Fatalf("the stale command touched the motor: %+v", h)
+	}
+	if h := p.history(t, "front_door"); len(h) != 0 {
+		t.Fatalf("the canceled command touched the door: %+v", h)
+	}
+	for _, a := range c.acks(thing, "door") {
+		if a.Status == command.StatusSuccess {
+			t.Fatalf("the canceled command ran: %+v", a)
+		}
 	}
 	if st := p.state(t, "gate_motor"); st["running"] != false {
 		t.Fatalf("the stale command ran: %v", st)
