@@ -1,7 +1,6 @@
 package clock
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -11,9 +10,6 @@ import (
 // synchronization (systemd-timesyncd.service(8)); it lives in /run, so it
 // is gone after a reboot until the next synchronization.
 const TimesyncFlag = "/run/systemd/timesync/synchronized"
-
-// errNoAdjtimex is what adjtimex fails with where the platform has none.
-var errNoAdjtimex = errors.New("adjtimex is not available on this platform")
 
 // ReadKernel says whether the system clock is synchronized: the kernel's
 // own state (adjtimex, read-only), or, where a sandbox refuses adjtimex

@@ -2,4 +2,8 @@
 
 package clock
 
-func adjtimex() (KernelState, error) { return KernelState{}, errNoAdjtimex }
+import "errors"
+
+func adjtimex() (KernelState, error) {
+	return KernelState{}, errors.New("adjtimex is not available on this platform")
+}
