@@ -200,8 +200,19 @@ func (c *Clock) fireLocked() {
 // System is what the system clock says (TLS verifies certificates with it).
 func (c *Clock) System() time.Time { return c.o.System() }
 
-// SystemTrusted reports whether the system clock is synchronized.
-func (c *Clock) SystemTrusted() bool { return c.Now().Source == SourceSystem }
+// Trusted reports whether the time is trusted now.
+func (c *Clock) Trusted() bool { return c.Now().Trusted }
+
+// VerifyTime is the time to check certificates with (tls.Config.Time): the
+// trusted time, or the system clock while nothing is trusted. The cloud's
+// time came over a verified connection, so a system clock that went wrong
+// later does not lock the gateway out.
+func (c *Clock) VerifyTime() time.Time {
+	if r := c.Now(); r.Trusted {
+		return r.Time
+	}
+	return c.o.System()
+}
 
 // Now reads the trusted time.
 func (c *Clock) Now() Reading {

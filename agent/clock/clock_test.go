@@ -85,6 +85,9 @@ func TestNothingTrustedUntilTheCloudAnswers(t *testing.T) {
 	if _, ok := c.Until(deadline); ok {
 		t.Fatal("Until without a lower bound")
 	}
+	if v := c.VerifyTime(); !v.Equal(f.system()) {
+		t.Fatalf("certificates checked at %s while nothing is trusted, want the system clock", v)
+	}
 	changed := c.Changed()
 	answer(c, f, 300*time.Millisecond)
 	select {
@@ -107,6 +110,9 @@ func TestNothingTrustedUntilTheCloudAnswers(t *testing.T) {
 	}
 	if _, known := c.Expired(r.Time); known {
 		t.Fatal("a deadline within the uncertainty was judged")
+	}
+	if v := c.VerifyTime(); v.Sub(f.real()).Abs() > 2*time.Second {
+		t.Fatalf("certificates checked at %s, want the cloud's time %s", v, f.real())
 	}
 	st := c.Status()
 	if st.Offset < 47*time.Hour || !strings.Contains(st.Summary(), "behind") {

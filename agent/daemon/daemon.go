@@ -319,7 +319,7 @@ func (d *Daemon) newLink(cfg *config.Config) (*link.Link, string, error) {
 		return nil, "", err
 	}
 	if tlsCfg != nil {
-		tlsCfg.Time = d.Clock.System // the system clock (a test's wrong one)
+		tlsCfg.Time = d.Clock.VerifyTime // the trusted time, or the system clock
 	}
 	var password string
 	if cfg.Cloud.PasswordFile != "" {

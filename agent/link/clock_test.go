@@ -52,7 +52,7 @@ type stepClock struct {
 	changed chan struct{}
 }
 
-func (c *stepClock) SystemTrusted() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.synced }
+func (c *stepClock) Trusted() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.synced }
 func (c *stepClock) Changed() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -121,8 +121,12 @@ func TestTLSClockBeforeCertificate(t *testing.T) {
 func TestClockErrorWhenSynchronized(t *testing.T) {
 	past := time.Now().Add(-48 * time.Hour)
 	c, _ := x509.ParseCertificate(selfSigned(t, past, past.Add(time.Hour)))
-	e := &link.ClockError{Now: time.Now(), Cert: c, Synced: true, Err: errors.New("x")}
-	if s := e.Error(); !strings.Contains(s, "is after the certificate's NotAfter") || !strings.Contains(s, "the clock is synchronized") {
+	e := &link.ClockError{Now: time.Now(), Cert: c, Trusted: true, Err: errors.New("x")}
+	if s := e.Error(); !strings.Contains(s, "the certificate (CN=x) expired at") || !strings.Contains(s, "the clock is trusted") {
+		t.Fatal(s)
+	}
+	e.Trusted = false
+	if s := e.Error(); !strings.Contains(s, "is after the certificate's NotAfter") || !strings.Contains(s, "waiting for time sync") {
 		t.Fatal(s)
 	}
 }

@@ -111,17 +111,18 @@ type Options struct {
 	// Tracker, when set, is told when each handler runs, so that a handler
 	// that never returns shows as a stuck loop.
 	Tracker *watchdog.Tracker
-	// Clock, when set, tells whether the system clock is synchronized and
-	// when what is known of it changes: a connect that fails because the
-	// clock is outside the broker's certificate's validity (a Pi booted at
-	// 1970) says so plainly (ClockError) and is tried again as soon as the
-	// clock changes, not after the backoff.
+	// Clock, when set, tells whether the time TLS verifies certificates
+	// with (TLS.Time) is trusted, and when what is known of the time
+	// changes: a connect that fails because that time is outside the
+	// broker's certificate's validity (a Pi booted at 1970) says so plainly
+	// (ClockError) and is tried again as soon as the clock changes, not
+	// after the backoff.
 	Clock Clock
 }
 
 // Clock is what the link needs of the gateway's clock (agent/clock).
 type Clock interface {
-	SystemTrusted() bool
+	Trusted() bool
 	Changed() <-chan struct{}
 }
 

@@ -76,27 +76,29 @@ func TLSConfig(broker string, f TLSFiles) (*tls.Config, error) {
 // on a gateway without a real-time clock, the clock is wrong (booted at
 // 1970, or days behind) until it is synchronized.
 type ClockError struct {
-	Now    time.Time         // the clock TLS verified with
-	Cert   *x509.Certificate // the certificate out of its validity
-	Synced bool              // the system clock was synchronized
-	Err    error
+	Now     time.Time         // the time TLS verified with
+	Cert    *x509.Certificate // the certificate out of its validity
+	Trusted bool              // that time was trusted (synchronized, or the cloud's)
+	Err     error
 }
 
 func (e *ClockError) Error() string {
 	now := e.Now.UTC().Format(time.RFC3339)
-	var msg string
-	if e.Now.Before(e.Cert.NotBefore) {
-		msg = fmt.Sprintf("system clock %s is before the certificate's NotBefore %s", now, e.Cert.NotBefore.UTC().Format(time.RFC3339))
-	} else {
-		msg = fmt.Sprintf("system clock %s is after the certificate's NotAfter %s", now, e.Cert.NotAfter.UTC().Format(time.RFC3339))
-	}
+	before := e.Now.Before(e.Cert.NotBefore)
+	subject := ""
 	if s := e.Cert.Subject.String(); s != "" {
-		msg += " (" + s + ")"
+		subject = " (" + s + ")"
 	}
-	if e.Synced {
-		return msg + "; the clock is synchronized, so the certificate is not valid now"
+	switch {
+	case e.Trusted && before:
+		return fmt.Sprintf("the certificate%s is not valid before %s and the clock is trusted (%s): the certificate is not in force yet",
+			subject, e.Cert.NotBefore.UTC().Format(time.RFC3339), now)
+	case e.Trusted:
+		return fmt.Sprintf("the certificate%s expired at %s (the clock is trusted: %s)", subject, e.Cert.NotAfter.UTC().Format(time.RFC3339), now)
+	case before:
+		return fmt.Sprintf("system clock %s is before the certificate's NotBefore %s%s; waiting for time sync", now, e.Cert.NotBefore.UTC().Format(time.RFC3339), subject)
 	}
-	return msg + "; waiting for time sync"
+	return fmt.Sprintf("system clock %s is after the certificate's NotAfter %s%s; waiting for time sync", now, e.Cert.NotAfter.UTC().Format(time.RFC3339), subject)
 }
 
 func (e *ClockError) Unwrap() error { return e.Err }
@@ -114,7 +116,7 @@ func (l *Link) clockError(err error) *ClockError {
 	}
 	ce := &ClockError{Now: now, Cert: cie.Cert, Err: err}
 	if l.opts.Clock != nil {
-		ce.Synced = l.opts.Clock.SystemTrusted()
+		ce.Trusted = l.opts.Clock.Trusted()
 	}
 	return ce
 }
