@@ -17,6 +17,10 @@
 // if it has not started, also one that has not arrived yet (cancel.go).
 // After every (re)connect no command starts until the broker's backlog has
 // arrived, so that a cancel queued behind its request comes first.
+//
+// expires_at is judged by the trusted clock, and a command whose expiry
+// cannot be told yet waits for it; the dedupe window is measured on the
+// store's uptime, never on the wall clock (clock.go).
 package command
 
 import (
