@@ -59,7 +59,8 @@ func TestPutCanceled(t *testing.T) {
 		}
 	}
 	var n int
-	if err := s.Update(func(tx *store.Tx) (err error) { n, err = tx.ExpireCommands(now.Add(time.Second)); return err }); err != nil || n != 1 {
+	cut := justAfter(t, s, "c1")
+	if err := s.Update(func(tx *store.Tx) (err error) { n, err = tx.ExpireCommands(cut); return err }); err != nil || n != 1 {
 		t.Fatalf("expire: %d, %v", n, err)
 	}
 	if err := cancel("c2"); err != nil {

@@ -33,6 +33,9 @@ type Change struct {
 	TID           string         `json:"tid,omitempty"`
 	Group         string         `json:"group,omitempty"`
 	Time          time.Time      `json:"time"`
+	// TimeUntrusted: no trusted clock when it was recorded; Time is the
+	// gateway's system clock, perhaps far off.
+	TimeUntrusted bool `json:"time_untrusted,omitempty"`
 }
 
 // History layout: one flat bucket, key = actuator + 0x00 + id (8 bytes BE).

@@ -113,7 +113,12 @@ type Command struct {
 	// Approval is "", "pending", "approved" or "rejected".
 	Approval string          `json:"approval,omitempty"`
 	LastAck  json.RawMessage `json:"last_ack,omitempty"`
-	Finished time.Time       `json:"finished,omitzero"`
+	// Finished is when it finished, by the gateway's clock (for people;
+	// it may be untrusted).
+	Finished time.Time `json:"finished,omitzero"`
+	// FinishedUptime is the store's uptime when it finished (set by the
+	// store): its record expires by this, never by a wall-clock time.
+	FinishedUptime time.Duration `json:"finished_uptime,omitempty"`
 }
 
 // Done reports whether the command has its final status.
@@ -190,7 +195,7 @@ func (t *Tx) putNew(c *Command, headroom bool) (*Command, error) {
 		if c.Finished.IsZero() {
 			c.Finished = time.Now()
 		}
-		if err := t.tx.Bucket(bucketInboxDone).Put(doneKey(c.Finished, c.TID), nil); err != nil {
+		if err := t.fileDone(c); err != nil {
 			return nil, err
 		}
 	} else if err := t.tx.Bucket(bucketInboxOrder).Put(u64(seq), []byte(c.TID)); err != nil {
@@ -235,16 +240,27 @@ func (t *Tx) UpdateCommand(tid string, fn func(c *Command) error) (*Command, err
 		if err := t.tx.Bucket(bucketInboxOrder).Delete(u64(c.Seq)); err != nil {
 			return nil, err
 		}
-		if err := t.tx.Bucket(bucketInboxDone).Put(doneKey(c.Finished, tid), nil); err != nil {
+		if err := t.fileDone(c); err != nil {
 			return nil, err
 		}
 	}
 	return c, t.putCommand(c)
 }
 
-func doneKey(at time.Time, tid string) []byte {
+// fileDone stamps a command that just finished with the store's uptime
+// and files it for expiry by it; the uptime is saved in the same
+// transaction, so that after a crash the uptime is never behind a record.
+func (t *Tx) fileDone(c *Command) error {
+	c.FinishedUptime = t.s.Uptime()
+	if err := t.tx.Bucket(bucketInboxDone).Put(doneKey(c.FinishedUptime, c.TID), nil); err != nil {
+		return err
+	}
+	return t.SaveUptime()
+}
+
+func doneKey(up time.Duration, tid string) []byte {
 	k := make([]byte, 8, 8+len(tid))
-	binary.BigEndian.PutUint64(k, uint64(at.UnixNano()))
+	binary.BigEndian.PutUint64(k, uint64(max(up, 0)))
 	return append(k, tid...)
 }
 
@@ -298,12 +314,19 @@ func (t *Tx) Commands(n int) ([]*Command, error) {
 	return out, err
 }
 
-// ExpireCommands deletes finished commands that finished before cutoff and
-// returns how many went.
-func (t *Tx) ExpireCommands(cutoff time.Time) (int, error) {
+// ExpireCommands deletes the finished commands that finished before the
+// store's uptime was before (a command finished at uptime u goes once
+// before > u), and returns how many went. The daemon passes its uptime
+// less the retention: the age of a record is measured on a clock that
+// only runs while the gateway does and never jumps, so no step of the
+// wall clock, forward or back, shortens or lengthens the dedupe window.
+func (t *Tx) ExpireCommands(before time.Duration) (int, error) {
+	if before <= 0 {
+		return 0, nil
+	}
 	done := t.tx.Bucket(bucketInboxDone)
 	inbox := t.tx.Bucket(bucketInbox)
-	limit := u64(uint64(cutoff.UnixNano()))
+	limit := u64(uint64(before))
 	var n int
 	c := done.Cursor()
 	var items, gone int64

@@ -19,6 +19,20 @@ func putCmd(s *store.Store, c *store.Command) error {
 	return s.Update(func(tx *store.Tx) error { _, err := tx.PutCommand(c); return err })
 }
 
+// justAfter is an expiry cutoff just past the store's uptime at which tid
+// finished: it expires tid and what finished before it, nothing after.
+func justAfter(t *testing.T, s *store.Store, tid string) time.Duration {
+	t.Helper()
+	var c *store.Command
+	if err := s.View(func(tx *store.Tx) (err error) { c, err = tx.GetCommand(tid); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Done() || c.FinishedUptime <= 0 {
+		t.Fatalf("%s: finished at uptime %s (%s)", tid, c.FinishedUptime, c.Status)
+	}
+	return c.FinishedUptime + 1
+}
+
 // The inbox counts its commands and bytes in the transactions that change
 // it, and refuses what would go over its quota with ErrInboxFull.
 func TestInboxQuota(t *testing.T) {
@@ -69,8 +83,11 @@ func TestInboxQuota(t *testing.T) {
 		})
 		return err
 	})
+	// Expiry goes by the order of finishing (the store's uptime), not by
+	// the wall-clock Finished: r1 finished first.
 	var n int
-	s.Update(func(tx *store.Tx) (err error) { n, err = tx.ExpireCommands(now.Add(-time.Hour)); return err })
+	cut := justAfter(t, s, "r1")
+	s.Update(func(tx *store.Tx) (err error) { n, err = tx.ExpireCommands(cut); return err })
 	if n != 1 {
 		t.Fatalf("expired %d", n)
 	}
@@ -81,7 +98,8 @@ func TestInboxQuota(t *testing.T) {
 	if err := putCmd(s, &store.Command{TID: "q6", Cmd: "GO"}); !errors.Is(err, store.ErrInboxFull) {
 		t.Fatalf("still full (5 stored): %v", err)
 	}
-	s.Update(func(tx *store.Tx) (err error) { _, err = tx.ExpireCommands(now.Add(time.Hour)); return err })
+	cut = justAfter(t, s, "q1")
+	s.Update(func(tx *store.Tx) (err error) { _, err = tx.ExpireCommands(cut); return err })
 	if err := putCmd(s, &store.Command{TID: "q6", Cmd: "GO"}); err != nil {
 		t.Fatalf("room again after expiry: %v", err)
 	}

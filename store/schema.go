@@ -18,7 +18,8 @@ import (
 //	outbox_keys  coalescing key → seq of the queued item with that key
 //	inbox        tid → Command JSON
 //	inbox_order  seq (8 bytes BE) → tid, arrival order of commands
-//	inbox_done   finished time (8 bytes BE unix nanos) + tid → nil, for expiry
+//	inbox_done   finished uptime (8 bytes BE nanos of the store's uptime) + tid → nil, for expiry
+//	             (meta "clock/uptime" is the uptime saved, uptime.go)
 //	changes      actuator + 0x00 + id (8 bytes BE) → Change JSON (history.go)
 //	journal      group id → journal entry JSON (multi-actuator changes in flight)
 //
@@ -40,8 +41,10 @@ import (
 // id index "history_ids"; version 2 flattened it into "changes"; version 3
 // counts the inbox's size in meta (its quota) and no longer keeps the request
 // of a finished command; version 4 added the jobs buckets (nothing else
-// changed).
-const SchemaVersion = 4
+// changed); version 5 keys inbox_done by the store's uptime instead of the
+// wall-clock time a command finished (a clock that jumps made records
+// expire at once or never).
+const SchemaVersion = 5
 
 var (
 	bucketMeta       = []byte("meta")
@@ -94,6 +97,38 @@ var migrations = []func(tx *bolt.Tx) error{
 	1: flattenHistory,
 	2: countInbox,
 	3: createBuckets(jobBuckets),
+	4: rekeyInboxDone,
+}
+
+// rekeyInboxDone files every finished command for expiry at uptime 0, the
+// uptime the file starts from: whatever its wall-clock age was (which may
+// be wrong), each is kept for one full retention from the upgrade on.
+func rekeyInboxDone(tx *bolt.Tx) error {
+	done := tx.Bucket(bucketInboxDone)
+	if done == nil {
+		return nil
+	}
+	var keys [][]byte
+	if err := done.ForEach(func(k, _ []byte) error {
+		if len(k) < 8 {
+			return fmt.Errorf("inbox_done key of %d bytes", len(k))
+		}
+		keys = append(keys, append([]byte(nil), k...))
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := done.Delete(k); err != nil {
+			return err
+		}
+	}
+	for _, k := range keys {
+		if err := done.Put(doneKey(0, string(k[8:])), nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // createBuckets is a migration that only adds buckets.

@@ -86,6 +86,11 @@ type Store struct {
 
 	writes struct{ Commits, Bytes atomic.Int64 }
 
+	// uptime (uptime.go): the saved uptime at open, and when it opened
+	// (a monotonic reading)
+	upBase   time.Duration
+	upOpened time.Time
+
 	// group commit
 	cmu     sync.Mutex
 	queue   []*commitReq
@@ -182,6 +187,7 @@ func (s *Store) init() error {
 		st.Dropped = tx.counter(counterDropped)
 		s.outbox = st
 		s.histLen = tx.historyBytes()
+		tx.loadUptime()
 		return nil
 	})
 }
@@ -189,8 +195,11 @@ func (s *Store) init() error {
 // Path is the file's path.
 func (s *Store) Path() string { return s.path }
 
-// Close flushes and closes the file.
+// Close saves the uptime, flushes and closes the file.
 func (s *Store) Close() error {
+	if err := s.Update(func(tx *Tx) error { return tx.SaveUptime() }); err != nil && !errors.Is(err, ErrClosed) {
+		s.log.Warn("save the store's uptime at close", "path", s.path, "err", err)
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close store %s: %w", s.path, err)
 	}

@@ -269,8 +269,9 @@ func TestInbox(t *testing.T) {
 		}
 		return nil
 	})
+	cut := justAfter(t, s, "t1")
 	s.Update(func(tx *store.Tx) error {
-		n, err := tx.ExpireCommands(now.Add(-time.Hour))
+		n, err := tx.ExpireCommands(cut)
 		if n != 1 || err != nil {
 			t.Fatalf("expired %d %v", n, err)
 		}

@@ -94,6 +94,10 @@ type Options struct {
 	ApplyTimeout time.Duration
 	Logger       *slog.Logger
 	Now          func() time.Time
+	// Stamp, when set, is the time a change is recorded with and whether
+	// it is trusted (agent/clock); an untrusted one is marked in history.
+	// Without it, Now, trusted.
+	Stamp func() (time.Time, bool)
 	// Watchdog, when set, tracks every worker: a job that outlasts twice
 	// ApplyTimeout (a driver ignoring its deadline) counts as stuck.
 	Watchdog *watchdog.Watchdog
@@ -152,6 +156,10 @@ func New(acts map[string]drivers.Actuator, o Options) *Manager {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Stamp == nil {
+		now := o.Now
+		o.Stamp = func() (time.Time, bool) { return now(), true }
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &core{opts: o, log: o.Logger, stop: cancel, stopped: ctx.Done()}
@@ -396,10 +404,11 @@ func (m *Manager) apply(ctx context.Context, a drivers.Actuator, c Change, group
 	}
 	var id uint64
 	if m.opts.Store != nil {
+		at, trusted := m.opts.Stamp()
 		err = m.opts.Store.Update(func(tx *store.Tx) error {
 			id, err = tx.RecordChange(&store.Change{
 				Actuator: c.Actuator, Before: before, After: res.After, Source: c.Source,
-				ShadowVersion: c.ShadowVersion, TID: c.TID, Group: group, Time: m.opts.Now(),
+				ShadowVersion: c.ShadowVersion, TID: c.TID, Group: group, Time: at.UTC(), TimeUntrusted: !trusted,
 			})
 			if err == nil && c.OnRecord != nil {
 				err = c.OnRecord(tx)

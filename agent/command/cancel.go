@@ -202,7 +202,7 @@ func (p *Processor) watchLink(ctx context.Context) {
 // beginHoldLocked starts (or restarts) the backlog hold; linked is false at
 // the start of the daemon, before the first connect.
 func (p *Processor) beginHoldLocked(linked bool) {
-	now := p.o.Now()
+	now := time.Now() // the hold is measured on the monotonic clock
 	if !p.hold.on {
 		p.hold.on = true
 		p.hold.over = make(chan struct{})
@@ -247,7 +247,7 @@ func (p *Processor) holdLeftLocked(now time.Time) time.Duration {
 func (p *Processor) waitUnheld(ctx context.Context, j *job) bool {
 	for {
 		p.mu.Lock()
-		left := p.holdLeftLocked(p.o.Now())
+		left := p.holdLeftLocked(time.Now())
 		over := p.hold.over
 		p.mu.Unlock()
 		if left == 0 {

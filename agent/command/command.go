@@ -17,6 +17,10 @@
 // if it has not started, also one that has not arrived yet (cancel.go).
 // After every (re)connect no command starts until the broker's backlog has
 // arrived, so that a cancel queued behind its request comes first.
+//
+// expires_at is judged by the trusted clock, and a command whose expiry
+// cannot be told yet waits for it; the dedupe window is measured on the
+// store's uptime, never on the wall clock (clock.go).
 package command
 
 import (
@@ -31,6 +35,7 @@ import (
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/actuate"
+	"github.com/shadowgate/shadowgate/agent/clock"
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/watchdog"
@@ -62,7 +67,9 @@ type Options struct {
 	Link    Link
 	Outbox  Kicker
 	Logger  *slog.Logger
-	Now     func() time.Time
+	// Clock judges expires_at and stamps acks (clock.go); default: the
+	// system's, trusted only while it is synchronized.
+	Clock Clock
 	// Tracker, when set, is busy while received requests wait for their
 	// inbox write: a disk that stops answering stops the watchdog pings.
 	Tracker *watchdog.Tracker
@@ -121,7 +128,9 @@ type job struct {
 	lanes    []string
 	started  bool
 	awaiting atomic.Bool
-	decision chan bool
+	// waitingClock: its expires_at waits for a trusted clock (clock.go).
+	waitingClock atomic.Bool
+	decision     chan bool
 	// shelved: not started when the daemon stopped; it stays in the inbox.
 	shelved bool
 	// abort is closed when a cancel finished the command's record before
@@ -144,8 +153,8 @@ func New(o Options) *Processor {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = clock.New(clock.Options{Logger: o.Logger})
 	}
 	p := &Processor{o: o, log: o.Logger.With("component", "command"), lanes: map[string][]string{}, active: map[string]*job{},
 		settling: map[string][]*job{}, wake: make(chan struct{}, 1), intakeWake: make(chan struct{}, 1), canceling: map[string]int{}}
@@ -187,12 +196,15 @@ func (p *Processor) Recover() error {
 	if err := p.o.Store.View(func(tx *store.Tx) (err error) { cmds, err = tx.Unfinished(); return err }); err != nil {
 		return fmt.Errorf("read unfinished commands: %w", err)
 	}
-	now := p.o.Now()
 	for _, c := range cmds {
 		r, err := parse(c.Request)
 		var pl *plan
 		if err == nil {
-			pl, err = validate(r, p.o.Config, p.o.Manager.Schema, now)
+			pl, err = validate(r, p.o.Config, p.o.Manager.Schema)
+		}
+		if err == nil {
+			// Unknown yet: it waits in its place for a trusted clock.
+			err, _ = p.expiry(pl)
 		}
 		switch {
 		case err != nil:
@@ -226,7 +238,7 @@ func (p *Processor) Run(ctx context.Context) {
 	watchDone := make(chan struct{})
 	go func() { defer close(watchDone); p.watchLink(ctx) }()
 	defer func() { <-watchDone }()
-	tick := time.NewTicker(time.Hour)
+	tick := time.NewTicker(expireEvery)
 	defer tick.Stop()
 	for {
 		var holdEnds <-chan time.Time
@@ -264,10 +276,16 @@ func (p *Processor) poke() {
 	}
 }
 
+// expire deletes the finished commands past the retention, by the store's
+// uptime (clock.go), and saves the uptime.
 func (p *Processor) expire() {
-	cutoff := p.o.Now().Add(-p.o.Config.Commands.Retention.D())
 	var n int
-	err := p.o.Store.Update(func(tx *store.Tx) (err error) { n, err = tx.ExpireCommands(cutoff); return err })
+	err := p.o.Store.Update(func(tx *store.Tx) (err error) {
+		if n, err = tx.ExpireCommands(p.o.Store.Uptime() - p.o.Config.Commands.Retention.D()); err != nil {
+			return err
+		}
+		return tx.SaveUptime()
+	})
 	if err != nil {
 		p.log.Error("expire finished commands", "err", err)
 	} else if n > 0 {
@@ -276,7 +294,9 @@ func (p *Processor) expire() {
 }
 
 func (p *Processor) ack(tid, status, reason string, result map[string]any) []byte {
-	b, _ := json.Marshal(Ack{TID: tid, Status: status, Reason: clip(reason, maxReason), Result: result, TS: p.o.Now().UTC().Format(time.RFC3339)})
+	r := p.o.Clock.Now()
+	b, _ := json.Marshal(Ack{TID: tid, Status: status, Reason: clip(reason, maxReason), Result: result,
+		TS: r.Time.UTC().Format(time.RFC3339), TSUntrusted: !r.Trusted})
 	return b
 }
 
@@ -317,7 +337,7 @@ func (p *Processor) schedule(tid string, pl *plan, v *verdict) {
 func (p *Processor) startRunnable(ctx context.Context) (held time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if left := p.holdLeftLocked(p.o.Now()); left > 0 {
+	if left := p.holdLeftLocked(time.Now()); left > 0 {
 		return left
 	}
 	for _, j := range p.active {
@@ -468,8 +488,15 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 			}
 		}
 	}
-	if !j.plan.expires.IsZero() && !p.o.Now().Before(j.plan.expires) {
-		return finish(StatusFailure, "expired at "+j.plan.expires.UTC().Format(time.RFC3339), nil)
+	// expires_at by the trusted clock; waits (heartbeats going on) while
+	// it cannot be told.
+	switch outcome, reason := p.awaitExpiry(ctx, j); outcome {
+	case clockExpired:
+		return finish(StatusFailure, reason, nil)
+	case clockCanceled:
+		return func() {} // the cancel wrote its final status and ack
+	case clockStop:
+		return nil // not started: judged again after the restart
 	}
 	// The command counts as started from the first recorded change on, in
 	// the same transaction: a crash before it touched hardware resumes it.
@@ -484,7 +511,7 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 				return errRevoked // a cancel came first; touch nothing
 			}
 			if c.Started.IsZero() {
-				c.Started = p.o.Now()
+				c.Started = p.now()
 			}
 			return nil
 		})
@@ -542,17 +569,41 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 }
 
 func (p *Processor) awaitApproval(ctx context.Context, j *job) (bool, string) {
+	for {
+		ok, reason, again := p.awaitDecision(ctx, j)
+		if !again {
+			return ok, reason
+		}
+	}
+}
+
+// awaitDecision waits for the operator's decision, a cancel, the stop, or
+// the command's expiry by the trusted clock; again when what the clock
+// knows changed (its expiry is judged anew).
+func (p *Processor) awaitDecision(ctx context.Context, j *job) (ok bool, reason string, again bool) {
 	var expire <-chan time.Time
-	if !j.plan.expires.IsZero() {
-		t := time.NewTimer(j.plan.expires.Sub(p.o.Now()))
-		defer t.Stop()
-		expire = t.C
+	var changed <-chan struct{}
+	if exp := j.plan.expires; !exp.IsZero() {
+		changed = p.o.Clock.Changed()
+		if e, known := p.o.Clock.Expired(exp); known && e {
+			j.awaiting.Store(false)
+			return false, p.expiredAt(exp) + " while awaiting approval", false
+		}
+		if d, ok := p.o.Clock.Until(exp); ok {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			expire = t.C
+		}
 	}
 	select {
+	case <-expire:
+		return false, "", true
+	case <-changed:
+		return false, "", true
 	case ok := <-j.decision:
 		j.awaiting.Store(false)
 		if !ok {
-			return false, ReasonRejected
+			return false, ReasonRejected, false
 		}
 		p.o.Store.Update(func(tx *store.Tx) error {
 			_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error {
@@ -563,13 +614,11 @@ func (p *Processor) awaitApproval(ctx context.Context, j *job) (bool, string) {
 			})
 			return err
 		})
-		return true, ""
+		return true, "", false
 	case <-j.abort:
-		return false, ReasonCanceled
-	case <-expire:
-		return false, "expired at " + j.plan.expires.UTC().Format(time.RFC3339) + " while awaiting approval"
+		return false, ReasonCanceled, false
 	case <-ctx.Done():
-		return false, "shutdown"
+		return false, "shutdown", false
 	}
 }
 
@@ -592,8 +641,11 @@ func (p *Processor) heartbeat(j *job) (stop func()) {
 					continue
 				}
 				reason := ""
-				if j.awaiting.Load() {
+				switch {
+				case j.awaiting.Load():
 					reason = ReasonAwaitingApproval
+				case j.waitingClock.Load():
+					reason = ReasonWaitingForClock
 				}
 				ack := p.ack(j.tid, StatusRunning, reason, nil)
 				if err := p.o.Store.Update(func(tx *store.Tx) error {
@@ -631,7 +683,7 @@ func (p *Processor) finish(ctx context.Context, j *job, status, reason string, r
 			if c.Done() {
 				return errAlreadyFinal // a cancel's; one final ack per command
 			}
-			c.Status, c.LastAck, c.Finished = status, ack, p.o.Now()
+			c.Status, c.LastAck, c.Finished = status, ack, p.now()
 			c.Request = nil // a resend is answered from LastAck alone
 			if c.Approval == "pending" {
 				c.Approval = ""

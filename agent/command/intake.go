@@ -85,7 +85,7 @@ func (p *Processor) onRequest(_ context.Context, m *link.Message) {
 		p.hold.down = false
 		p.beginHoldLocked(true)
 	}
-	p.hold.last = p.o.Now() // a backlog is still arriving
+	p.hold.last = time.Now() // a backlog is still arriving (monotonic)
 	p.mu.Unlock()
 	in := p.intakeOf(m.Payload)
 	if in == nil {
@@ -134,7 +134,7 @@ func (p *Processor) submitLocked(pr *pendingRequest, prev *mark) {
 // intakeOf reads a request and prepares its inbox write; nil when there is
 // no tid to answer to.
 func (p *Processor) intakeOf(payload []byte) *intake {
-	now := p.o.Now()
+	now := p.now()
 	var r *Request
 	var reason error
 	if len(payload) > MaxRequestBytes {
@@ -160,8 +160,12 @@ func (p *Processor) intakeOf(payload []byte) *intake {
 		}
 	}
 	var pl *plan
+	var waitClock bool
 	if reason == nil {
-		pl, reason = validate(r, p.o.Config, p.o.Manager.Schema, now)
+		pl, reason = validate(r, p.o.Config, p.o.Manager.Schema)
+	}
+	if reason == nil {
+		reason, waitClock = p.expiry(pl)
 	}
 	// Only what the command needs is stored: the request's own fields and
 	// the declared args, never unknown fields; nothing of a refused one.
@@ -174,6 +178,9 @@ func (p *Processor) intakeOf(payload []byte) *intake {
 	case pl.typ.RequiresApproval:
 		ack = p.ack(r.TID, StatusRunning, ReasonAwaitingApproval, nil)
 		c.Approval = "pending"
+	case waitClock:
+		ack = p.ack(r.TID, StatusRunning, ReasonWaitingForClock, nil)
+		pl.clockAcked = true
 	default:
 		ack = p.ack(r.TID, StatusRunning, "", nil)
 	}
@@ -240,7 +247,11 @@ func (p *Processor) intakeOf(payload []byte) *intake {
 		case reason != nil:
 			p.log.Warn("command refused", "tid", r.TID, "cmd", c.Cmd, "reason", clip(reason.Error(), maxReason))
 		default:
-			p.log.Info("command accepted", "tid", r.TID, "cmd", r.Cmd)
+			if waitClock {
+				p.log.Info("command accepted; its expires_at waits for a trusted clock", "tid", r.TID, "cmd", r.Cmd, "expires_at", r.ExpiresAt)
+			} else {
+				p.log.Info("command accepted", "tid", r.TID, "cmd", r.Cmd)
+			}
 			p.schedule(r.TID, pl, nil)
 		}
 	}

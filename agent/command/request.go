@@ -36,6 +36,10 @@ type Ack struct {
 	Reason string         `json:"reason,omitempty"`
 	Result map[string]any `json:"result,omitempty"`
 	TS     string         `json:"ts"`
+	// TSUntrusted: no trusted clock when the ack was made; TS is the
+	// gateway's system clock (kept within the bounds it knew), perhaps
+	// far off.
+	TSUntrusted bool `json:"ts_untrusted,omitempty"`
 }
 
 // Statuses. REQUEST and CANCEL are the requester's, the others the
@@ -130,11 +134,14 @@ type plan struct {
 	rollback *actuate.Rollback
 	typ      *config.CommandType
 	expires  time.Time
+	// clockAcked: a RUNNING "waiting for a trusted clock" was sent for it.
+	clockAcked bool
 }
 
 // validate checks a request against the configuration and returns what to
-// do, or the FAILURE reason.
-func validate(r *Request, cfg *config.Config, schemas func(string) (drivers.Schema, error), now time.Time) (*plan, error) {
+// do, or the FAILURE reason. Whether expires_at has passed is the trusted
+// clock's to say (Processor.expiry), not validate's.
+func validate(r *Request, cfg *config.Config, schemas func(string) (drivers.Schema, error)) (*plan, error) {
 	if r.Status != StatusRequest {
 		return nil, fmt.Errorf("status must be %q, got %s", StatusRequest, q(r.Status))
 	}
@@ -143,9 +150,6 @@ func validate(r *Request, cfg *config.Config, schemas func(string) (drivers.Sche
 		exp, err := time.Parse(time.RFC3339, r.ExpiresAt)
 		if err != nil {
 			return nil, fmt.Errorf("expires_at %s is not an RFC 3339 time", q(r.ExpiresAt))
-		}
-		if !now.Before(exp) {
-			return nil, fmt.Errorf("expired at %s", exp.UTC().Format(time.RFC3339))
 		}
 		p.expires = exp
 	}

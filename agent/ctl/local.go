@@ -172,6 +172,9 @@ func runStatus(e *env, f *localFlags, c *apiClient, args []string) error {
 		st.Sync.InFlight, st.Sync.Resent, st.Sync.Retried, st.Sync.Rejected, st.Sync.Gaps, st.Sync.SafetyGets))
 	row("actuators", strconv.Itoa(st.ActuatorsCount))
 	row("store", fmt.Sprintf("%s (%d bytes; %d commits, %d bytes written since start)", st.StorePath, st.StoreBytes, st.StoreWrites.Commits, st.StoreWrites.Bytes))
+	if st.Clock != nil {
+		row("clock", st.Clock.Summary())
+	}
 	row("uptime", st.Uptime.String())
 	return tw.Flush()
 }
@@ -277,7 +280,11 @@ func runHistory(e *env, f *localFlags, c *apiClient, args []string, n int) error
 		if ref == "" {
 			ref = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ch.ID, ch.Time.Local().Format(time.DateTime), ch.Actuator, ch.Source, compact(ch.Before), compact(ch.After), ref)
+		at := ch.Time.Local().Format(time.DateTime)
+		if ch.TimeUntrusted {
+			at += " (clock not trusted)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ch.ID, at, ch.Actuator, ch.Source, compact(ch.Before), compact(ch.After), ref)
 	}
 	return tw.Flush()
 }

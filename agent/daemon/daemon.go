@@ -17,6 +17,7 @@ import (
 
 	"github.com/shadowgate/shadowgate/agent/actuate"
 	"github.com/shadowgate/shadowgate/agent/broker"
+	"github.com/shadowgate/shadowgate/agent/clock"
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/jobs"
@@ -46,7 +47,10 @@ type Daemon struct {
 	Sync     *sync.Syncer
 	Commands *command.Processor
 	Outbox   *outbox.Drainer
-	Started  time.Time
+	// Clock is the trusted time (the system clock while synchronized,
+	// else the cloud's, estimated from its responses).
+	Clock   *clock.Clock
+	Started time.Time
 
 	log      *slog.Logger
 	watchdog *watchdog.Watchdog
@@ -79,6 +83,9 @@ type Hooks struct {
 	// Ready is called once the store is open and the actuators are
 	// initialised, before the cloud is reached.
 	Ready func(d *Daemon)
+	// Clock, when set, replaces the system clock and the kernel's
+	// synchronization state (tests: a gateway booted days behind).
+	Clock *clock.Options
 }
 
 // NewLogger makes the daemon's logger from the config's log section. Its
@@ -117,7 +124,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks)
 // fires (SIGHUP) or the local API asks (see Daemon.Reload). It returns when
 // ctx ends.
 func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hooks, hup <-chan os.Signal) error {
-	d, err := start(ctx, cfg, log)
+	var co clock.Options
+	if hooks.Clock != nil {
+		co = *hooks.Clock
+	}
+	co.Logger = log
+	d, err := start(ctx, cfg, log, clock.New(co))
 	if err != nil {
 		return err
 	}
@@ -133,6 +145,8 @@ func (d *Daemon) serve(ctx context.Context, hooks Hooks, hup <-chan os.Signal) {
 	if d.emb != nil {
 		d.emb.start(runCtx)
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); d.Clock.Run(runCtx) }()
 	d.up.start(runCtx)
 	d.outbox = startTask(runCtx, d.Outbox.Run)
 	d.gen.start(runCtx, false)
@@ -201,8 +215,8 @@ func (d *Daemon) shutdown() error {
 	return d.close()
 }
 
-func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon, err error) {
-	d = &Daemon{Config: cfg, cfg: cfg, log: log, Started: time.Now(), watchdog: watchdog.New(log), up: newUplink()}
+func start(ctx context.Context, cfg *config.Config, log *slog.Logger, clk *clock.Clock) (d *Daemon, err error) {
+	d = &Daemon{Config: cfg, cfg: cfg, log: log, Clock: clk, Started: time.Now(), watchdog: watchdog.New(log), up: newUplink()}
 	d.linkTracker = d.watchdog.Track("mqtt message handler", 5*time.Minute)
 	d.intakeTracker = d.watchdog.Track("command intake", 2*time.Minute)
 	d.svcLinkTracker = d.watchdog.Track("shadow service message handler", time.Minute)
@@ -233,7 +247,7 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if err != nil {
 		return d, err
 	}
-	d.Manager = actuate.New(acts, actuate.Options{Store: d.Store, Logger: log, Watchdog: d.watchdog})
+	d.Manager = actuate.New(acts, actuate.Options{Store: d.Store, Logger: log, Watchdog: d.watchdog, Stamp: d.Clock.Stamp})
 	d.closers = append(d.closers, d.Manager.Close)
 
 	if cfg.Broker.Embedded {
@@ -304,6 +318,9 @@ func (d *Daemon) newLink(cfg *config.Config) (*link.Link, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	if tlsCfg != nil {
+		tlsCfg.Time = d.Clock.VerifyTime // the trusted time, or the system clock
+	}
 	var password string
 	if cfg.Cloud.PasswordFile != "" {
 		b, err := os.ReadFile(cfg.Cloud.PasswordFile)
@@ -327,7 +344,7 @@ func (d *Daemon) newLink(cfg *config.Config) (*link.Link, string, error) {
 	l, err := link.New(link.Options{
 		Broker: cfg.Cloud.Broker, ClientID: cfg.Cloud.ClientID, Username: cfg.Cloud.Username, Password: password,
 		TLS: tlsCfg, Keepalive: cfg.Cloud.Keepalive.D(), Presence: presence, Logger: d.log,
-		Tracker: d.linkTracker,
+		Tracker: d.linkTracker, Clock: d.Clock,
 	})
 	if err != nil {
 		return nil, "", err
@@ -369,6 +386,7 @@ func (d *Daemon) buildGeneration(cfg *config.Config) (*generation, error) {
 	g.sync, err = sync.New(sync.Options{
 		Thing: cfg.Gateway.Thing, Root: cfg.Cloud.TopicRoot, Conflict: cfg.Cloud.Conflict, Actuators: cfg.Actuators,
 		Store: d.Store, Manager: g.share, Link: g.routes, Logger: d.log, StaleAfter: cfg.Cloud.StaleDelta.D(),
+		CloudTime: d.Clock.ObserveUnix,
 	})
 	if err != nil {
 		g.share.Release()
@@ -376,7 +394,7 @@ func (d *Daemon) buildGeneration(cfg *config.Config) (*generation, error) {
 	}
 	g.commands = command.New(command.Options{
 		Thing: cfg.Gateway.Thing, Config: cfg, Store: d.Store, Manager: d.Manager, Link: g.routes, Outbox: d.Outbox, Logger: d.log,
-		Tracker: d.intakeTracker,
+		Tracker: d.intakeTracker, Clock: d.Clock,
 	})
 	return g, nil
 }
@@ -539,7 +557,7 @@ func (d *Daemon) close() error {
 func (d *Daemon) backend() *localapi.Backend {
 	return &localapi.Backend{
 		Config: d.cfg, Store: d.Store, Manager: d.Manager, Sync: d.gen.sync, Commands: d.gen.commands, Link: d.up.current(),
-		Outbox: d.Outbox, Started: d.Started, Reload: d.Reload,
+		Outbox: d.Outbox, Clock: d.Clock, Started: d.Started, Reload: d.Reload,
 	}
 }
 
@@ -547,14 +565,15 @@ func (d *Daemon) backend() *localapi.Backend {
 func (d *Daemon) statusLine() string {
 	st := d.up.current().Stats()
 	ob := d.Store.OutboxStats()
+	clk := d.Clock.Status().Summary()
 	if st.Connected {
-		return fmt.Sprintf("connected to %s; outbox %d waiting, %d dropped", st.Broker, ob.Items, ob.Dropped)
+		return fmt.Sprintf("connected to %s; outbox %d waiting, %d dropped; clock: %s", st.Broker, ob.Items, ob.Dropped, clk)
 	}
 	why := st.LastError
 	if why == "" {
 		why = "connecting"
 	}
-	return fmt.Sprintf("offline (%s); outbox %d waiting, %d dropped", why, ob.Items, ob.Dropped)
+	return fmt.Sprintf("offline (%s); outbox %d waiting, %d dropped; clock: %s", why, ob.Items, ob.Dropped, clk)
 }
 
 func trimNewline(b []byte) []byte {

@@ -111,6 +111,19 @@ type Options struct {
 	// Tracker, when set, is told when each handler runs, so that a handler
 	// that never returns shows as a stuck loop.
 	Tracker *watchdog.Tracker
+	// Clock, when set, tells whether the time TLS verifies certificates
+	// with (TLS.Time) is trusted, and when what is known of the time
+	// changes: a connect that fails because that time is outside the
+	// broker's certificate's validity (a Pi booted at 1970) says so plainly
+	// (ClockError) and is tried again as soon as the clock changes, not
+	// after the backoff.
+	Clock Clock
+}
+
+// Clock is what the link needs of the gateway's clock (agent/clock).
+type Clock interface {
+	Trusted() bool
+	Changed() <-chan struct{}
 }
 
 // Presence is a retained topic that says whether the link is connected.
@@ -309,15 +322,28 @@ func (l *Link) Run(ctx context.Context) error {
 
 	backoff := l.opts.MinBackoff
 	for {
+		var clockChanged <-chan struct{}
+		if l.opts.Clock != nil {
+			clockChanged = l.opts.Clock.Changed() // before the attempt: no change is missed
+		}
 		err := l.session(ctx)
 		if ctx.Err() != nil {
 			l.shutdown()
 			return ctx.Err()
 		}
+		var ce *ClockError
+		clockWait := errors.As(err, &ce)
 		if err != nil {
 			msg := err.Error()
 			l.lastError.Store(&msg)
-			l.log.Warn("mqtt link down", "err", err, "retry_in", backoff.Round(time.Millisecond))
+			if clockWait {
+				l.log.Error(ce.Error(), "retry_in", backoff.Round(time.Millisecond))
+			} else {
+				l.log.Warn("mqtt link down", "err", err, "retry_in", backoff.Round(time.Millisecond))
+			}
+		}
+		if !clockWait {
+			clockChanged = nil
 		}
 		// Full jitter between half and all of the backoff, capped.
 		wait := backoff/2 + rand.N(backoff/2+1)
@@ -326,6 +352,8 @@ func (l *Link) Run(ctx context.Context) error {
 			l.shutdown()
 			return ctx.Err()
 		case <-time.After(wait):
+		case <-clockChanged:
+			l.log.Info("the clock changed; connecting again")
 		}
 		if err == nil {
 			backoff = l.opts.MinBackoff // the session was up: start over
@@ -348,6 +376,9 @@ func (l *Link) session(ctx context.Context) error {
 	l.dropping.Store(false)
 	if err := wait(ctx, l.client.Connect(), down); err != nil {
 		l.markDown()
+		if ce := l.clockError(err); ce != nil {
+			err = ce
+		}
 		return fmt.Errorf("connect to broker %s: %w", l.opts.Broker, err)
 	}
 	l.mu.Lock()

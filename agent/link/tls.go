@@ -3,9 +3,11 @@ package link
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
+	"time"
 )
 
 // ALPNAWS is the protocol AWS IoT Core needs to speak MQTT on port 443.
@@ -67,4 +69,54 @@ func TLSConfig(broker string, f TLSFiles) (*tls.Config, error) {
 		cfg.NextProtos = []string{ALPNAWS}
 	}
 	return cfg, nil
+}
+
+// ClockError is a TLS handshake that failed because the clock the
+// certificates were verified with is outside a certificate's validity:
+// on a gateway without a real-time clock, the clock is wrong (booted at
+// 1970, or days behind) until it is synchronized.
+type ClockError struct {
+	Now     time.Time         // the time TLS verified with
+	Cert    *x509.Certificate // the certificate out of its validity
+	Trusted bool              // that time was trusted (synchronized, or the cloud's)
+	Err     error
+}
+
+func (e *ClockError) Error() string {
+	now := e.Now.UTC().Format(time.RFC3339)
+	before := e.Now.Before(e.Cert.NotBefore)
+	subject := ""
+	if s := e.Cert.Subject.String(); s != "" {
+		subject = " (" + s + ")"
+	}
+	switch {
+	case e.Trusted && before:
+		return fmt.Sprintf("the certificate%s is not valid before %s and the clock is trusted (%s): the certificate is not in force yet",
+			subject, e.Cert.NotBefore.UTC().Format(time.RFC3339), now)
+	case e.Trusted:
+		return fmt.Sprintf("the certificate%s expired at %s (the clock is trusted: %s)", subject, e.Cert.NotAfter.UTC().Format(time.RFC3339), now)
+	case before:
+		return fmt.Sprintf("system clock %s is before the certificate's NotBefore %s%s; waiting for time sync", now, e.Cert.NotBefore.UTC().Format(time.RFC3339), subject)
+	}
+	return fmt.Sprintf("system clock %s is after the certificate's NotAfter %s%s; waiting for time sync", now, e.Cert.NotAfter.UTC().Format(time.RFC3339), subject)
+}
+
+func (e *ClockError) Unwrap() error { return e.Err }
+
+// clockError reads a connect error: a certificate out of its validity by
+// the clock TLS used becomes a ClockError; anything else nil.
+func (l *Link) clockError(err error) *ClockError {
+	var cie x509.CertificateInvalidError
+	if !errors.As(err, &cie) || cie.Reason != x509.Expired || cie.Cert == nil {
+		return nil
+	}
+	now := time.Now()
+	if l.opts.TLS != nil && l.opts.TLS.Time != nil {
+		now = l.opts.TLS.Time()
+	}
+	ce := &ClockError{Now: now, Cert: cie.Cert, Err: err}
+	if l.opts.Clock != nil {
+		ce.Trusted = l.opts.Clock.Trusted()
+	}
+	return ce
 }

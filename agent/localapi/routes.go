@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/actuate"
+	"github.com/shadowgate/shadowgate/agent/clock"
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/link"
@@ -34,6 +35,7 @@ type Backend struct {
 	Commands *command.Processor
 	Link     *link.Link
 	Outbox   *outbox.Drainer
+	Clock    *clock.Clock // nil: not shown
 	Started  time.Time
 	// Reload reads and checks the configuration file again and switches
 	// to it: the parts whose configuration changed are built beside the
@@ -82,6 +84,8 @@ type Status struct {
 	CommandsStats  command.Stats    `json:"commands"`
 	ActuatorsCount int              `json:"actuators"`
 	Goroutines     int              `json:"goroutines"`
+	// Clock is the trusted time: its source and the system clock's offset.
+	Clock *clock.Status `json:"clock,omitempty"`
 }
 
 func (s *Server) status(r *http.Request) (any, error) {
@@ -94,7 +98,13 @@ func (s *Server) status(r *http.Request) (any, error) {
 		pending = len(un)
 		return err
 	})
+	var clk *clock.Status
+	if d.Clock != nil {
+		st := d.Clock.Status()
+		clk = &st
+	}
 	return Status{
+		Clock:   clk,
 		Version: version.Version, Thing: d.Config.Gateway.Thing, Broker: ls.Broker, Connected: ls.Connected,
 		Connects: ls.Connects, LastConnect: ls.LastConnect, LastError: ls.LastError,
 		OutboxItems: ob.Items, OutboxBytes: ob.Bytes, OutboxDropped: ob.Dropped, OutboxSent: d.Outbox.Sent(),

@@ -52,12 +52,15 @@ type request struct {
 	topic   string
 	payload []byte
 	// values are what an update carries, by key (for settlement).
-	values   map[string]any
-	sentAt   time.Time // zero: waiting to be sent
-	deadline time.Time
-	timeout  time.Duration
-	retryAt  time.Time // after 429/5xx: not before
-	tries    int       // 429/5xx answers so far
+	values map[string]any
+	sentAt time.Time // zero: waiting to be sent
+	// firstSent is when it was first sent: an answer to any of its copies
+	// (one token) was made after it (agent/clock's round-trip bound).
+	firstSent time.Time
+	deadline  time.Time
+	timeout   time.Duration
+	retryAt   time.Time // after 429/5xx: not before
+	tries     int       // 429/5xx answers so far
 }
 
 // want is a reported value the cloud has not accepted yet.
@@ -435,6 +438,9 @@ func (s *Syncer) sendDue(first int) time.Time {
 			return
 		}
 		r.sentAt, r.deadline = now, now.Add(r.timeout)
+		if r.firstSent.IsZero() {
+			r.firstSent = now
+		}
 		inflight++
 		out = append(out, outgoing{r.topic, r.payload})
 	}

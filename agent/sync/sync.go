@@ -87,6 +87,11 @@ type Options struct {
 	// MaxInFlight bounds the shadow requests awaiting an answer
 	// (default DefaultMaxInFlight).
 	MaxInFlight int
+	// CloudTime, when set, is given the timestamp (Unix seconds) of every
+	// shadow response, and when the request it answers was first sent
+	// (zero when it answers none of ours): the gateway estimates the
+	// cloud's clock from them (agent/clock).
+	CloudTime func(unixSec int64, sent time.Time)
 }
 
 // Stats counts what sync did and refused.
@@ -419,6 +424,20 @@ func (s *Syncer) onMessage(_ context.Context, m *link.Message) {
 	}
 }
 
+// cloudTime passes a response's timestamp on: with when r was first sent
+// if the response answers it (its clientToken), else as a message that
+// answers nothing of ours. sh.mu held when r is a shadow's.
+func (s *Syncer) cloudTime(ts int64, r *request, token string) {
+	if s.o.CloudTime == nil || ts <= 0 {
+		return
+	}
+	var sent time.Time
+	if r != nil && token != "" && r.token == token {
+		sent = r.firstSent
+	}
+	s.o.CloudTime(ts, sent)
+}
+
 func (s *Syncer) bad(m *link.Message, err error) {
 	s.malformed.Add(1)
 	s.log.Warn("ignoring malformed message", "topic", m.Topic, "err", err, "bytes", len(m.Payload))
@@ -443,6 +462,7 @@ func (s *Syncer) onDelta(sh *shadowSync, m *link.Message) {
 		s.bad(m, err)
 		return
 	}
+	s.cloudTime(d.Timestamp, nil, "")
 	sh.mu.Lock()
 	changed, stale := patchSection(&sh.rep.Desired, &sh.rep.DesiredRank, d.State, partialRank(d.Version))
 	s.seen(sh, d.Version)
@@ -464,6 +484,7 @@ type updateAccepted struct {
 		Reported json.RawMessage `json:"reported"`
 	} `json:"state"`
 	Version     int64  `json:"version"`
+	Timestamp   int64  `json:"timestamp"`
 	ClientToken string `json:"clientToken"`
 }
 
@@ -498,6 +519,7 @@ func (s *Syncer) onUpdateAccepted(sh *shadowSync, m *link.Message) {
 		return
 	}
 	sh.mu.Lock()
+	s.cloudTime(a.Timestamp, sh.upd, a.ClientToken)
 	rk := partialRank(a.Version)
 	switch {
 	case clearD:
@@ -526,6 +548,7 @@ func (s *Syncer) onUpdateRejected(sh *shadowSync, m *link.Message) {
 		return
 	}
 	sh.mu.Lock()
+	s.cloudTime(e.Timestamp, sh.upd, e.ClientToken)
 	s.updateRefused(sh, e)
 	sh.mu.Unlock()
 	s.kick()
@@ -538,6 +561,7 @@ type getAccepted struct {
 		Reported map[string]any `json:"reported"`
 	} `json:"state"`
 	Version     int64  `json:"version"`
+	Timestamp   int64  `json:"timestamp"`
 	ClientToken string `json:"clientToken"`
 }
 
@@ -548,6 +572,7 @@ func (s *Syncer) onGetAccepted(sh *shadowSync, m *link.Message) {
 		return
 	}
 	sh.mu.Lock()
+	s.cloudTime(g.Timestamp, sh.get, g.ClientToken)
 	if sh.get == nil || g.ClientToken != sh.get.token {
 		sh.mu.Unlock()
 		return // another client's GET, or an answer to one given up
@@ -575,6 +600,7 @@ func (s *Syncer) onGetRejected(sh *shadowSync, m *link.Message) {
 		return
 	}
 	sh.mu.Lock()
+	s.cloudTime(e.Timestamp, sh.get, e.ClientToken)
 	switch {
 	case sh.get == nil || e.ClientToken != sh.get.token:
 		sh.mu.Unlock()

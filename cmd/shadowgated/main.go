@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/shadowgate/shadowgate/agent/clock/clocktest"
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/daemon"
 	"github.com/shadowgate/shadowgate/agent/version"
@@ -53,7 +54,14 @@ func main() {
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	if err := daemon.Serve(ctx, cfg, log, daemon.Hooks{}, hup); err != nil {
+	var hooks daemon.Hooks
+	if p := os.Getenv(clocktest.Env); p != "" {
+		// Tests only: a wrong system clock, as a Pi without an RTC has.
+		o := clocktest.Options(p)
+		hooks.Clock = &o
+		log.Warn("test clock in use", "file", p)
+	}
+	if err := daemon.Serve(ctx, cfg, log, hooks, hup); err != nil {
 		log.Error("shadowgated stopped", "err", err)
 		os.Exit(1)
 	}

@@ -22,6 +22,7 @@ type Broker struct {
 	dir  string
 	port int
 	cmd  *exec.Cmd
+	tls  bool
 }
 
 // Path finds the mosquitto binary. Without one the test fails with a clear
@@ -49,6 +50,9 @@ type Config struct {
 	// NoDelay adds set_tcp_nodelay to a stock broker: the one setting that
 	// turns Nagle's algorithm off, so that a benchmark compares that alone.
 	NoDelay bool
+	// TLSCert and TLSKey, when set, make the listener TLS with this
+	// server certificate and key (PEM files); URL is then tls://.
+	TLSCert, TLSKey string
 }
 
 // Start starts a tuned mosquitto on a free loopback port; it stops with the
@@ -68,12 +72,15 @@ func StartStock(t testing.TB) *Broker {
 // the test.
 func StartWith(t testing.TB, c Config) *Broker {
 	t.Helper()
-	b := &Broker{t: t, dir: t.TempDir(), port: freePort(t)}
+	b := &Broker{t: t, dir: t.TempDir(), port: freePort(t), tls: c.TLSCert != ""}
 	// user: run as root, mosquitto would switch to the mosquitto user and
 	// could not write its log or persistence file in the test's directory
 	// (and a restart would silently lose every session).
 	conf := fmt.Sprintf("user %s\nlistener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest file %s\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
 		currentUser(), b.port, b.dir, filepath.Join(b.dir, "mosquitto.log"))
+	if b.tls {
+		conf += fmt.Sprintf("certfile %s\nkeyfile %s\n", c.TLSCert, c.TLSKey)
+	}
 	switch {
 	case !c.Stock:
 		conf += "set_tcp_nodelay true\nautosave_interval 1\nmax_queued_messages 100000\nmax_inflight_messages 0\n"
@@ -88,8 +95,13 @@ func StartWith(t testing.TB, c Config) *Broker {
 	return b
 }
 
-// URL is the broker's tcp:// URL.
-func (b *Broker) URL() string { return fmt.Sprintf("tcp://127.0.0.1:%d", b.port) }
+// URL is the broker's tcp:// URL (tls:// with Config.TLSCert).
+func (b *Broker) URL() string {
+	if b.tls {
+		return fmt.Sprintf("tls://127.0.0.1:%d", b.port)
+	}
+	return fmt.Sprintf("tcp://127.0.0.1:%d", b.port)
+}
 
 // Addr is host:port.
 func (b *Broker) Addr() string { return fmt.Sprintf("127.0.0.1:%d", b.port) }

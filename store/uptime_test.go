@@ -1,0 +1,136 @@
+package store_test
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/shadowgate/shadowgate/store"
+)
+
+func finish(t *testing.T, s *store.Store, tid string, wall time.Time) {
+	t.Helper()
+	if err := putCmd(s, &store.Command{TID: tid, Cmd: "GO", Status: store.StatusSuccess, LastAck: json.RawMessage(`{}`), Finished: wall}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func count(t *testing.T, s *store.Store) int64 { t.Helper(); return s.InboxStats().Items }
+
+// A finished command's record expires by the store's uptime, whatever the
+// wall clock said when it finished or says now: a Pi that finished one at
+// "1970" and one at "2076" keeps both for the whole retention.
+func TestExpiryIgnoresTheWallClock(t *testing.T) {
+	s := open(t, store.Options{})
+	finish(t, s, "booted-at-1970", time.Unix(12, 0))
+	finish(t, s, "fifty-years-on", time.Now().AddDate(50, 0, 0))
+	retention := time.Hour
+	var n int
+	s.Update(func(tx *store.Tx) (err error) { n, err = tx.ExpireCommands(s.Uptime() - retention); return err })
+	if n != 0 || count(t, s) != 2 {
+		t.Fatalf("within the retention, %d expired", n)
+	}
+	cut := justAfter(t, s, "fifty-years-on")
+	s.Update(func(tx *store.Tx) (err error) { n, err = tx.ExpireCommands(cut); return err })
+	if n != 2 || count(t, s) != 0 {
+		t.Fatalf("past both, %d expired", n)
+	}
+}
+
+// The uptime goes on across restarts, and a crash never sets it behind a
+// record: it is saved with every command that finishes.
+func TestUptimeSurvivesRestartsAndCrashes(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.db")
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	finish(t, s, "a", time.Now())
+	up := justAfter(t, s, "a") - 1
+	// A crash now: the file as it is on disk, without Close.
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed := filepath.Join(dir, "crashed.db")
+	os.WriteFile(crashed, b, 0o600)
+	atClose := s.Uptime()
+	s.Close()
+
+	s, err = store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := s.Uptime(); u < atClose {
+		t.Fatalf("after a clean stop the uptime went back: %s < %s", u, atClose)
+	}
+	s.Close()
+	c, err := store.Open(crashed, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if u := c.Uptime(); u < up {
+		t.Fatalf("after a crash the uptime %s is behind a record finished at %s", u, up)
+	}
+	var n int
+	c.Update(func(tx *store.Tx) (err error) { n, err = tx.ExpireCommands(c.Uptime() - time.Hour); return err })
+	if n != 0 {
+		t.Fatal("expired after a crash")
+	}
+}
+
+// A schema 4 file (inbox_done keyed by wall-clock nanoseconds) is keyed by
+// uptime 0: its records are kept one full retention from the upgrade on.
+func TestInboxDoneMigratesFromVersion4(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	finish(t, s, "old", time.Now().Add(-time.Hour))
+	s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error {
+		done := tx.Bucket([]byte("inbox_done"))
+		var keys [][]byte
+		done.ForEach(func(k, _ []byte) error { keys = append(keys, append([]byte(nil), k...)); return nil })
+		for _, k := range keys {
+			done.Delete(k)
+			done.Put(append(binary.BigEndian.AppendUint64(nil, uint64(time.Now().Add(-time.Hour).UnixNano())), k[8:]...), nil)
+		}
+		tx.Bucket([]byte("meta")).Delete([]byte("clock/uptime"))
+		return nil
+	})
+	db.Close()
+	setSchema(t, path, 4)
+	s, err = store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var n int
+	s.Update(func(tx *store.Tx) (err error) { n, err = tx.ExpireCommands(s.Uptime() - time.Hour); return err })
+	if n != 0 || count(t, s) != 1 {
+		t.Fatalf("expired %d at once after the migration", n)
+	}
+	s.Update(func(tx *store.Tx) (err error) { n, err = tx.ExpireCommands(1); return err })
+	if n != 1 {
+		t.Fatalf("the migrated record is not filed at uptime 0: %d expired past it", n)
+	}
+	s.View(func(tx *store.Tx) error {
+		if v := tx.SchemaVersion(); v != store.SchemaVersion {
+			t.Errorf("schema %d", v)
+		}
+		return nil
+	})
+}
