@@ -414,7 +414,10 @@ func (c *Clock) sourceChangedLocked(r Reading) {
 	prev := c.source
 	c.source = r.Source
 	if prev == "" && r.Source == SourceNone {
-		c.log.Warn("no trusted clock yet: the system clock is not synchronized and no cloud time has arrived; commands with expires_at wait",
+		// At start this is the normal state until the first cloud answer
+		// (a Pi boots unsynchronized): information, not a warning. A
+		// command that has to wait for it says so itself.
+		c.log.Info("no trusted clock yet: the system clock is not synchronized and no cloud time has arrived; commands with expires_at wait",
 			"system", r.Time.UTC().Format(time.RFC3339))
 		return
 	}
