@@ -365,7 +365,9 @@ func (c *Clock) refreshLocked(now time.Time) {
 	c.lastWall, c.lastMono = wall, now
 	switch {
 	case err != nil && (first || !hadErr):
-		c.log.Warn("cannot tell whether the system clock is synchronized; it is not trusted", "err", err)
+		// The usual case under the hardened unit without timesyncd: the
+		// cloud's time is used instead (logged when it arrives).
+		c.log.Info("cannot tell whether the system clock is synchronized; it is not trusted, the cloud's time will be", "err", err)
 	case k.Synced && !wasSynced:
 		c.log.Info("system clock synchronized", "via", k.Via, "system", wall.UTC().Format(time.RFC3339), "max_error", k.MaxError)
 		c.fireLocked()
