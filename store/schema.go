@@ -21,6 +21,7 @@ import (
 //	inbox_done   finished time (8 bytes BE unix nanos) + tid → nil, for expiry
 //	changes      actuator + 0x00 + id (8 bytes BE) → Change JSON (history.go)
 //	journal      group id → journal entry JSON (multi-actuator changes in flight)
+//	job_runs     tid → the gateway's record of a job execution it ran (agent/jobrun's JSON; jobruns.go)
 //
 // The self-hosted AWS IoT Jobs (agent/jobs, in shadowsvc's file; jobs.go):
 //
@@ -53,6 +54,7 @@ var (
 	bucketInboxDone  = []byte("inbox_done")
 	bucketChanges    = []byte("changes")
 	bucketJournal    = []byte("journal")
+	bucketJobRuns    = []byte("job_runs")
 
 	bucketJobs             = []byte("jobs")
 	bucketJobExecs         = []byte("job_execs")
@@ -71,7 +73,7 @@ var (
 		bucketThingMemberships}
 
 	allBuckets = append([][]byte{bucketMeta, bucketShadows, bucketOutbox, bucketOutboxKeys, bucketInbox,
-		bucketInboxOrder, bucketInboxDone, bucketChanges, bucketJournal}, jobBuckets...)
+		bucketInboxOrder, bucketInboxDone, bucketChanges, bucketJournal, bucketJobRuns}, jobBuckets...)
 
 	// schema 1's history buckets
 	bucketHistoryV1    = []byte("history")
@@ -94,6 +96,7 @@ var migrations = []func(tx *bolt.Tx) error{
 	1: flattenHistory,
 	2: countInbox,
 	3: createBuckets(jobBuckets),
+	4: createBuckets([][]byte{bucketJobRuns}),
 }
 
 // createBuckets is a migration that only adds buckets.

@@ -19,6 +19,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/broker"
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/agent/jobrun"
 	"github.com/shadowgate/shadowgate/agent/jobs"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/localapi"
@@ -45,6 +46,7 @@ type Daemon struct {
 	Link     *link.Link
 	Sync     *sync.Syncer
 	Commands *command.Processor
+	Jobs     *jobrun.Client
 	Outbox   *outbox.Drainer
 	Started  time.Time
 
@@ -256,9 +258,9 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		}
 		return d, err
 	}
-	d.up.attach(l, d.gen.routes.filters())
+	d.up.attach(l, d.gen.routes.filters(), d.gen.routes.optional)
 	d.up.install(d.gen.routes)
-	d.Sync, d.Commands = d.gen.sync, d.gen.commands
+	d.Sync, d.Commands, d.Jobs = d.gen.sync, d.gen.commands, d.gen.jobs
 	// After sync observes the actuators: a group restored after a crash is
 	// a change made at the gateway on purpose, written as desired too (the
 	// cloud may hold the desired state of the group's first half).
@@ -336,14 +338,16 @@ func (d *Daemon) newLink(cfg *config.Config) (*link.Link, string, error) {
 	return l, key, nil
 }
 
-// generation is shadow sync and commands for one configuration: a reload
-// that changes what they see (thing, topic root, conflict policy, which
-// actuator drives which shadow key, command types) replaces them together.
+// generation is shadow sync, commands and jobs for one configuration: a
+// reload that changes what they see (thing, topic root, conflict policy,
+// which actuator drives which shadow key, command types, jobs) replaces
+// them together.
 type generation struct {
 	cfg      *config.Config
 	share    *actuate.Manager // sync observes through it
 	sync     *sync.Syncer
 	commands *command.Processor
+	jobs     *jobrun.Client // job executions, run as commands
 	routes   *routes
 	run      *task
 }
@@ -374,10 +378,17 @@ func (d *Daemon) buildGeneration(cfg *config.Config) (*generation, error) {
 		g.share.Release()
 		return nil, err
 	}
+	// Jobs beside commands: the executions run as commands, whose acks the
+	// client turns into job statuses (it is the processor's Sink).
+	g.jobs = jobrun.New(jobrun.Options{
+		Thing: cfg.Gateway.Thing, Root: cfg.Cloud.TopicRoot, Config: cfg, Store: d.Store, Link: g.routes, Logger: d.log,
+		Off: !cfg.Jobs.On(),
+	})
 	g.commands = command.New(command.Options{
 		Thing: cfg.Gateway.Thing, Config: cfg, Store: d.Store, Manager: d.Manager, Link: g.routes, Outbox: d.Outbox, Logger: d.log,
-		Tracker: d.intakeTracker,
+		Tracker: d.intakeTracker, Sink: g.jobs,
 	})
+	g.jobs.Attach(g.commands)
 	return g, nil
 }
 
@@ -385,7 +396,7 @@ func (d *Daemon) buildGeneration(cfg *config.Config) (*generation, error) {
 // link is up already: they would otherwise wait for the next reconnect to
 // fetch the shadows).
 func (g *generation) start(parent context.Context, hooks bool) {
-	fns := []func(context.Context){g.sync.Run, g.commands.Run}
+	fns := []func(context.Context){g.sync.Run, g.commands.Run, g.jobs.Run}
 	if hooks {
 		fns = append(fns, func(ctx context.Context) {
 			if g.routes.Connected() {
@@ -537,7 +548,7 @@ func (d *Daemon) close() error {
 // backend is the running parts as the local API sees them.
 func (d *Daemon) backend() *localapi.Backend {
 	return &localapi.Backend{
-		Config: d.cfg, Store: d.Store, Manager: d.Manager, Sync: d.gen.sync, Commands: d.gen.commands, Link: d.up.current(),
+		Config: d.cfg, Store: d.Store, Manager: d.Manager, Sync: d.gen.sync, Commands: d.gen.commands, Jobs: d.gen.jobs, Link: d.up.current(),
 		Outbox: d.Outbox, Started: d.Started, Reload: d.Reload,
 	}
 }
@@ -546,14 +557,18 @@ func (d *Daemon) backend() *localapi.Backend {
 func (d *Daemon) statusLine() string {
 	st := d.up.current().Stats()
 	ob := d.Store.OutboxStats()
+	jobs := ""
+	if why := d.gen.jobs.Unavailable(); why != "" {
+		jobs = "; jobs unavailable (" + why + ")"
+	}
 	if st.Connected {
-		return fmt.Sprintf("connected to %s; outbox %d waiting, %d dropped", st.Broker, ob.Items, ob.Dropped)
+		return fmt.Sprintf("connected to %s; outbox %d waiting, %d dropped%s", st.Broker, ob.Items, ob.Dropped, jobs)
 	}
 	why := st.LastError
 	if why == "" {
 		why = "connecting"
 	}
-	return fmt.Sprintf("offline (%s); outbox %d waiting, %d dropped", why, ob.Items, ob.Dropped)
+	return fmt.Sprintf("offline (%s); outbox %d waiting, %d dropped%s", why, ob.Items, ob.Dropped, jobs)
 }
 
 func trimNewline(b []byte) []byte {

@@ -17,6 +17,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/actuate"
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/agent/jobrun"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/outbox"
 	"github.com/shadowgate/shadowgate/agent/sync"
@@ -32,6 +33,7 @@ type Backend struct {
 	Manager  *actuate.Manager
 	Sync     *sync.Syncer
 	Commands *command.Processor
+	Jobs     *jobrun.Client // nil: no jobs
 	Link     *link.Link
 	Outbox   *outbox.Drainer
 	Started  time.Time
