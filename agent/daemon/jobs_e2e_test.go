@@ -168,7 +168,9 @@ func TestJobRunsOnceAndSucceeds(t *testing.T) {
 			t.Fatalf("update without expectedVersion: %v", u)
 		}
 	}
-	waitFor(t, "the status settled", func() bool { return d.Jobs.Stats().Unsent == 0 && d.Store.OutboxStats().Items == 0 || d.Jobs.Stats().Unsent == 0 })
+	waitFor(t, "the status settled", func() bool {
+		return d.Jobs.Stats().Unsent == 0 && d.Store.OutboxStats().Items == 0 || d.Jobs.Stats().Unsent == 0
+	})
 	if st := d.Jobs.Stats(); st.Succeeded != 1 || st.Received != 1 {
 		t.Fatalf("stats %+v", st)
 	}

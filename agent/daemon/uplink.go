@@ -24,14 +24,14 @@ type uplink struct {
 	// to the new generation, never to a stopped one.
 	gate gosync.RWMutex
 
-	mu      gosync.Mutex
+	mu       gosync.Mutex
 	link     *link.Link
 	filters  []string        // subscribed by link
 	optional map[string]bool // of those, the ones the session can do without
-	routes  map[string]link.Handler
-	hooks   []func(context.Context) // the generation's OnConnect
-	base    []func(context.Context) // the uplink's own (outbox), run first
-	run     *task                   // link.Run
+	routes   map[string]link.Handler
+	hooks    []func(context.Context) // the generation's OnConnect
+	base     []func(context.Context) // the uplink's own (outbox), run first
+	run      *task                   // link.Run
 }
 
 func newUplink() *uplink { return &uplink{routes: map[string]link.Handler{}} }
