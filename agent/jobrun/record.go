@@ -119,7 +119,13 @@ func unqueue(tx *store.Tx, r *Run) error {
 }
 
 // Claims reports whether tid is a job execution's (command.Sink).
-func (c *Client) Claims(tid string) bool { return strings.HasPrefix(tid, TIDPrefix) }
+func (c *Client) Claims(tid string) bool {
+	if !strings.HasPrefix(tid, TIDPrefix) {
+		return false
+	}
+	_, _, err := ParseTID(tid)
+	return err == nil
+}
 
 // Ack turns a command ack of a job execution into its status (command.Sink):
 // RUNNING is IN_PROGRESS (with {"awaiting":"approval"} while a technician's
@@ -137,7 +143,9 @@ func (c *Client) Ack(tx *store.Tx, tid string, ack []byte) error {
 	now := c.o.Now()
 	r, err := loadRun(tx, tid)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrCorrupt):
+		// A damaged record must not hold up the command pipeline: the
+		// execution starts a new one.
 		if r, err = c.newRun(tid, now); err != nil {
 			return err
 		}
@@ -156,6 +164,9 @@ func (c *Client) Ack(tx *store.Tx, tid string, ack []byte) error {
 		return nil // queued already
 	}
 	resend := status == r.Status && maps.Equal(details, r.Details)
+	if resend && terminal(r.Cloud) {
+		return nil // the service has ended it: nothing to say again
+	}
 	r.Status, r.Details, r.StepTimeout = status, details, step
 	switch {
 	case a.Status == command.StatusRunning && a.Reason == command.ReasonAwaitingApproval:
