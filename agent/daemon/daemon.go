@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	gosync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/actuate"
@@ -68,6 +69,10 @@ type Daemon struct {
 	outbox   *task
 	api      *localapi.Server
 	ctx      context.Context // the parts run under it; it ends at shutdown
+
+	// jobs is the running generation's jobs client, for the status line
+	// (read outside reloadMu).
+	jobs atomic.Pointer[jobrun.Client]
 
 	linkTracker, intakeTracker *watchdog.Tracker
 	// The embedded shadow service's loops (its link's handler, its
@@ -261,6 +266,7 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	d.up.attach(l, d.gen.routes.filters(), d.gen.routes.optional)
 	d.up.install(d.gen.routes)
 	d.Sync, d.Commands, d.Jobs = d.gen.sync, d.gen.commands, d.gen.jobs
+	d.jobs.Store(d.gen.jobs)
 	// After sync observes the actuators: a group restored after a crash is
 	// a change made at the gateway on purpose, written as desired too (the
 	// cloud may hold the desired state of the group's first half).
@@ -558,7 +564,7 @@ func (d *Daemon) statusLine() string {
 	st := d.up.current().Stats()
 	ob := d.Store.OutboxStats()
 	jobs := ""
-	if why := d.gen.jobs.Unavailable(); why != "" {
+	if why := d.jobs.Load().Unavailable(); why != "" {
 		jobs = "; jobs unavailable (" + why + ")"
 	}
 	if st.Connected {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shadowgate/shadowgate/agent/daemon"
 	"github.com/shadowgate/shadowgate/agent/jobrun"
 	"github.com/shadowgate/shadowgate/agent/jobs"
 	"github.com/shadowgate/shadowgate/agent/link"
@@ -173,5 +174,224 @@ func TestJobRunsOnceAndSucceeds(t *testing.T) {
 	})
 	if st := d.Jobs.Stats(); st.Succeeded != 1 || st.Received != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// An execution the gateway cannot run is REJECTED with statusDetails that
+// say why; it never reaches an actuator.
+func TestJobRejectedWithReason(t *testing.T) {
+	c := newJobsCloud(t)
+	cfg, _ := gatewayConfig(t, "gw-rej", c.broker.URL(), t.TempDir(), "cloud_wins")
+	d := gateway(t, cfg)
+	waitFor(t, "link up", d.Link.Connected)
+	for _, tc := range []struct{ id, doc, reason string }{
+		{"unknown-op", `{"operation":"LAUNCH"}`, `unknown command type "LAUNCH"`},
+		{"bad-args", `{"operation":"SET_SPEED","args":{"speed":500}}`, "invalid args: speed must be ≤ 100"},
+		{"extra-arg", `{"operation":"SET_SPEED","args":{"speed":1,"turbo":true}}`, `unknown arg "turbo"`},
+		{"no-op", `{"args":{}}`, `no "operation"`},
+		{"odd-key", `{"operation":"MOTOR_1_ON","steps":[]}`, `the key "steps"`},
+		{"bad-rollback", `{"operation":"ROLLBACK","args":{"actuator":"jetpack"}}`, `unknown actuator "jetpack"`},
+	} {
+		c.createJob(t, tc.id, tc.doc, "gw-rej")
+		e := c.waitExecution(t, tc.id, "gw-rej", jobs.Rejected)
+		if !strings.Contains(details(e)["reason"], tc.reason) {
+			t.Errorf("%s: reason %q lacks %q", tc.id, details(e)["reason"], tc.reason)
+		}
+	}
+	var h []*store.Change
+	d.Store.View(func(tx *store.Tx) (err error) { h, err = tx.History("gate_motor", 10); return err })
+	if len(h) != 0 {
+		t.Fatalf("a rejected job changed the motor: %+v", h)
+	}
+	if st := d.Jobs.Stats(); st.Rejected != 6 || st.Succeeded != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	// A command on commands/<thing> may not take a job execution's tid.
+	c.send(t, "gw-rej", req("MOTOR_1_ON", jobrun.TID("unknown-op", 1), ""))
+	a := c.waitAck(t, "gw-rej", jobrun.TID("unknown-op", 1), "FAILURE")
+	if !strings.Contains(a.Reason, "reserved for job executions") {
+		t.Fatalf("ack %+v", a)
+	}
+}
+
+// A job that requires approval reports IN_PROGRESS {"awaiting":"approval"}
+// until a technician approves it with shadowctl; then it runs, with the
+// type's timeout as the step timeout. One canceled with force while it
+// waits stops waiting, and never runs.
+func TestJobApprovalAndForcedCancel(t *testing.T) {
+	c := newJobsCloud(t)
+	dir := t.TempDir()
+	cfg, _ := gatewayConfig(t, "gw-appr", c.broker.URL(), dir, "cloud_wins")
+	d := gateway(t, cfg)
+	sock := filepath.Join(dir, "api.sock")
+	waitFor(t, "link up", d.Link.Connected)
+
+	c.createJob(t, "unlock-1", `{"operation":"UNLOCK"}`, "gw-appr")
+	waitFor(t, "awaiting approval in the cloud", func() bool {
+		e := c.execution(t, "unlock-1", "gw-appr")
+		return e != nil && e.Status == jobs.InProgress && details(e)["awaiting"] == "approval"
+	})
+	shadowctl(t, "jobs", "--socket", sock).must(t, 0, "unlock-1", "awaiting approval: shadowctl approve unlock-1")
+	shadowctl(t, "approve", "unlock-1", "--socket", sock).must(t, 0, "approved")
+	e := c.waitExecution(t, "unlock-1", "gw-appr", jobs.Succeeded)
+	if !strings.Contains(details(e)["result"], `"locked":false`) {
+		t.Fatalf("details %v", details(e))
+	}
+	ups := c.updates("gw-appr", "unlock-1")
+	var sawApproved bool
+	for _, u := range ups {
+		if sd, _ := u["statusDetails"].(map[string]any); u["status"] == "IN_PROGRESS" && sd["approval"] == "approved" && u["stepTimeoutInMinutes"] == float64(1) {
+			sawApproved = true
+		}
+	}
+	if !sawApproved {
+		t.Fatalf("no IN_PROGRESS approved with a step timeout: %v", ups)
+	}
+
+	// Canceled with force while awaiting approval.
+	c.createJob(t, "unlock-2", `{"operation":"UNLOCK"}`, "gw-appr")
+	waitFor(t, "the second awaiting approval", func() bool {
+		e := c.execution(t, "unlock-2", "gw-appr")
+		return e != nil && e.Status == jobs.InProgress && details(e)["awaiting"] == "approval"
+	})
+	before := len(history(t, d, "front_door"))
+	if _, err := c.jobs.CancelJob(context.Background(), &jobs.CancelJobRequest{JobID: "unlock-2", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the gateway stops waiting", func() bool {
+		runs, _ := d.Jobs.Runs(10)
+		for _, r := range runs {
+			if r.JobID == "unlock-2" {
+				return r.Status == jobrun.StatusFailed && !r.Unsent && r.Cloud != "" && r.Approval != "pending"
+			}
+		}
+		return false
+	})
+	shadowctl(t, "approve", "unlock-2", "--socket", sock).must(t, 1, "not awaiting approval")
+	if e := c.execution(t, "unlock-2", "gw-appr"); e.Status != jobs.Canceled {
+		t.Fatalf("cloud %+v", e)
+	}
+	if n := len(history(t, d, "front_door")); n != before {
+		t.Fatalf("a canceled job changed the door (%d changes, %d before)", n, before)
+	}
+	var cmd *store.Command
+	d.Store.View(func(tx *store.Tx) (err error) { cmd, err = tx.GetCommand(jobrun.TID("unlock-2", 1)); return err })
+	if cmd.Status != "FAILURE" || !strings.Contains(string(cmd.LastAck), jobrun.ReasonEndedInCloud) {
+		t.Fatalf("command %+v", cmd)
+	}
+	// Nothing more was sent for it: the cloud had ended it.
+	for _, u := range c.updates("gw-appr", "unlock-2") {
+		if u["status"] != "IN_PROGRESS" {
+			t.Fatalf("a status after the cancel: %v", u)
+		}
+	}
+}
+
+// history reads an in-process gateway's history of actuator.
+func history(t *testing.T, d *daemon.Daemon, actuator string) []*store.Change {
+	t.Helper()
+	var h []*store.Change
+	if err := d.Store.View(func(tx *store.Tx) (err error) { h, err = tx.History(actuator, 1000); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// The uplink cut while an execution runs: its final status waits in the
+// outbox and reaches the cloud once the uplink returns.
+func TestJobFinalStatusAfterUplinkCut(t *testing.T) {
+	c := newJobsCloud(t)
+	px := brokertest.NewProxy(t, c.broker.Addr())
+	cfg, _ := gatewayConfig(t, "gw-cut", px.URL(), t.TempDir(), "cloud_wins")
+	d := gateway(t, cfg)
+	waitFor(t, "link up", d.Link.Connected)
+	c.createJob(t, "valve-1", `{"operation":"OPEN_VALVE"}`, "gw-cut") // the valve takes 2.5s
+	waitFor(t, "IN_PROGRESS in the cloud", func() bool {
+		e := c.execution(t, "valve-1", "gw-cut")
+		return e != nil && e.Status == jobs.InProgress && e.VersionNumber >= 3
+	})
+	px.Cut()
+	waitFor(t, "the valve open, offline", func() bool { return read(t, d, "valve")["open"] == true && !d.Link.Connected() })
+	waitFor(t, "SUCCEEDED waiting in the outbox", func() bool {
+		runs, _ := d.Jobs.Runs(1)
+		return len(runs) == 1 && runs[0].Status == jobrun.StatusSucceeded && runs[0].Unsent
+	})
+	if n := d.Store.OutboxStats().Items; n < 1 {
+		t.Fatalf("outbox holds %d items", n)
+	}
+	if e := c.execution(t, "valve-1", "gw-cut"); e.Status != jobs.InProgress {
+		t.Fatalf("cloud %+v while the uplink is cut", e)
+	}
+	px.Restore()
+	c.waitExecution(t, "valve-1", "gw-cut", jobs.Succeeded)
+	waitFor(t, "settled", func() bool { return d.Jobs.Stats().Unsent == 0 })
+	if n := len(history(t, d, "valve")); n != 1 {
+		t.Fatalf("valve changed %d times", n)
+	}
+}
+
+// The answer to the final status is lost: the gateway sends it again with
+// the version it had, meets VersionMismatch, re-reads the execution and
+// settles (the status had landed) instead of guessing or sending forever.
+func TestJobLostAnswerReconciled(t *testing.T) {
+	c := newJobsCloud(t)
+	var mu sync.Mutex
+	dropped := 0
+	px := brokertest.NewFilterProxy(t, c.broker.Addr(), func(topic string, payload []byte) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.HasSuffix(topic, "/jobs/lost-1/update/accepted") && strings.Contains(string(payload), `"SUCCEEDED"`) && dropped == 0 {
+			dropped++
+			return true
+		}
+		return false
+	})
+	cfg, _ := gatewayConfig(t, "gw-lost", px.URL(), t.TempDir(), "cloud_wins")
+	d := gateway(t, cfg)
+	waitFor(t, "link up", d.Link.Connected)
+	c.createJob(t, "lost-1", `{"operation":"MOTOR_1_ON"}`, "gw-lost")
+	c.waitExecution(t, "lost-1", "gw-lost", jobs.Succeeded)
+	waitFor(t, "settled after the re-read", func() bool {
+		runs, _ := d.Jobs.Runs(1)
+		return len(runs) == 1 && !runs[0].Unsent && runs[0].Cloud == jobrun.StatusSucceeded
+	})
+	if st := d.Jobs.Stats(); st.Resent < 1 || st.Refused != 0 {
+		t.Fatalf("stats %+v (want a resend, nothing refused)", st)
+	}
+	var sawGet bool
+	c.mu.Lock()
+	for _, m := range c.jobsMsgs {
+		sawGet = sawGet || m.Topic == root+"gw-lost/jobs/lost-1/get"
+	}
+	c.mu.Unlock()
+	if !sawGet {
+		t.Fatalf("no re-read\n%s", c.jobsLog())
+	}
+}
+
+// A broker that refuses the jobs topics (a policy without them) turns
+// jobs off, says why, and leaves the rest working.
+func TestJobsRefusedTopicsDegradeOnlyJobs(t *testing.T) {
+	c := newJobsCloud(t)
+	px := brokertest.NewPolicyProxy(t, c.broker.Addr(), func(topic string) bool { return strings.Contains(topic, "/jobs/") })
+	dir := t.TempDir()
+	cfg, _ := gatewayConfig(t, "gw-pol", px.URL(), dir, "cloud_wins")
+	d := gateway(t, cfg)
+	waitFor(t, "link up", d.Link.Connected)
+	waitFor(t, "jobs unavailable", func() bool { return strings.Contains(d.Jobs.Stats().State, "unavailable") })
+	if st := d.Jobs.Stats().State; !strings.Contains(st, "refused the subscription") || !strings.Contains(st, "iot:Subscribe") {
+		t.Fatalf("state %q", st)
+	}
+	shadowctl(t, "status", "--socket", filepath.Join(dir, "api.sock")).must(t, 0, "jobs", "unavailable: the broker refused")
+	// Shadows and commands go on.
+	c.desire(t, "gw-pol", "", `{"porch_light":{"on":true}}`)
+	waitFor(t, "desired applied", func() bool { return read(t, d, "porch_light")["on"] == true })
+	c.send(t, "gw-pol", req("MOTOR_1_ON", "pol-1", ""))
+	c.waitAck(t, "gw-pol", "pol-1", "SUCCESS")
+	if !d.Link.Connected() || d.Link.Stats().Connects != 1 {
+		t.Fatalf("the session dropped: %+v", d.Link.Stats())
+	}
+	if len(px.Refused()) == 0 {
+		t.Fatal("the proxy refused nothing")
 	}
 }

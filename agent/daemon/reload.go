@@ -216,6 +216,7 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 	}
 	d.cfg = next
 	d.Config, d.Link, d.Sync, d.Commands, d.Jobs = next, d.up.current(), d.gen.sync, d.gen.commands, d.gen.jobs
+	d.jobs.Store(d.gen.jobs)
 	if d.api != nil {
 		d.api.SetBackend(d.backend())
 	}

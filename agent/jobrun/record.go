@@ -168,6 +168,9 @@ func (c *Client) Ack(tx *store.Tx, tid string, ack []byte) error {
 		return nil // the service has ended it: nothing to say again
 	}
 	r.Status, r.Details, r.StepTimeout = status, details, step
+	if terminal(status) && r.Approval == "pending" {
+		r.Approval = "" // not given: rejected, or the wait ended
+	}
 	switch {
 	case a.Status == command.StatusRunning && a.Reason == command.ReasonAwaitingApproval:
 		r.Approval = "pending"
