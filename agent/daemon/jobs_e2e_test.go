@@ -24,15 +24,23 @@ import (
 // message.
 type jobsCloud struct {
 	*cloud
-	jobs *jobs.Service
+	t        *testing.T
+	jobs     *jobs.Service
+	jobsPath string // apart: the jobs service's own file
+	stopJobs func()
 
 	mu       sync.Mutex
 	jobsMsgs []*link.Message
 }
 
-func newJobsCloud(t *testing.T) *jobsCloud {
+func newJobsCloud(t *testing.T) *jobsCloud { return newJobsCloudWith(t, false) }
+
+// newJobsCloudWith, apart, runs the jobs service on its own link and file,
+// so that stopJobs and startJobs can take it down and back (its session is
+// persistent: requests sent meanwhile wait at the broker).
+func newJobsCloudWith(t *testing.T, apart bool) *jobsCloud {
 	t.Helper()
-	c := &jobsCloud{cloud: &cloud{broker: brokertest.Start(t)}}
+	c := &jobsCloud{cloud: &cloud{broker: brokertest.Start(t)}, t: t}
 	st, err := store.Open(filepath.Join(t.TempDir(), "cloud.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -40,13 +48,19 @@ func newJobsCloud(t *testing.T) *jobsCloud {
 	t.Cleanup(func() { st.Close() })
 	svcLink, _ := link.New(link.Options{Broker: c.broker.URL(), ClientID: "cloud-shadowsvc", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 	c.svc = shadowsvc.New(shadowsvc.Options{Root: root, Link: svcLink, Store: st})
-	c.jobs = jobs.New(jobs.Options{Root: root, Link: svcLink, Store: st})
 	c.svcLink = svcLink
 	runService(t, c.svc)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.jobs.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	if apart {
+		c.jobsPath = filepath.Join(t.TempDir(), "jobs.db")
+		c.startJobs()
+		t.Cleanup(c.stopJobs)
+	} else {
+		c.jobs = jobs.New(jobs.Options{Root: root, Link: svcLink, Store: st})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { c.jobs.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
 	runLink(t, svcLink)
 	c.op, _ = link.New(link.Options{Broker: c.broker.URL(), ClientID: "operator", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 	c.op.Handle(root+"+/shadow/+/+", c.collect)
@@ -59,6 +73,26 @@ func newJobsCloud(t *testing.T) *jobsCloud {
 	runLink(t, c.op)
 	waitFor(t, "cloud connected", func() bool { return svcLink.Connected() && c.op.Connected() })
 	return c
+}
+
+// startJobs runs the jobs service apart, on its file and its own persistent
+// session.
+func (c *jobsCloud) startJobs() {
+	t := c.t
+	st, err := store.Open(c.jobsPath, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := link.New(link.Options{Broker: c.broker.URL(), ClientID: "cloud-jobs", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
+	c.jobs = jobs.New(jobs.Options{Root: root, Link: l, Store: st})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.jobs.Run(ctx) }()
+	go func() { defer wg.Done(); l.Run(ctx) }()
+	waitFor(t, "jobs service connected", l.Connected)
+	var once sync.Once
+	c.stopJobs = func() { once.Do(func() { cancel(); wg.Wait(); st.Close() }) }
 }
 
 func thingArn(thing string) string { return "arn:aws:iot:us-east-1:000000000000:thing/" + thing }

@@ -169,3 +169,35 @@ func TestJobKill9MidExecution(t *testing.T) {
 	}
 	shadowctl(t, "jobs", "valve-k9", "--socket", g.sock).must(t, 0, "interrupted", "history:", "accepted: FAILED")
 }
+
+// The jobs service is down when an execution ends, and the gateway is
+// restarted (kill -9) before it is back: the final status is kept in the
+// store and sent again until the service, back, has it.
+func TestJobStatusKeptAcrossRestartWhileServiceDown(t *testing.T) {
+	c := newJobsCloudWith(t, true)
+	g := startJobGateway(t, c, "gw-down")
+	c.createJob(t, "valve-down", `{"operation":"OPEN_VALVE"}`, "gw-down") // 2.5s
+	waitFor(t, "IN_PROGRESS accepted", func() bool {
+		runs := g.runs(t)
+		return len(runs) == 1 && runs[0].Status == jobrun.StatusInProgress && !runs[0].Unsent
+	})
+	c.stopJobs()
+	waitFor(t, "SUCCEEDED unanswered", func() bool {
+		runs := g.runs(t)
+		return len(runs) == 1 && runs[0].Status == jobrun.StatusSucceeded && runs[0].Unsent
+	})
+	g.kill9(t)
+	g.restart(t)
+	if runs := g.runs(t); runs[0].Status != jobrun.StatusSucceeded || !runs[0].Unsent {
+		t.Fatalf("after the restart: %+v", runs[0])
+	}
+	if st := g.p.status(t); st.Jobs == nil || st.Jobs.Unsent != 1 || st.OutboxItems < 1 {
+		t.Fatalf("status %+v", st.Jobs)
+	}
+	c.startJobs()
+	c.waitExecution(t, "valve-down", "gw-down", jobs.Succeeded)
+	waitFor(t, "settled", func() bool { runs := g.runs(t); return !runs[0].Unsent })
+	if n := len(g.changesOf(t, "valve", jobrun.TID("valve-down", 1))); n != 1 {
+		t.Fatalf("the valve was driven %d times", n)
+	}
+}

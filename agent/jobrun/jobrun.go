@@ -317,11 +317,6 @@ func (c *Client) committed(r *Run) {
 		delete(c.mu.runs, r.TID)
 		c.mu.wantStart = true
 	}
-	if r.Unsent {
-		// A new status replaces what was in flight for the execution: the
-		// answer to the old one is still read (it tells the version).
-		delete(c.mu.retryAt, r.TID)
-	}
 	c.mu.Unlock()
 	c.kick()
 }

@@ -20,8 +20,10 @@ const (
 	cloudNotFound = "NOT_FOUND"
 )
 
+// retryDelay is the wait before the tries'th retry: doubling from
+// minRetry, capped, jittered between half and all of it.
 func retryDelay(tries int) time.Duration {
-	d := min(minRetry<<min(tries, 12), maxRetry)
+	d := min(minRetry<<min(max(tries-1, 0), 12), maxRetry)
 	return d/2 + rand.N(d/2+1)
 }
 
