@@ -24,14 +24,14 @@ type scriptedJobs struct {
 	l     *link.Link
 	thing string
 
-	mu       sync.Mutex
-	version  int64
-	status   string
-	handed   bool
+	mu        sync.Mutex
+	version   int64
+	status    string
+	handed    bool
 	operation string
-	script   []string // the answers to the next updates: "accept", "drop", or an error code
-	getCode  string   // the answer to gets: "" (the execution) or an error code
-	requests []map[string]any
+	script    []string // the answers to the next updates: "accept", "drop", or an error code
+	getCode   string   // the answer to gets: "" (the execution) or an error code
+	requests  []map[string]any
 }
 
 func newScriptedJobs(t *testing.T, b *brokertest.Broker, thing string) *scriptedJobs {
