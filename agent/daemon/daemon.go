@@ -73,6 +73,9 @@ type Daemon struct {
 	// jobs is the running generation's jobs client, for the status line
 	// (read outside reloadMu).
 	jobs atomic.Pointer[jobrun.Client]
+	// cfgJobs are the CONFIG_UPDATE executions, run outside the
+	// generations they replace (configjob.go).
+	cfgJobs configJobs
 
 	linkTracker, intakeTracker *watchdog.Tracker
 	// The embedded shadow service's loops (its link's handler, its
@@ -143,6 +146,8 @@ func (d *Daemon) serve(ctx context.Context, hooks Hooks, hup <-chan os.Signal) {
 	d.up.start(runCtx)
 	d.outbox = startTask(runCtx, d.Outbox.Run)
 	d.gen.start(runCtx, false)
+	wg.Add(1)
+	go func() { defer wg.Done(); d.runConfigJobs(runCtx) }()
 	api, err := localapi.Listen(d.cfg.API.Socket, d.cfg.API.Group, d.backend(), d.log)
 	if err != nil {
 		// The gateway goes on without its local API: actuators and cloud
@@ -210,6 +215,7 @@ func (d *Daemon) shutdown() error {
 
 func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon, err error) {
 	d = &Daemon{Config: cfg, cfg: cfg, log: log, Started: time.Now(), watchdog: watchdog.New(log), up: newUplink()}
+	d.cfgJobs.wake = make(chan struct{}, 1)
 	d.linkTracker = d.watchdog.Track("mqtt message handler", 5*time.Minute)
 	d.intakeTracker = d.watchdog.Track("command intake", 2*time.Minute)
 	d.svcLinkTracker = d.watchdog.Track("shadow service message handler", time.Minute)
@@ -388,7 +394,7 @@ func (d *Daemon) buildGeneration(cfg *config.Config) (*generation, error) {
 	// client turns into job statuses (it is the processor's Sink).
 	g.jobs = jobrun.New(jobrun.Options{
 		Thing: cfg.Gateway.Thing, Root: cfg.Cloud.TopicRoot, Config: cfg, Store: d.Store, Link: g.routes, Logger: d.log,
-		Off: !cfg.Jobs.On(),
+		Off: !cfg.Jobs.On(), ConfigUpdate: d.submitConfigUpdate,
 	})
 	g.commands = command.New(command.Options{
 		Thing: cfg.Gateway.Thing, Config: cfg, Store: d.Store, Manager: d.Manager, Link: g.routes, Outbox: d.Outbox, Logger: d.log,

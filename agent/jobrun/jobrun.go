@@ -100,6 +100,10 @@ type Options struct {
 	// AnswerTimeout is how long a request waits for its answer before it
 	// is sent again (default 10s; it doubles, up to a minute).
 	AnswerTimeout time.Duration
+	// ConfigUpdate, when set, is handed each CONFIG_UPDATE execution once
+	// its IN_PROGRESS is recorded (the daemon's worker, which replaces the
+	// configuration file and reports through Finish). It must not block.
+	ConfigUpdate func(tid string, args map[string]json.RawMessage)
 	// Off (jobs.enabled: false) subscribes to nothing and sends nothing;
 	// executions already in the pipeline are still recorded, their
 	// statuses kept for when jobs are on again.
@@ -560,6 +564,10 @@ func (c *Client) take(tid string, e *execution) {
 	c.log.Info("job execution received", "job", e.JobID, "execution", e.ExecutionNumber, "operation", op, "version", e.VersionNumber)
 	if err != nil {
 		c.rejectDocument(tid, err.Error())
+		return
+	}
+	if doc.Operation == config.ConfigUpdateOperation {
+		c.acceptConfigUpdate(tid, doc)
 		return
 	}
 	payload, _ := json.Marshal(command.Request{Cmd: doc.Operation, TID: tid, Status: command.StatusRequest, Args: doc.Args})
