@@ -14,7 +14,7 @@ CMDS    := $(patsubst cmd/%/main.go,%,$(wildcard cmd/*/main.go))
 # Fuzz targets run briefly in `make fuzz` (not part of `make test`).
 FUZZTIME ?= 20s
 
-.PHONY: all build run test deps lint cross bench fuzz clean deb size
+.PHONY: all build run test test-systemd deps lint cross bench fuzz clean deb size
 
 all: build
 
@@ -24,6 +24,8 @@ build:
 
 run: build
 	@mkdir -p tmp/demo
+	@echo "shadowgate demo. In another terminal, from this directory: $(BIN)/shadowctl status"
+	@echo "From anywhere else, first:  export SHADOWGATE_SOCKET=$(CURDIR)/tmp/demo/api.sock"
 	$(BIN)/shadowgated --config configs/demo.yaml
 
 # deps installs what the tests need when it is missing: mosquitto (the
@@ -44,6 +46,13 @@ deps:
 
 test: deps lint
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+# test-systemd installs the .deb in a Debian bookworm booted with systemd
+# (systemd-nspawn, ../shared/tools/systemd-box) and checks the services as a
+# user meets them: start, STATUS=, reload (good and bad config), watchdog,
+# stop, systemd-analyze security, purge. Root only; skipped otherwise.
+test-systemd:
+	packaging/systemd-test.sh
 
 lint:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './tmp/*')); \
@@ -75,7 +84,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzHandle -fuzztime $(FUZZTIME) ./agent/shadow/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./agent/config/
 
-# deb builds dist/shadowgate_<version>_<arch>.deb for amd64, arm64, armhf.
+# deb builds dist/shadowgate_<version>_<arch>.deb for amd64, arm64, armhf
+# (DEB_ARCHES=amd64:amd64: for one), with the shell completion scripts.
 deb:
 	@mkdir -p dist
 	@for spec in $(DEB_ARCHES); do \
@@ -84,6 +94,8 @@ deb:
 	  for c in shadowgated shadowctl shadowsvc; do \
 	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out/$$c ./cmd/$$c || exit 1; \
 	  done; \
+	  $(GO) run ./cmd/shadowctl completion bash > $$out/shadowctl.bash || exit 1; \
+	  $(GO) run ./cmd/shadowctl completion zsh > $$out/_shadowctl || exit 1; \
 	  ARCH=$$deb VERSION=$(VERSION) $(NFPM) package -f packaging/nfpm.yaml -p deb -t dist/ || exit 1; \
 	done
 	@ls -l dist/*.deb

@@ -71,7 +71,7 @@ func TestSystemdUnitsVerify(t *testing.T) {
 	}
 	root := repoRoot(t)
 	bin := t.TempDir()
-	run(t, root, []string{"CGO_ENABLED=0"}, "go", "build", "-o", bin+"/", "./cmd/shadowgated", "./cmd/shadowsvc")
+	run(t, root, []string{"CGO_ENABLED=0"}, "go", "build", "-o", bin+"/", "./cmd/shadowgated", "./cmd/shadowsvc", "./cmd/shadowctl")
 	for _, unit := range []string{"shadowgated.service", "shadowsvc.service"} {
 		data, err := os.ReadFile(filepath.Join(root, "systemd", unit))
 		if err != nil {
@@ -92,9 +92,44 @@ func TestSystemdUnitsVerify(t *testing.T) {
 		"SupplementaryGroups=gpio i2c dialout", "StateDirectory=shadowgate", "RuntimeDirectory=shadowgate", "ConfigurationDirectory=shadowgate",
 		"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "ProtectKernelTunables=yes",
 		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "DevicePolicy=closed", "DeviceAllow=char-gpiochip rw",
-		"DeviceAllow=char-i2c rw", "DeviceAllow=char-ttyUSB rw", "CapabilityBoundingSet=\n", "ExecReload=/bin/kill -HUP $MAINPID"} {
+		"DeviceAllow=char-i2c rw", "DeviceAllow=char-ttyUSB rw", "CapabilityBoundingSet=\n",
+		// A reload that waits for the daemon's verdict, with a binary the
+		// package ships (a minimal Debian has no /bin/kill).
+		"ExecReload=/usr/bin/shadowctl reload --socket /run/shadowgate/api.sock"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("shadowgated.service lacks %q", want)
+		}
+	}
+}
+
+// The unit and the package make the same directories with the same owners
+// and modes; systemd warns at every start otherwise ("ConfigurationDirectory
+// 'shadowgate' already exists but the mode is different").
+func TestUnitAndPackageAgreeOnDirectories(t *testing.T) {
+	root := repoRoot(t)
+	unit, err := os.ReadFile(filepath.Join(root, "systemd", "shadowgated.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	post, err := os.ReadFile(filepath.Join(root, "packaging", "scripts", "postinst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ unit, postinst string }{
+		// ConfigurationDirectory= is made root-owned; the package gives it
+		// the service's group.
+		{"ConfigurationDirectory=shadowgate\nConfigurationDirectoryMode=0750\n", "chown root:shadowgate /etc/shadowgate "},
+		{"ConfigurationDirectory=shadowgate\nConfigurationDirectoryMode=0750\n", "chmod 0750 /etc/shadowgate\n"},
+		// StateDirectory= is chowned to User=/Group= at every start.
+		{"StateDirectory=shadowgate\nStateDirectoryMode=0750\n", "install -d -o shadowgate -g shadowgate -m 0750 /var/lib/shadowgate\n"},
+		{"RuntimeDirectory=shadowgate\nRuntimeDirectoryMode=0750\n", ""},
+		{"User=shadowgate\nGroup=shadowgate\n", ""},
+	} {
+		if !strings.Contains(string(unit), c.unit) {
+			t.Errorf("shadowgated.service lacks %q", c.unit)
+		}
+		if !strings.Contains(string(post), c.postinst) {
+			t.Errorf("postinst lacks %q", c.postinst)
 		}
 	}
 }
@@ -109,6 +144,8 @@ func TestDebContents(t *testing.T) {
 			"-rwxr-xr-x root/root", "./usr/bin/shadowgated", "./usr/bin/shadowctl", "./usr/bin/shadowsvc",
 			"./lib/systemd/system/shadowgated.service", "./lib/systemd/system/shadowsvc.service",
 			"-rw-r----- root/root", "./etc/shadowgate/shadowgate.yaml", "./usr/share/doc/shadowgate/README.md",
+			"drwxr-x--- root/root", "./etc/shadowgate/",
+			"./usr/share/bash-completion/completions/shadowctl", "./usr/share/zsh/vendor-completions/_shadowctl",
 		} {
 			if !strings.Contains(list, want) {
 				t.Errorf("%s lacks %q:\n%s", arch, want, list)

@@ -146,6 +146,21 @@ func (t *Tx) PutRefused(c *Command) (kept bool, err error) {
 	return err == nil, err
 }
 
+// PutCanceled records a cancel for a tid the inbox does not know (c is
+// finished: FAILURE canceled and its ack), so that the request, arriving
+// later, is answered with that ack and never runs. Like PutRefused it may
+// use the headroom of a sixteenth over the quota (a cancel matters more
+// than a new request); past that it returns an error wrapping ErrInboxFull.
+// It expires with the finished commands (commands.retention). If the tid is
+// known it stores nothing and returns ErrDuplicateTID.
+func (t *Tx) PutCanceled(c *Command) error {
+	if !c.Done() {
+		return fmt.Errorf("store a cancel of %q: the record must be finished, got status %q", c.TID, c.Status)
+	}
+	_, err := t.putNew(c, true)
+	return err
+}
+
 func (t *Tx) putNew(c *Command, headroom bool) (*Command, error) {
 	b := t.tx.Bucket(bucketInbox)
 	if v := b.Get([]byte(c.TID)); v != nil {

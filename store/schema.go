@@ -41,8 +41,8 @@ import (
 // id index "history_ids"; version 2 flattened it into "changes"; version 3
 // counts the inbox's size in meta (its quota) and no longer keeps the request
 // of a finished command; version 4 added the jobs buckets (nothing else
-// changed).
-const SchemaVersion = 4
+// changed); version 5 added job_runs (nothing else changed).
+const SchemaVersion = 5
 
 var (
 	bucketMeta       = []byte("meta")

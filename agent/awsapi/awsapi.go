@@ -72,6 +72,13 @@ func (c *Call) Allows(a Action, thing string) bool {
 	return c.Key == nil || c.Key.Policy.Allows(a, thing)
 }
 
+// AllowsEveryThing reports whether the caller may do a on every thing: a
+// key without a things restriction. Operations that reach things not named
+// in the request (a job on a thing group, a list of the whole fleet) need it.
+func (c *Call) AllowsEveryThing(a Action) bool {
+	return c.Key == nil || c.Key.Policy.Things == nil && (c.Key.Policy.Actions == nil || c.Key.Policy.Actions[a])
+}
+
 // AllowsPublish reports whether the caller may publish on topic.
 func (c *Call) AllowsPublish(topic string) bool {
 	return c.Key == nil || c.Key.Policy.AllowsPublish(topic)
@@ -167,7 +174,8 @@ func (s *Server) Handle(routes ...Route) {
 
 // match returns the route for service, method and path with its
 // parameters; otherwise, a route of another service or method on that path
-// (for the error).
+// (for the error). Service "" (an unsigned request to a server without
+// credentials) matches the first route registered for method and path.
 func (s *Server) match(service, method, escapedPath string) (hit *route, params map[string]string, near *route) {
 	segs := strings.Split(strings.TrimPrefix(escapedPath, "/"), "/")
 	s.mu.RLock()
@@ -177,7 +185,7 @@ func (s *Server) match(service, method, escapedPath string) (hit *route, params 
 		if !ok {
 			continue
 		}
-		if rt.services[service] && rt.Method == method {
+		if (service == "" || rt.services[service]) && rt.Method == method {
 			return rt, p, nil
 		}
 		if near == nil || rt.services[service] {
@@ -269,7 +277,7 @@ func (s *Server) serve(r *http.Request, id string) (res *Response, op string, ke
 	}
 	rt, params, near := s.match(service, r.Method, r.URL.EscapedPath())
 	if rt == nil {
-		if near != nil && !near.services[service] {
+		if near != nil && service != "" && !near.services[service] {
 			return nil, near.Operation, key, Errorf(Forbidden, "Credential should be scoped to correct service: '%s'. ", near.Services[0])
 		}
 		return nil, "", key, Errorf(MethodNotAllowed, "%s", MsgMethodNotAllowed)
@@ -293,7 +301,7 @@ func (s *Server) authenticate(r *http.Request, body []byte) (service string, key
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		if s.o.Credentials == nil {
-			return "iotdata", nil, nil
+			return "", nil, nil // unsigned, unauthenticated: routed by method and path alone
 		}
 		return "", nil, Errorf(Forbidden, "%s", MsgMissingToken)
 	}

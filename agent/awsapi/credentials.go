@@ -11,10 +11,11 @@ import (
 	"strings"
 )
 
-// Action is what a key may do. The control plane (Jobs) adds its own.
+// Action is what a key may do.
 type Action string
 
-// Actions of the iot-data API.
+// Actions of the iot-data API; the jobs APIs (agent/jobs) use read for
+// their Describe…, List… and Get… operations and write for the others.
 const (
 	ActionRead    Action = "read"    // GetThingShadow, ListNamedShadowsForThing
 	ActionWrite   Action = "write"   // UpdateThingShadow, DeleteThingShadow

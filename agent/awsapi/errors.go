@@ -12,6 +12,9 @@ type Error struct {
 	Type    string
 	Status  int
 	Message string
+	// Fields are members of the error's shape besides its message, such
+	// as the iot API's resourceId and resourceArn, written into the body.
+	Fields map[string]any
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (%d): %s", e.Type, e.Status, e.Message) }
@@ -86,16 +89,16 @@ const (
 	MsgUnavailable      = "Service Unavailable"
 )
 
-type errorBody struct {
-	Message string `json:"message"`
-	TraceID string `json:"traceId"`
-}
-
 // writeError writes e as AWS does: the status, x-amzn-ErrorType with the
 // type (AWS appends a colon, which the SDKs strip), the request id, and the
 // JSON body.
 func writeError(w http.ResponseWriter, id string, e *Error) {
-	b, _ := json.Marshal(errorBody{Message: e.Message, TraceID: id})
+	body := make(map[string]any, len(e.Fields)+2)
+	for k, v := range e.Fields {
+		body[k] = v
+	}
+	body["message"], body["traceId"] = e.Message, id
+	b, _ := json.Marshal(body)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	// Written with AWS's spelling; header names are case-insensitive.

@@ -12,6 +12,11 @@
 // the final status of the one before it is on disk, and every command ends
 // with one final ack. So a command whose failure was never written is, after
 // a restart, still ahead of every later command on its actuators.
+//
+// A cancel ({"tid":…,"status":"CANCEL"}) withdraws the request with its tid
+// if it has not started, also one that has not arrived yet (cancel.go).
+// After every (re)connect no command starts until the broker's backlog has
+// arrived, so that a cancel queued behind its request comes first.
 package command
 
 import (
@@ -40,6 +45,8 @@ var (
 // Link is what the processor needs of the MQTT session.
 type Link interface {
 	Handle(filter string, h link.Handler)
+	// OnConnect runs fn after every (re)connect (it begins a backlog hold).
+	OnConnect(fn func(ctx context.Context))
 	Connected() bool
 }
 
@@ -101,6 +108,21 @@ type Processor struct {
 	// arrival order; the intake goroutine acknowledges and schedules them.
 	intake     []*pendingRequest
 	intakeWake chan struct{}
+	// canceling counts, per tid, the cancels received and not yet settled:
+	// the command they cancel does not start meanwhile.
+	canceling map[string]int
+	// hold is the backlog hold (cancel.go): no command starts while it is on.
+	hold struct {
+		on     bool
+		linked bool      // it began at a connect, not at the daemon's start
+		since  time.Time // when it began
+		last   time.Time // the last message received on the command topic
+		over   chan struct{}
+		// down: the link was seen down since the last hold began; the
+		// first message after it begins one (a backlog arrives right after
+		// CONNACK, before the subscriptions and the connect hooks).
+		down bool
+	}
 
 	received, malformed, tooLarge, executed atomic.Int64
 }
@@ -110,14 +132,19 @@ type job struct {
 	plan *plan // nil for a verdict that touches no actuator
 	// verdict, when set, is the final status decided at recovery: the job
 	// only records and sends it, in its place in the lanes.
-	verdict   *verdict
-	lanes     []string
-	started   bool
-	awaiting  atomic.Bool
-	decision  chan bool
-	cancelled bool
+	verdict  *verdict
+	lanes    []string
+	started  bool
+	awaiting atomic.Bool
+	decision chan bool
 	// withdrawn, when set, is the reason a rejection gives (Withdraw).
 	withdrawn atomic.Pointer[string]
+	// shelved: not started when the daemon stopped; it stays in the inbox.
+	shelved bool
+	// abort is closed when a cancel finished the command's record before
+	// it started (it may be awaiting approval).
+	abort     chan struct{}
+	abortOnce sync.Once
 	// preds are the jobs that held its lanes before it and whose final
 	// status may not be durable yet; its own writes land after theirs.
 	preds []*job
@@ -138,8 +165,12 @@ func New(o Options) *Processor {
 		o.Now = time.Now
 	}
 	p := &Processor{o: o, log: o.Logger.With("component", "command"), lanes: map[string][]string{}, active: map[string]*job{},
-		settling: map[string][]*job{}, wake: make(chan struct{}, 1), intakeWake: make(chan struct{}, 1)}
+		settling: map[string][]*job{}, wake: make(chan struct{}, 1), intakeWake: make(chan struct{}, 1), canceling: map[string]int{}}
+	// Nothing starts before the first connect's backlog has arrived (or
+	// backlogHoldMax has passed without one): it may hold a cancel.
+	p.beginHoldLocked(false)
 	o.Link.Handle(RequestTopic(o.Thing), p.onRequest)
+	o.Link.OnConnect(p.onConnect)
 	return p
 }
 
@@ -201,27 +232,44 @@ func (p *Processor) Recover() error {
 // finish their action (commands still queued stay in the inbox).
 func (p *Processor) Run(ctx context.Context) {
 	p.expire()
+	if p.o.Link.Connected() {
+		// Connected before Run (a reload on a live link): hold for what
+		// is still arriving, from now.
+		p.onConnect(ctx)
+	}
 	intakeDone := make(chan struct{})
 	go func() { defer close(intakeDone); p.runIntake(ctx) }()
 	defer func() { <-intakeDone }()
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); p.watchLink(ctx) }()
+	defer func() { <-watchDone }()
 	tick := time.NewTicker(time.Hour)
 	defer tick.Stop()
 	for {
-		p.startRunnable(ctx)
+		var holdEnds <-chan time.Time
+		var holdTimer *time.Timer
+		if left := p.startRunnable(ctx); left > 0 {
+			holdTimer = time.NewTimer(left)
+			holdEnds = holdTimer.C
+		}
 		select {
 		case <-ctx.Done():
 			p.mu.Lock()
 			for _, j := range p.active {
 				if !j.started {
-					j.cancelled = true
+					j.shelved = true
 				}
 			}
 			p.mu.Unlock()
 			p.jobs.Wait()
 			return
 		case <-p.wake:
+		case <-holdEnds:
 		case <-tick.C:
 			p.expire()
+		}
+		if holdTimer != nil {
+			holdTimer.Stop()
 		}
 	}
 }
@@ -276,7 +324,7 @@ func (p *Processor) schedule(tid string, pl *plan, v *verdict) {
 			lanes = append(lanes, c.Actuator)
 		}
 	}
-	j := &job{tid: tid, plan: pl, verdict: v, lanes: lanes, decision: make(chan bool, 1), landed: make(chan struct{})}
+	j := &job{tid: tid, plan: pl, verdict: v, lanes: lanes, decision: make(chan bool, 1), landed: make(chan struct{}), abort: make(chan struct{})}
 	if v == nil && pl.typ.RequiresApproval {
 		j.awaiting.Store(true)
 	}
@@ -289,11 +337,16 @@ func (p *Processor) schedule(tid string, pl *plan, v *verdict) {
 	p.poke()
 }
 
-func (p *Processor) startRunnable(ctx context.Context) {
+// startRunnable starts the jobs at the head of all their lanes; while the
+// backlog hold is on it starts none and returns how long the hold lasts.
+func (p *Processor) startRunnable(ctx context.Context) (held time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if left := p.holdLeftLocked(p.o.Now()); left > 0 {
+		return left
+	}
 	for _, j := range p.active {
-		if j.started || j.cancelled || ctx.Err() != nil {
+		if j.started || j.shelved || ctx.Err() != nil || p.canceling[j.tid] > 0 {
 			continue
 		}
 		head := true
@@ -327,6 +380,7 @@ func (p *Processor) startRunnable(ctx context.Context) {
 			}
 		}()
 	}
+	return 0
 }
 
 // release takes a job out of its lanes; finishing, it stays in settling
@@ -334,6 +388,18 @@ func (p *Processor) startRunnable(ctx context.Context) {
 func (p *Processor) release(j *job, finishing bool) {
 	p.mu.Lock()
 	delete(p.active, j.tid)
+	p.dropFromLanesLocked(j)
+	if finishing {
+		for _, l := range j.lanes {
+			p.settling[l] = append(p.settling[l], j)
+		}
+	}
+	p.mu.Unlock()
+	p.poke()
+}
+
+// dropFromLanesLocked takes j out of its actuators' queues.
+func (p *Processor) dropFromLanesLocked(j *job) {
 	for _, l := range j.lanes {
 		q := p.lanes[l]
 		for i, tid := range q {
@@ -342,12 +408,10 @@ func (p *Processor) release(j *job, finishing bool) {
 				break
 			}
 		}
-		if finishing {
-			p.settling[l] = append(p.settling[l], j)
+		if len(p.lanes[l]) == 0 {
+			delete(p.lanes, l)
 		}
 	}
-	p.mu.Unlock()
-	p.poke()
 }
 
 // settled drops a job from settling once its final status is durable (or
@@ -414,8 +478,19 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 		switch ok, reason := p.awaitApproval(ctx, j); {
 		case reason == "shutdown":
 			return nil // still pending in the inbox; asked again after restart
+		case reason == ReasonCanceled:
+			return func() {} // the cancel wrote its final status and ack
 		case !ok:
 			return finish(StatusFailure, reason, nil)
+		}
+		// Approved during a backlog hold: a cancel may be on its way.
+		if !p.waitUnheld(ctx, j) {
+			select {
+			case <-j.abort:
+				return func() {}
+			default:
+				return nil // stopping: approved but not started; asked again after restart
+			}
 		}
 	}
 	if !j.plan.expires.IsZero() && !p.o.Now().Before(j.plan.expires) {
@@ -430,6 +505,9 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 			return err
 		}
 		_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error {
+			if c.Done() {
+				return errRevoked // a cancel came first; touch nothing
+			}
 			if c.Started.IsZero() {
 				c.Started = p.o.Now()
 			}
@@ -466,6 +544,13 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 			return nil // not started; runs after the restart, still in order
 		}
 	}
+	if errors.Is(err, errRevoked) {
+		// Refused before it touched anything: the cancel's FAILURE
+		// canceled is its final status, durable already.
+		j.final.done.Store(true)
+		p.log.Info("command not started: it was canceled", "tid", j.tid)
+		return func() {}
+	}
 	p.executed.Add(1)
 	if err != nil {
 		reason := err.Error()
@@ -498,14 +583,22 @@ func (p *Processor) awaitApproval(ctx context.Context, j *job) (bool, string) {
 			return false, ReasonRejected
 		}
 		p.o.Store.Update(func(tx *store.Tx) error {
-			_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error { c.Approval = "approved"; return nil })
-			if err == nil && p.o.Sink != nil && p.o.Sink.Claims(j.tid) {
+			var done bool
+			_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error {
+				if done = c.Done(); !done { // a cancel may have finished it meanwhile
+					c.Approval = "approved"
+				}
+				return nil
+			})
+			if err == nil && !done && p.o.Sink != nil && p.o.Sink.Claims(j.tid) {
 				// A sink reports the approval (the status leaves "awaiting").
 				err = p.o.Sink.Ack(tx, j.tid, p.ack(j.tid, StatusRunning, "", nil))
 			}
 			return err
 		})
 		return true, ""
+	case <-j.abort:
+		return false, ReasonCanceled
 	case <-expire:
 		return false, "expired at " + j.plan.expires.UTC().Format(time.RFC3339) + " while awaiting approval"
 	case <-ctx.Done():
@@ -536,7 +629,13 @@ func (p *Processor) heartbeat(j *job) (stop func()) {
 					reason = ReasonAwaitingApproval
 				}
 				ack := p.ack(j.tid, StatusRunning, reason, nil)
-				if err := p.o.Store.Update(func(tx *store.Tx) error { return p.enqueueAck(tx, ack) }); err != nil {
+				if err := p.o.Store.Update(func(tx *store.Tx) error {
+					// No heartbeat after a final ack (a cancel's).
+					if c, err := tx.GetCommand(j.tid); err == nil && c.Done() {
+						return nil
+					}
+					return p.enqueueAck(tx, ack)
+				}); err != nil {
 					p.log.Warn("queue heartbeat", "tid", j.tid, "err", err)
 					continue
 				}
@@ -555,11 +654,16 @@ func (p *Processor) heartbeat(j *job) (stop func()) {
 // command is then settled by Recover after the restart.
 func (p *Processor) finish(ctx context.Context, j *job, status, reason string, result map[string]any) (settle func()) {
 	ack := p.ack(j.tid, status, reason, result)
+	var already bool
 	write := func(tx *store.Tx) error {
+		already = false
 		if err := j.predsLanded(tx); err != nil {
 			return err
 		}
 		_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error {
+			if c.Done() {
+				return errAlreadyFinal // a cancel's; one final ack per command
+			}
 			c.Status, c.LastAck, c.Finished = status, ack, p.o.Now()
 			c.Request = nil // a resend is answered from LastAck alone
 			if c.Approval == "pending" {
@@ -567,6 +671,11 @@ func (p *Processor) finish(ctx context.Context, j *job, status, reason string, r
 			}
 			return nil
 		})
+		if errors.Is(err, errAlreadyFinal) {
+			already = true
+			j.final.set(tx)
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -612,6 +721,10 @@ func (p *Processor) finish(ctx context.Context, j *job, status, reason string, r
 			wait = p.o.Store.Submit(write)
 		}
 		p.o.Outbox.Kick()
+		if already {
+			p.log.Info("command was canceled first; its result is not sent", "tid", j.tid, "status", status)
+			return
+		}
 		if status == StatusFailure {
 			p.log.Warn("command failed", "tid", j.tid, "reason", clip(reason, maxReason))
 		} else {

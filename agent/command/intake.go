@@ -60,8 +60,9 @@ type pendingRequest struct {
 // intake is what a request becomes in the inbox: its record, its first ack
 // and what to do once they are durable.
 type intake struct {
-	tid   string
-	write func(tx *store.Tx) error // re-runnable: it acts only through tx
+	tid    string
+	cancel bool                     // a cancel, not a request
+	write  func(tx *store.Tx) error // re-runnable: it acts only through tx
 	// settled runs once the write is durable, with the outcome of the
 	// transaction that committed it.
 	settled func()
@@ -77,11 +78,24 @@ type intake struct {
 // one are written again, in order).
 func (p *Processor) onRequest(_ context.Context, m *link.Message) {
 	p.received.Add(1)
+	p.mu.Lock()
+	if p.hold.down || !p.o.Link.Connected() {
+		// The first message after the link was down: a backlog may be
+		// arriving, with cancels behind requests.
+		p.hold.down = false
+		p.beginHoldLocked(true)
+	}
+	p.hold.last = p.o.Now() // a backlog is still arriving
+	p.mu.Unlock()
 	in := p.intakeOf(m.Payload, true)
 	if in == nil {
 		return // nobody to answer; counted and logged. The message is acknowledged.
 	}
-	p.log.Debug("command request received", "tid", in.tid, "bytes", len(m.Payload))
+	if in.cancel {
+		p.log.Debug("command cancel received", "tid", in.tid, "bytes", len(m.Payload))
+	} else {
+		p.log.Debug("command request received", "tid", in.tid, "bytes", len(m.Payload))
+	}
 	p.take(in, m.Defer())
 }
 
@@ -105,6 +119,10 @@ func (p *Processor) Offer(payload []byte, done func(ok bool)) bool {
 func (p *Processor) take(in *intake, done func(ok bool)) {
 	pr := &pendingRequest{in: in, done: done}
 	p.mu.Lock()
+	if in.cancel {
+		// Until it is settled, the command it cancels does not start.
+		p.canceling[in.tid]++
+	}
 	var prev *mark
 	if n := len(p.intake); n > 0 {
 		prev = p.intake[n-1].att
@@ -159,6 +177,12 @@ func (p *Processor) intakeOf(payload []byte, fromLink bool) *intake {
 			return nil
 		}
 		reason = err
+		if fromLink && p.o.Sink != nil && p.o.Sink.Claims(r.TID) {
+			return p.reservedIntake(r.TID) // a job execution's: not the requester's to run or cancel
+		}
+		if reason == nil && r.Status == StatusCancel {
+			return p.cancelIntakeOf(r, now)
+		}
 	}
 	if fromLink && p.o.Sink != nil && p.o.Sink.Claims(r.TID) {
 		return p.reservedIntake(r.TID)
@@ -196,6 +220,7 @@ func (p *Processor) intakeOf(payload []byte, fromLink bool) *intake {
 	var outcome int
 	var kept bool
 	var why error
+	var dupAck []byte
 	write := func(tx *store.Tx) error {
 		rec := c
 		old, err := tx.PutCommand(&rec)
@@ -211,6 +236,7 @@ func (p *Processor) intakeOf(payload []byte, fromLink bool) *intake {
 			if a == nil {
 				a = p.ack(r.TID, StatusRunning, "", nil)
 			}
+			dupAck = a
 			return p.enqueueAck(tx, a)
 		case errors.Is(err, store.ErrInboxFull):
 			outcome, why = refused, err
@@ -229,6 +255,11 @@ func (p *Processor) intakeOf(payload []byte, fromLink bool) *intake {
 	settled := func() {
 		switch {
 		case outcome == duplicate:
+			var a Ack
+			if json.Unmarshal(dupAck, &a) == nil && a.Status == StatusFailure && a.Reason == ReasonCanceled {
+				p.log.Info("request of a canceled tid; answered FAILURE canceled, not run", "tid", r.TID, "cmd", c.Cmd)
+				break
+			}
 			p.log.Info("duplicate command tid; answered with its recorded ack", "tid", r.TID)
 		case outcome == damaged:
 			p.log.Error("command refused: its stored record is damaged", "tid", r.TID, "err", why)

@@ -38,12 +38,17 @@ type Ack struct {
 	TS     string         `json:"ts"`
 }
 
-// Statuses.
+// Statuses. REQUEST and CANCEL are the requester's, the others the
+// gateway's.
 const (
 	StatusRequest = "REQUEST"
 	StatusRunning = "RUNNING"
 	StatusSuccess = "SUCCESS"
 	StatusFailure = "FAILURE"
+	// StatusCancel withdraws the request with the same tid:
+	// {"tid":"…","status":"CANCEL"}. It is a step in that request's
+	// transaction, not a command of its own (see cancel.go).
+	StatusCancel = "CANCEL"
 )
 
 // Reasons a command fails or waits, stable for operators' scripts.
@@ -53,6 +58,15 @@ const (
 	ReasonTimeout          = "timeout"
 	ReasonRejected         = "rejected at the gateway"
 	ReasonShuttingDown     = "gateway shutting down"
+	// ReasonCanceled ends a command that a cancel reached before it
+	// touched any hardware (or before it arrived at all).
+	ReasonCanceled = "canceled"
+	// ReasonCancelTooLate answers a cancel (with RUNNING) for a command
+	// that is already driving hardware; its own final ack follows.
+	ReasonCancelTooLate = "too late to cancel: the command is running"
+	// ReasonCancelNotRecorded starts the answer to a cancel of an unknown
+	// tid that the inbox has no room to remember.
+	ReasonCancelNotRecorded = "cancel not recorded"
 )
 
 // MaxTIDLen bounds a transaction id.

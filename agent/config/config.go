@@ -102,7 +102,10 @@ type Quota struct {
 	MaxBytes ByteSize `yaml:"max_bytes"`
 }
 
-// API is the local API for shadowctl.
+// API is the local API for shadowctl. The socket has mode 0660; Group, if
+// set, is given to it (the .deb's config says shadowgate). Without it the
+// socket keeps the daemon's own group: under the unit that is shadowgate
+// too (Group=), and a demo run by a user needs no group that may not exist.
 type API struct {
 	Socket string `yaml:"socket"`
 	Group  string `yaml:"group"`

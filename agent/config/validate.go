@@ -28,7 +28,6 @@ const (
 	DefaultHistoryBytes   = 8 << 20
 	DefaultHistory        = 100
 	DefaultSocket         = "/run/shadowgate/api.sock"
-	DefaultSocketGroup    = "shadowgate"
 	DefaultHeartbeat      = 10 * time.Second
 	DefaultRetention      = 168 * time.Hour
 	DefaultCommandTimeout = 60 * time.Second
@@ -107,9 +106,6 @@ func (c *Config) applyDefaults() {
 	}
 	if c.API.Socket == "" {
 		c.API.Socket = DefaultSocket
-	}
-	if c.API.Group == "" {
-		c.API.Group = DefaultSocketGroup
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"

@@ -12,6 +12,9 @@ import (
 // parseArgs parses flags wherever they stand among the arguments (so that
 // `rollback porch_light --steps 2` works) and returns the positional ones.
 func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	if described(fs, args) {
+		return nil, errDescribed
+	}
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -28,46 +27,40 @@ const DefaultSocket = config.DefaultSocket
 
 // localFlags are the flags every gateway command takes.
 type localFlags struct {
-	socket string
-	json   bool
+	socket     string
+	json       bool
+	configFile string
 }
 
 func (f *localFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.socket, "socket", "", "the daemon's API socket (default: $SHADOWGATE_SOCKET, api.socket of /etc/shadowgate/shadowgate.yaml, or "+DefaultSocket+")")
+	fs.StringVar(&f.socket, "socket", "", "the `path` of the daemon's API socket (default: $SHADOWGATE_SOCKET, the settings file's, api.socket of "+DefaultConfigPath+" or "+DefaultSocket+", else the demo's "+DemoSocket+")")
 	fs.BoolVar(&f.json, "json", false, "print JSON instead of a table")
+	fs.StringVar(&f.configFile, "config", "", settingsUsage)
 }
 
-func (f *localFlags) socketPath() string {
-	if f.socket != "" {
-		return f.socket
-	}
-	if s := os.Getenv("SHADOWGATE_SOCKET"); s != "" {
-		return s
-	}
-	if c, err := config.Load(DefaultConfigPath); err == nil {
-		return c.API.Socket
-	}
-	return DefaultSocket
-}
+// settingsUsage describes --config, for the gateway and the MQTT commands.
+const settingsUsage = "settings `file`: shadowctl's (default ~/.config/shadowgate/shadowctl.yaml; keys as the flags: socket, broker, topic_root, ca, …) or a gateway's configuration (its api.socket, broker and topic root)"
 
 // apiClient talks to the daemon's local API.
 type apiClient struct {
-	socket string
+	target socketTarget
+	also   []socketTarget // tried before, for the error message
 	http   *http.Client
 }
 
-func newAPIClient(socket string) *apiClient {
-	return &apiClient{socket: socket, http: &http.Client{
+func newAPIClient(t socketTarget, also []socketTarget) *apiClient {
+	return &apiClient{target: t, also: also, http: &http.Client{
 		Timeout: 90 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return d.DialContext(ctx, "unix", t.path)
 		}},
 	}}
 }
 
 // call does one request; a daemon that cannot be reached is an exitError
-// with ExitNoDaemon and a sentence saying what to check.
+// with ExitNoDaemon saying which socket was tried, why it failed, and what
+// to check.
 func (c *apiClient) call(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -81,16 +74,11 @@ func (c *apiClient) call(ctx context.Context, method, path string, body, out any
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		msg := fmt.Sprintf("cannot reach shadowgated at %s: %v", c.socket, unwrapURL(err))
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			msg += "\nIs it running? Check: systemctl status shadowgated (or pass --socket)"
-		case errors.Is(err, os.ErrPermission):
-			msg += "\nYour user needs to be in the socket's group (shadowgate): sudo usermod -aG shadowgate $USER, then log in again"
-		default:
-			msg += "\nIs it running? Check: systemctl status shadowgated"
+		var op *net.OpError
+		if ctx.Err() != nil || !errors.As(err, &op) || op.Op != "dial" {
+			return &exitError{code: ExitNoDaemon, msg: fmt.Sprintf("shadowgated at %s did not answer: %v", c.target, unwrapURL(err))}
 		}
-		return &exitError{code: ExitNoDaemon, msg: msg}
+		return &exitError{code: ExitNoDaemon, msg: dialProblem(c.target, c.also, unwrapURL(err))}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -134,7 +122,11 @@ func localCommand(setup func(fs *flag.FlagSet), run func(e *env, f *localFlags, 
 		if err != nil {
 			return err
 		}
-		return run(e, &f, newAPIClient(f.socketPath()), pos)
+		t, also, err := f.target()
+		if err != nil {
+			return err
+		}
+		return run(e, &f, newAPIClient(t, also), pos)
 	}
 }
 
@@ -435,7 +427,7 @@ func localCommands() []cliCommand {
 		{"shadows", "the gateway's replica of each shadow (connected, desired, reported, delta)", "shadowctl shadows [--json]\n\nCONNECTED is the presence the cloud records in the classic shadow (reported.connected\nand reported.presence: since when, the gateway's session): yes, no, or - when none.",
 			localCommand(nil, runShadows)},
 		{"history", "recorded changes, newest first", "shadowctl history [ACTUATOR] [-n N] [--json]\n\nExamples:\n  shadowctl history\n  shadowctl history gate_motor -n 5",
-			localCommand(func(fs *flag.FlagSet) { fs.IntVar(&histN, "n", 20, "how many changes") },
+			localCommand(func(fs *flag.FlagSet) { fs.IntVar(&histN, "n", 20, "show the last `N` changes") },
 				func(e *env, f *localFlags, c *apiClient, a []string) error { return runHistory(e, f, c, a, histN) })},
 		{"rollback", "drive an actuator back to a recorded state (works offline)",
 			"shadowctl rollback ACTUATOR [--steps N | --to ID]\n       shadowctl rollback --to ID\n       shadowctl rollback --group GROUP\n\nExamples:\n  shadowctl rollback porch_light             # undo the last change\n  shadowctl rollback gate_motor --steps 3    # undo the last three\n  shadowctl rollback --to 42                 # back to the state after history entry 42",
@@ -450,7 +442,7 @@ func localCommands() []cliCommand {
 			"shadowctl set ACTUATOR key=value...\n\nValues are JSON where they parse as JSON (true, 40), strings otherwise.\n\nExamples:\n  shadowctl set porch_light on=true\n  shadowctl set gate_motor running=true speed=40",
 			localCommand(nil, runSet)},
 		{"commands", "commands in the inbox with their status", "shadowctl commands [-n N] [--json]",
-			localCommand(func(fs *flag.FlagSet) { fs.IntVar(&cmdN, "n", 50, "how many commands") },
+			localCommand(func(fs *flag.FlagSet) { fs.IntVar(&cmdN, "n", 50, "show the last `N` commands") },
 				func(e *env, f *localFlags, c *apiClient, a []string) error { return runCommands(e, f, c, a, cmdN) })},
 		{"approve", "let a command (or job execution) that requires approval run", "shadowctl approve TID|JOB_ID\n\nExamples:\n  shadowctl approve 7f3c9e\n  shadowctl approve unlock-front    # a job awaiting approval (shadowctl jobs)", localCommand(nil, runDecide(true))},
 		{"reject", "fail a command (or reject a job execution) that requires approval", "shadowctl reject TID|JOB_ID", localCommand(nil, runDecide(false))},

@@ -6,16 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
@@ -39,45 +34,35 @@ type mqttFlags struct {
 	Key          string        `yaml:"key"`
 	Username     string        `yaml:"username"`
 	PasswordFile string        `yaml:"password_file"`
+	Socket       string        `yaml:"socket"` // the gateway commands'
 	Timeout      time.Duration `yaml:"-"`
 	JSON         bool          `yaml:"-"`
 	configFile   string
 }
 
 func (m *mqttFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&m.Broker, "broker", "", "MQTT broker URL (SHADOWCTL_BROKER; default tcp://127.0.0.1:1883)")
-	fs.StringVar(&m.ClientID, "client-id", "", "MQTT client id (default shadowctl-<random>)")
-	fs.StringVar(&m.TopicRoot, "topic-root", "", `shadow topic root (SHADOWCTL_TOPIC_ROOT; default "$aws/things/")`)
-	fs.StringVar(&m.Presence, "presence-topic", "", `the gateways' presence topic, {thing} for the thing (SHADOWCTL_PRESENCE_TOPIC; default "`+defaultPresenceTopic+`")`)
-	fs.StringVar(&m.CA, "ca", "", "CA bundle PEM (SHADOWCTL_CA)")
-	fs.StringVar(&m.Cert, "cert", "", "client certificate PEM (SHADOWCTL_CERT)")
-	fs.StringVar(&m.Key, "key", "", "client key PEM (SHADOWCTL_KEY)")
-	fs.StringVar(&m.Username, "username", "", "MQTT username (SHADOWCTL_USERNAME)")
-	fs.StringVar(&m.PasswordFile, "password-file", "", "file holding the MQTT password (SHADOWCTL_PASSWORD_FILE)")
+	fs.StringVar(&m.Broker, "broker", "", "MQTT broker `URL` (SHADOWCTL_BROKER; default tcp://127.0.0.1:1883)")
+	fs.StringVar(&m.ClientID, "client-id", "", "MQTT client `id` (default shadowctl-<random>)")
+	fs.StringVar(&m.TopicRoot, "topic-root", "", "shadow topic `root` (SHADOWCTL_TOPIC_ROOT; default \"$aws/things/\")")
+	fs.StringVar(&m.Presence, "presence-topic", "", "the gateways' presence `topic`, {thing} for the thing (SHADOWCTL_PRESENCE_TOPIC; default \""+defaultPresenceTopic+"\")")
+	fs.StringVar(&m.CA, "ca", "", "CA bundle PEM `file` (SHADOWCTL_CA)")
+	fs.StringVar(&m.Cert, "cert", "", "client certificate PEM `file` (SHADOWCTL_CERT)")
+	fs.StringVar(&m.Key, "key", "", "client key PEM `file` (SHADOWCTL_KEY)")
+	fs.StringVar(&m.Username, "username", "", "MQTT user `name` (SHADOWCTL_USERNAME)")
+	fs.StringVar(&m.PasswordFile, "password-file", "", "`file` holding the MQTT password (SHADOWCTL_PASSWORD_FILE)")
 	fs.DurationVar(&m.Timeout, "timeout", 10*time.Second, "how long to wait for the broker and for answers")
 	fs.BoolVar(&m.JSON, "json", false, "print JSON")
-	fs.StringVar(&m.configFile, "config", "", "settings file (default ~/.config/shadowgate/shadowctl.yaml)")
+	fs.StringVar(&m.configFile, "config", "", settingsUsage)
 }
 
 // resolve fills unset fields from the environment, the settings file and
 // the defaults. It may be called more than once.
 func (m *mqttFlags) resolve() error {
-	var file mqttFlags
-	path := m.configFile
-	if path == "" {
-		if home, err := os.UserHomeDir(); err == nil {
-			path = filepath.Join(home, ".config", "shadowgate", "shadowctl.yaml")
-		}
+	st, err := readSettings(m.configFile)
+	if err != nil {
+		return err
 	}
-	if data, err := os.ReadFile(path); err == nil {
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&file); err != nil && !errors.Is(err, io.EOF) {
-			return usagef("settings file %s: %v", path, err)
-		}
-	} else if m.configFile != "" {
-		return usagef("settings file: %v", err)
-	}
+	file := st.mqttFlags
 	pick := func(flagVal *string, env, fileVal, def string) {
 		switch {
 		case *flagVal != "":
@@ -360,11 +345,18 @@ type sendOptions struct {
 type outcome struct {
 	Thing  string         `json:"thing"`
 	TID    string         `json:"tid"`
+	Cmd    string         `json:"cmd,omitempty"`
 	Status string         `json:"status"` // SUCCESS, FAILURE, or GAVE UP
 	Reason string         `json:"reason,omitempty"`
 	Result map[string]any `json:"result,omitempty"`
 	Tries  int            `json:"tries"`
 	Took   time.Duration  `json:"took_ns"`
+	// ExpiresAt is the request's expires_at (RFC 3339, UTC), if it had one.
+	ExpiresAt string `json:"expires_at,omitempty"`
+	// Cancel, after a give-up, is how to withdraw the request.
+	Cancel string `json:"cancel,omitempty"`
+	// unanswered: the gateway never answered (the broker may hold it).
+	unanswered bool
 }
 
 const statusGaveUp = "GAVE UP"
@@ -374,13 +366,14 @@ const statusGaveUp = "GAVE UP"
 // follow RUNNING heartbeats and fail when they stop.
 func sendOne(ctx context.Context, sess *session, acks <-chan command.Ack, thing, cmd, tid string, args map[string]any, o sendOptions, progress func(string)) outcome {
 	t0 := time.Now()
-	out := outcome{Thing: thing, TID: tid}
+	out := outcome{Thing: thing, TID: tid, Cmd: cmd}
 	req := map[string]any{"cmd": cmd, "tid": tid, "status": command.StatusRequest}
 	if len(args) > 0 {
 		req["args"] = args
 	}
 	if o.expires > 0 {
-		req["expires_at"] = time.Now().Add(o.expires).UTC().Format(time.RFC3339)
+		out.ExpiresAt = time.Now().Add(o.expires).UTC().Format(time.RFC3339)
+		req["expires_at"] = out.ExpiresAt
 	}
 	payload, _ := json.Marshal(req)
 	wait := o.backoff
@@ -408,15 +401,47 @@ func sendOne(ctx context.Context, sess *session, acks <-chan command.Ack, thing,
 				break answer
 			case <-ctx.Done():
 				timer.Stop()
-				out.Status, out.Reason, out.Took = statusGaveUp, "interrupted", time.Since(t0)
+				out.Status, out.Took = statusGaveUp, time.Since(t0)
+				out.Reason = "interrupted before an answer; " + mayStillRun(thing, out.ExpiresAt)
+				out.Cancel, out.unanswered = cancelHint(thing, tid), true
 				return out
 			}
 		}
 		wait = min(wait*2, o.maxWait)
 	}
 	out.Status, out.Took = statusGaveUp, time.Since(t0)
-	out.Reason = fmt.Sprintf("no answer after %d tries over %s: is %s online? (shadowctl shadow watch %s shows its status)", out.Tries, out.Took.Round(100*time.Millisecond), thing, thing)
+	out.Reason = fmt.Sprintf("no answer after %d tries over %s; %s", out.Tries, out.Took.Round(100*time.Millisecond), mayStillRun(thing, out.ExpiresAt))
+	out.Cancel, out.unanswered = cancelHint(thing, tid), true
 	return out
+}
+
+// mayStillRun says, in one line, what a request nobody answered may still
+// do: the broker keeps it for the thing, which runs it when it returns.
+func mayStillRun(thing, expiresAt string) string {
+	if exp, err := time.Parse(time.RFC3339, expiresAt); err == nil {
+		return fmt.Sprintf("it may still run: the broker keeps it, and %s runs it if it comes back before %s (its expires_at)", thing, localTime(exp))
+	}
+	return fmt.Sprintf("it may still run: the broker keeps it, and %s runs it whenever it comes back (it has no expires_at)", thing)
+}
+
+func cancelHint(thing, tid string) string { return "shadowctl command cancel " + thing + " " + tid }
+
+// localTime prints t for the operator: local time with its zone.
+func localTime(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05 MST") }
+
+// giveUpNote is the full account of a give-up, for the terminal.
+func giveUpNote(out outcome) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Giving up does not withdraw the request. The broker keeps it for %s (a persistent session;\n", out.Thing)
+	fmt.Fprintf(&b, "AWS IoT Core keeps its messages for an hour after it went away, by default), and %s runs it\n", out.Thing)
+	if exp, err := time.Parse(time.RFC3339, out.ExpiresAt); err == nil {
+		fmt.Fprintf(&b, "if it comes back online before %s (its expires_at); after that it refuses it.\n", localTime(exp))
+	} else {
+		fmt.Fprintf(&b, "whenever it comes back online, however late: it has no expires_at (--expires sets one).\n")
+	}
+	fmt.Fprintf(&b, "To stop it:                 %s\n", out.Cancel)
+	fmt.Fprintf(&b, "To ask what became of it:   shadowctl command send %s %s --tid %s", out.Thing, out.Cmd, out.TID)
+	return b.String()
 }
 
 func runningLine(a command.Ack, t0 time.Time) string {
@@ -448,11 +473,13 @@ func follow(ctx context.Context, acks <-chan command.Ack, out outcome, t0, lastB
 			}
 		case <-silence.C:
 			out.Status, out.Took = command.StatusFailure, time.Since(t0)
-			out.Reason = fmt.Sprintf("no RUNNING heartbeat for %s: the outcome is unknown; ask again later with --tid %s (the gateway answers a known tid with its recorded result)", o.heartbeatTimeout, out.TID)
+			out.Reason = fmt.Sprintf("no RUNNING heartbeat for %s: the outcome is unknown; ask again later with --tid %s (the gateway answers a known tid with its recorded result); if it has not started, %s stops it", o.heartbeatTimeout, out.TID, cancelHint(out.Thing, out.TID))
 			return out
 		case <-ctx.Done():
 			silence.Stop()
-			out.Status, out.Reason, out.Took = statusGaveUp, "interrupted", time.Since(t0)
+			out.Status, out.Took = statusGaveUp, time.Since(t0)
+			out.Reason = "interrupted while it was RUNNING at the gateway; it goes on without us (ask again later with --tid " + out.TID + ")"
+			out.Cancel = cancelHint(out.Thing, out.TID)
 			return out
 		}
 	}

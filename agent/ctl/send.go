@@ -169,6 +169,9 @@ func report(e *env, m *mqttFlags, out outcome) error {
 			fmt.Fprintf(e.stdout, " %s", compact(out.Result))
 		}
 		fmt.Fprintf(e.stdout, " (%s)\n", out.Took.Round(time.Millisecond))
+		if out.unanswered {
+			fmt.Fprintln(e.stderr, giveUpNote(out))
+		}
 	}
 	switch out.Status {
 	case command.StatusSuccess:
@@ -260,6 +263,15 @@ func rollout(e *env, m *mqttFlags, sess *session, router *ackRouter, things []st
 		}
 	}
 	fmt.Fprintf(e.stderr, "%d of %d succeeded\n", ok, len(things))
+	gaveUp := 0
+	for _, r := range results {
+		if r.Status == statusGaveUp {
+			gaveUp++
+		}
+	}
+	if gaveUp > 0 {
+		fmt.Fprintf(e.stderr, "%d gave up: their requests are not withdrawn and may still run when those things come back; stop each with shadowctl command cancel THING TID\n", gaveUp)
+	}
 	if ok < len(things) {
 		return &exitError{code: ExitFailure}
 	}
@@ -279,7 +291,19 @@ func operatorCommands() []cliCommand {
 		{"command send", "send a command and follow it to SUCCESS or FAILURE (or roll it out to a fleet)",
 			"shadowctl command send THING CMD [key=value...] [--tid T] [--tries 5] [--backoff 2s] [--heartbeat-timeout 35s] [--expires 10m]\n" +
 				"       shadowctl command send --things FILE|a,b,c CMD [key=value...] [--rate N] [--abort-after-failures N]\n\n" +
-				"The request is sent again with the same tid on a doubling backoff until the gateway answers; RUNNING\nheartbeats are shown as they come. Exit 0 on SUCCESS, 1 on FAILURE (or heartbeats stopping), 3 when\nno answer came at all.\n\nExamples:\n  shadowctl command send gw-0001 MOTOR_1_ON\n  shadowctl command send gw-0001 SET_SPEED speed=40\n  shadowctl command send gw-0001 ROLLBACK actuator=gate_motor steps=2\n  shadowctl command send --things fleet.txt --rate 30 --abort-after-failures 3 MOTOR_1_OFF",
+				"The request is sent again with the same tid on a doubling backoff until the gateway answers; RUNNING\nheartbeats are shown as they come. Exit 0 on SUCCESS, 1 on FAILURE (or heartbeats stopping), 3 when\nno answer came at all. Giving up does not withdraw the request: the broker keeps it, and the gateway\nruns it when it comes back (before --expires, if given). 'shadowctl command cancel THING TID' stops it.\n\nExamples:\n  shadowctl command send gw-0001 MOTOR_1_ON\n  shadowctl command send gw-0001 SET_SPEED speed=40\n  shadowctl command send gw-0001 ROLLBACK actuator=gate_motor steps=2\n  shadowctl command send --things fleet.txt --rate 30 --abort-after-failures 3 MOTOR_1_OFF",
 			runCommandSend},
+		{"command cancel", "withdraw a command by its tid: it never runs if it has not started",
+			"shadowctl command cancel THING TID [--tries 5] [--backoff 2s] [--heartbeat-timeout 35s]\n\n" +
+				"Sends {\"tid\":TID,\"status\":\"CANCEL\"} on commands/THING, again with the same tid on a doubling backoff\n" +
+				"until the gateway answers (like command send). The gateway keeps the cancel like a request:\n" +
+				"  CANCELED          the command had not started (queued, awaiting approval, or not arrived yet):\n" +
+				"                    it ends FAILURE canceled and never runs, also if its request arrives later\n" +
+				"  ALREADY FINISHED  it ended before the cancel arrived: its recorded result (a cancel cannot undo it;\n" +
+				"                    ROLLBACK is the way back)\n" +
+				"  TOO LATE          it was running: its result, once it has one\n" +
+				"Exit 0 when CANCELED, 1 otherwise, 3 when no answer came (the broker keeps the cancel for the gateway).\n\n" +
+				"Example:\n  shadowctl command cancel gw-0001 3f9a0c1e22b4d5e6",
+			runCommandCancel},
 	}
 }

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -212,7 +213,13 @@ func TestKill9MidCommandReportsInterrupted(t *testing.T) {
 	c.waitShadow(t, "gw-k9", "", "gateway up", func(g *shadow.GetAccepted) bool { return g.State.Reported["valve"] != nil })
 	c.send(t, "gw-k9", req("OPEN_VALVE", "k9-1", "")) // takes 2.5 s
 	c.waitAck(t, "gw-k9", "k9-1", command.StatusRunning)
-	time.Sleep(700 * time.Millisecond) // well into the action
+	// Into the action: its change is recorded (the command started) and
+	// the valve takes 2.5 s. (Accepted is not started: commands wait for
+	// the backlog after a connect.)
+	waitFor(t, "k9-1 started", func() bool {
+		r := shadowctl(t, "history", "valve", "--json", "--socket", filepath.Join(dir, "api.sock"))
+		return r.code == 0 && strings.Contains(r.stdout, `"k9-1"`)
+	})
 	p.kill9()
 	startProcess(t, cfgPath)
 	f := c.waitAck(t, "gw-k9", "k9-1", command.StatusFailure)

@@ -479,11 +479,13 @@ func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedde
 	}
 	e.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.svcTracker,
 		PresenceTopic: cfg.Cloud.PresenceTopic})
+	e.jobs = jobs.New(jobs.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.jobsTracker})
 	if h := cfg.Broker.HTTP; h.Listen != "" {
 		// Listening here, so that a busy port fails the start (or the
-		// reload) instead of the running service.
+		// reload) instead of the running service. The jobs APIs (iot,
+		// iot-jobs-data) share the server with iot-data.
 		srv, ln, err := shadowsvc.HTTPServer(e.svc, shadowsvc.HTTPOptions{Addr: h.Listen, CertFile: h.Cert, KeyFile: h.Key, Credentials: h.Credentials}, d.log,
-			map[string]string{"addr": "broker.http.listen", "cert": "broker.http.cert", "key": "broker.http.key", "credentials": "broker.http.credentials"})
+			map[string]string{"addr": "broker.http.listen", "cert": "broker.http.cert", "key": "broker.http.key", "credentials": "broker.http.credentials"}, e.jobs.Routes()...)
 		if err != nil {
 			return nil, fmt.Errorf("embedded shadow service: %w", err)
 		}
@@ -494,7 +496,6 @@ func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedde
 			}
 		}
 	}
-	e.jobs = jobs.New(jobs.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.jobsTracker})
 	return e, nil
 }
 

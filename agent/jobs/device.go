@@ -129,12 +129,21 @@ func checkStep(v *flexInt, allowCancel bool) *rejection {
 // handle runs one device request inside a transaction and queues its
 // answer; a transaction error is a store failure (InternalError).
 func (t *txn) handle(r *request) error {
-	var (
-		token string
-		ans   any
-		rej   *rejection
-		err   error
-	)
+	token, ans, rej, err := t.run(r)
+	if err != nil {
+		return err
+	}
+	if rej != nil {
+		t.publish(r.topic+"/rejected", ErrorResponse{Code: rej.code, Message: rej.msg, ClientToken: token, Timestamp: t.now.Unix(), ExecutionState: rej.state})
+		return nil
+	}
+	t.publish(r.topic+"/accepted", ans)
+	return nil
+}
+
+// run runs one device request, from either door: its answer, or its
+// rejection, or a store failure.
+func (t *txn) run(r *request) (token string, ans any, rej *rejection, err error) {
 	switch r.op {
 	case opGetPending:
 		var req struct{}
@@ -157,15 +166,7 @@ func (t *txn) handle(r *request) error {
 			ans, rej, err = t.update(token, r.thing, r.jobID, &req)
 		}
 	}
-	if err != nil {
-		return err
-	}
-	if rej != nil {
-		t.publish(r.topic+"/rejected", ErrorResponse{Code: rej.code, Message: rej.msg, ClientToken: token, Timestamp: t.now.Unix(), ExecutionState: rej.state})
-		return nil
-	}
-	t.publish(r.topic+"/accepted", ans)
-	return nil
+	return token, ans, rej, err
 }
 
 func (t *txn) getPending(token, thing string) (any, error) {

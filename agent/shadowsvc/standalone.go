@@ -54,8 +54,9 @@ type HTTPOptions struct {
 // HTTPServer is the HTTP API of svc, checked and listening but not yet
 // serving: it refuses plain HTTP off loopback, and a non-loopback address
 // without credentials. names maps "addr", "cert", "key" and "credentials"
-// to what the user calls them (flags, YAML keys) for the errors.
-func HTTPServer(svc *Service, o HTTPOptions, log *slog.Logger, names map[string]string) (*awsapi.Server, net.Listener, error) {
+// to what the user calls them (flags, YAML keys) for the errors. More routes
+// (the jobs APIs) join the shadow service's on the same server.
+func HTTPServer(svc *Service, o HTTPOptions, log *slog.Logger, names map[string]string, more ...awsapi.Route) (*awsapi.Server, net.Listener, error) {
 	var creds *awsapi.Credentials
 	if o.Credentials != "" {
 		c, err := awsapi.LoadCredentials(o.Credentials)
@@ -80,6 +81,7 @@ func HTTPServer(svc *Service, o HTTPOptions, log *slog.Logger, names map[string]
 	}
 	srv := awsapi.New(awsapi.Options{Credentials: creds, Region: o.Region, Rate: o.Rate, Burst: o.Burst, Logger: log})
 	srv.Handle(svc.Routes()...)
+	srv.Handle(more...)
 	scheme := "http"
 	if o.CertFile != "" {
 		scheme = "https"
@@ -136,19 +138,22 @@ func RunStandalone(ctx context.Context, o StandaloneOptions, logOut io.Writer) e
 	svc := New(Options{Root: o.Root, Link: l, Store: st, Logger: log,
 		MaxInFlightPerThing: o.MaxInFlightPerThing, MaxQueued: o.MaxQueued, PresenceTopic: o.PresenceTopic,
 		Tracker: wd.Track("shadow service", 2*time.Minute)})
+	var js *jobs.Service
+	var jobRoutes []awsapi.Route
+	if !o.NoJobs {
+		// With --http-region, the region of every ARN the jobs API returns.
+		js = jobs.New(jobs.Options{Root: o.Root, Link: l, Store: st, Logger: log, Region: o.HTTP.Region, Tracker: wd.Track("jobs service", 2*time.Minute)})
+		jobRoutes = js.Routes()
+	}
 	var api *awsapi.Server
 	var apiLn net.Listener
 	if o.HTTP.Addr != "" {
-		api, apiLn, err = HTTPServer(svc, o.HTTP, log, map[string]string{"addr": "--http", "cert": "--http-cert", "key": "--http-key", "credentials": "--credentials"})
+		api, apiLn, err = HTTPServer(svc, o.HTTP, log, map[string]string{"addr": "--http", "cert": "--http-cert", "key": "--http-key", "credentials": "--credentials"}, jobRoutes...)
 		if err != nil {
 			return err
 		}
 	} else if o.HTTP.CertFile != "" || o.HTTP.KeyFile != "" || o.HTTP.Credentials != "" {
 		return fmt.Errorf("--http-cert, --http-key and --credentials need --http ADDR")
-	}
-	var js *jobs.Service
-	if !o.NoJobs {
-		js = jobs.New(jobs.Options{Root: o.Root, Link: l, Store: st, Logger: log, Tracker: wd.Track("jobs service", 2*time.Minute)})
 	}
 	log.Info("shadowsvc serving", "broker", o.Broker, "root", o.Root, "store", o.StorePath, "jobs", !o.NoJobs, "presence", o.PresenceTopic)
 	status := func() string {

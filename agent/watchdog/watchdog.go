@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
 )
 
 // Tracker follows one loop.
@@ -96,9 +97,23 @@ func (w *Watchdog) Ready(status string) { w.send("READY=1\nSTATUS=" + status) }
 // Status sends a STATUS= line.
 func (w *Watchdog) Status(status string) { w.send("STATUS=" + status) }
 
-// Reloading sends RELOADING=1 (READY=1 follows when the new
-// configuration runs).
-func (w *Watchdog) Reloading() { w.send("RELOADING=1") }
+// Reloading sends RELOADING=1 (READY=1 follows when the reload is over,
+// whether it succeeded or not) with MONOTONIC_USEC, the CLOCK_MONOTONIC
+// time of the message in microseconds. systemd 253 and later want it with
+// RELOADING=1 (Type=notify-reload orders reload cycles by it); older ones,
+// such as Debian bookworm's 252, ignore it.
+func (w *Watchdog) Reloading() {
+	w.send(fmt.Sprintf("RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC=%d", monotonicUsec()))
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds.
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1000
+}
 
 // Stopping sends STOPPING=1.
 func (w *Watchdog) Stopping() { w.send("STOPPING=1\nSTATUS=stopping") }

@@ -2,9 +2,12 @@ package watchdog_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shadowgate/shadowgate/agent/watchdog"
 	"github.com/shadowgate/shadowgate/agent/watchdog/watchdogtest"
@@ -58,4 +61,33 @@ func TestNoSystemdNoPings(t *testing.T) {
 	defer cancel()
 	w.Ready("x") // no socket: a no-op, not an error
 	w.Run(ctx, 0, nil)
+}
+
+// RELOADING=1 carries MONOTONIC_USEC, the CLOCK_MONOTONIC time of the
+// message, as systemd 253+ requires (sd_notify(3)).
+func TestReloadingCarriesMonotonicUsec(t *testing.T) {
+	n := watchdogtest.Listen(t)
+	t.Setenv("NOTIFY_SOCKET", n.Path)
+	w := watchdog.New(nil)
+	var before, after unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &before)
+	w.Reloading()
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &after)
+	deadline := time.Now().Add(5 * time.Second)
+	for n.Count("RELOADING=1") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no RELOADING=1: %v", n.Messages())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	msg := n.Messages()[0]
+	var usec int64 = -1
+	for _, line := range strings.Split(msg, "\n") {
+		if v, ok := strings.CutPrefix(line, "MONOTONIC_USEC="); ok {
+			usec, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	if usec < before.Nano()/1000 || usec > after.Nano()/1000 {
+		t.Fatalf("MONOTONIC_USEC %d not within [%d, %d] in %q", usec, before.Nano()/1000, after.Nano()/1000, msg)
+	}
 }
