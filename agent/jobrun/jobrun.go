@@ -181,7 +181,6 @@ type req struct {
 	payload  []byte
 	deadline time.Time
 	timeout  time.Duration
-	tries    int
 }
 
 // New makes a client and registers its topics on l. Attach the command
@@ -319,6 +318,12 @@ func (c *Client) committed(r *Run) {
 		c.mu.runs[r.TID] = r
 	} else {
 		delete(c.mu.runs, r.TID)
+		for _, m := range []map[string]time.Time{c.mu.retryAt, c.mu.checkAt} {
+			delete(m, r.TID)
+		}
+		delete(c.mu.tries, r.TID)
+		delete(c.mu.needRead, r.TID)
+		delete(c.mu.mismatch, r.TID)
 		c.mu.wantStart = true
 	}
 	c.mu.Unlock()

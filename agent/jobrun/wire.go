@@ -121,16 +121,6 @@ func (t topics) filters() []string {
 	}
 }
 
-// jobOf returns the job id of an update or get answer topic.
-func (t topics) jobOf(topic string) string {
-	rest, ok := strings.CutPrefix(topic, t.base)
-	if !ok {
-		return ""
-	}
-	id, _, _ := strings.Cut(rest, "/")
-	return id
-}
-
 // TIDPrefix starts the tid a job execution runs as in the command pipeline:
 // job:<jobId>:<executionNumber>. A job id is [a-zA-Z0-9_-]{1,64}, so the tid
 // fits the pipeline's tid rules and reads back unambiguously.
