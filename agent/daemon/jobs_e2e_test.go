@@ -24,7 +24,7 @@ import (
 // message.
 type jobsCloud struct {
 	*cloud
-	t        *testing.T
+	t        testing.TB
 	jobs     *jobs.Service
 	jobsPath string // apart: the jobs service's own file
 	stopJobs func()
@@ -33,12 +33,12 @@ type jobsCloud struct {
 	jobsMsgs []*link.Message
 }
 
-func newJobsCloud(t *testing.T) *jobsCloud { return newJobsCloudWith(t, false) }
+func newJobsCloud(t testing.TB) *jobsCloud { return newJobsCloudWith(t, false) }
 
 // newJobsCloudWith, apart, runs the jobs service on its own link and file,
 // so that stopJobs and startJobs can take it down and back (its session is
 // persistent: requests sent meanwhile wait at the broker).
-func newJobsCloudWith(t *testing.T, apart bool) *jobsCloud {
+func newJobsCloudWith(t testing.TB, apart bool) *jobsCloud {
 	t.Helper()
 	c := &jobsCloud{cloud: &cloud{broker: brokertest.Start(t)}, t: t}
 	st, err := store.Open(filepath.Join(t.TempDir(), "cloud.db"), store.Options{})
@@ -428,4 +428,26 @@ func TestJobsRefusedTopicsDegradeOnlyJobs(t *testing.T) {
 	if len(px.Refused()) == 0 {
 		t.Fatal("the proxy refused nothing")
 	}
+}
+
+// BenchmarkJobExecutions: job executions run end to end on one in-process
+// gateway against shadowsvc's jobs service (one at a time, as the gateway
+// takes them): start-next, the inbox write, IN_PROGRESS, the action,
+// SUCCEEDED, each settled by the service's answer.
+func BenchmarkJobExecutions(b *testing.B) {
+	c := newJobsCloud(b)
+	cfg, _ := gatewayConfig(b, "gw-bench", c.broker.URL(), b.TempDir(), "cloud_wins")
+	d := gateway(b, cfg)
+	waitFor(b, "link up", d.Link.Connected)
+	for i := range b.N {
+		c.createJob(b, fmt.Sprintf("bench-%d", i), fmt.Sprintf(`{"operation":"SET_SPEED","args":{"speed":%d}}`, i%100), "gw-bench")
+	}
+	commits := d.Store.WriteStats().Commits
+	b.ResetTimer()
+	start := time.Now()
+	waitFor(b, "every execution settled", func() bool { st := d.Jobs.Stats(); return st.Succeeded == int64(b.N) && st.Unsent == 0 })
+	el := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/el.Seconds(), "execs/s")
+	b.ReportMetric(float64(d.Store.WriteStats().Commits-commits)/float64(b.N), "commits/exec")
 }
