@@ -42,6 +42,9 @@ type Run struct {
 	// Approval is "pending" while a technician's approval is awaited, then
 	// "approved".
 	Approval string `json:"approval,omitempty"`
+	// Refused is the error code of the service's permanent refusal of
+	// Status: it is not sent again.
+	Refused string `json:"refused,omitempty"`
 	// Finished is when the execution ended for the gateway: its final
 	// status settled (accepted, or refused for good).
 	Finished time.Time `json:"finished,omitzero"`
@@ -164,9 +167,10 @@ func (c *Client) Ack(tx *store.Tx, tid string, ack []byte) error {
 		return nil // queued already
 	}
 	resend := status == r.Status && maps.Equal(details, r.Details)
-	if resend && terminal(r.Cloud) {
-		return nil // the service has ended it: nothing to say again
+	if resend && (terminal(r.Cloud) || r.Refused != "") {
+		return nil // the service has ended it, or refused this for good: nothing to say again
 	}
+	r.Refused = ""
 	r.Status, r.Details, r.StepTimeout = status, details, step
 	if terminal(status) && r.Approval == "pending" {
 		r.Approval = "" // not given: rejected, or the wait ended

@@ -393,6 +393,7 @@ func (c *Client) gone(tid, code, msg string, st *execState) {
 		}
 		if r.Unsent {
 			refused = true
+			r.Refused = code
 			r.event(now, "the jobs service refused %s for good: %s: %s", r.Status, code, msg)
 			if err := unqueue(tx, r); err != nil {
 				return err
