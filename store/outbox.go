@@ -18,6 +18,11 @@ const (
 	KindStatus Kind = 2
 	// KindAck is a command acknowledgement: never coalesced, dropped last.
 	KindAck Kind = 3
+	// KindJob is an AWS IoT Jobs status update (agent/jobrun). It is settled
+	// by the jobs service's answer, not by the broker's PUBACK: the drainer
+	// passes it by and agent/jobrun sends and removes it. Coalesced per job
+	// execution (only its latest status matters), dropped last like acks.
+	KindJob Kind = 4
 )
 
 func (k Kind) String() string {
@@ -28,6 +33,8 @@ func (k Kind) String() string {
 		return "status"
 	case KindAck:
 		return "ack"
+	case KindJob:
+		return "job"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -110,7 +117,7 @@ func (s *Store) Remove(seq uint64) error {
 
 // Enqueue appends an item, coalescing by key and enforcing the quotas.
 func (t *Tx) Enqueue(it OutItem) (uint64, error) {
-	if it.Kind < KindReport || it.Kind > KindAck {
+	if it.Kind < KindReport || it.Kind > KindJob {
 		return 0, fmt.Errorf("enqueue: invalid kind %d", it.Kind)
 	}
 	if it.Topic == "" {
@@ -150,7 +157,8 @@ func (t *Tx) Enqueue(it OutItem) (uint64, error) {
 }
 
 // makeRoom drops items until one of size n fits the quotas: the oldest
-// reports and status first, acks only when nothing else is left.
+// reports and status first, acks and job statuses only when nothing else is
+// left.
 func (t *Tx) makeRoom(n int64) error {
 	s := t.s
 	s.mu.Lock()
@@ -169,7 +177,7 @@ func (t *Tx) makeRoom(n int64) error {
 			if err != nil {
 				return err
 			}
-			if (it.Kind == KindAck) != acks {
+			if (it.Kind == KindAck || it.Kind == KindJob) != acks {
 				k, v = c.Next()
 				continue
 			}

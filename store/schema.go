@@ -22,6 +22,7 @@ import (
 //	             (meta "clock/uptime" is the uptime saved, uptime.go)
 //	changes      actuator + 0x00 + id (8 bytes BE) → Change JSON (history.go)
 //	journal      group id → journal entry JSON (multi-actuator changes in flight)
+//	job_runs     tid → the gateway's record of a job execution it ran (agent/jobrun's JSON; jobruns.go)
 //
 // The self-hosted AWS IoT Jobs (agent/jobs, in shadowsvc's file; jobs.go):
 //
@@ -44,7 +45,8 @@ import (
 // changed); version 5 keys inbox_done by the store's uptime instead of the
 // wall-clock time a command finished (a clock that jumps made records
 // expire at once or never).
-const SchemaVersion = 5
+// Version 6 added job_runs (nothing else changed).
+const SchemaVersion = 6
 
 var (
 	bucketMeta       = []byte("meta")
@@ -56,6 +58,7 @@ var (
 	bucketInboxDone  = []byte("inbox_done")
 	bucketChanges    = []byte("changes")
 	bucketJournal    = []byte("journal")
+	bucketJobRuns    = []byte("job_runs")
 
 	bucketJobs             = []byte("jobs")
 	bucketJobExecs         = []byte("job_execs")
@@ -74,7 +77,7 @@ var (
 		bucketThingMemberships}
 
 	allBuckets = append([][]byte{bucketMeta, bucketShadows, bucketOutbox, bucketOutboxKeys, bucketInbox,
-		bucketInboxOrder, bucketInboxDone, bucketChanges, bucketJournal}, jobBuckets...)
+		bucketInboxOrder, bucketInboxDone, bucketChanges, bucketJournal, bucketJobRuns}, jobBuckets...)
 
 	// schema 1's history buckets
 	bucketHistoryV1    = []byte("history")
@@ -98,6 +101,7 @@ var migrations = []func(tx *bolt.Tx) error{
 	2: countInbox,
 	3: createBuckets(jobBuckets),
 	4: rekeyInboxDone,
+	5: createBuckets([][]byte{bucketJobRuns}),
 }
 
 // rekeyInboxDone files every finished command for expiry at uptime 0, the

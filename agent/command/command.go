@@ -58,6 +58,18 @@ type Link interface {
 // Kicker is told when the outbox has something new.
 type Kicker interface{ Kick() }
 
+// Sink takes the acks of the commands whose tid it claims, in place of
+// commands/<thing>/ack: a job execution run as a command (agent/jobrun)
+// has its acks turned into Jobs status updates. Ack runs inside the store
+// transaction that records what the ack says (ack is an Ack's JSON), so
+// that the status lands exactly when its record does; heartbeats come to it
+// too, and a sink ignores a RUNNING it already reported. Requests with a
+// claimed tid come only through Offer: one on commands/<thing> is refused.
+type Sink interface {
+	Claims(tid string) bool
+	Ack(tx *store.Tx, tid string, ack []byte) error
+}
+
 // Options configure a Processor.
 type Options struct {
 	Thing   string
@@ -73,6 +85,9 @@ type Options struct {
 	// Tracker, when set, is busy while received requests wait for their
 	// inbox write: a disk that stops answering stops the watchdog pings.
 	Tracker *watchdog.Tracker
+	// Sink, when set, takes the acks of the tids it claims (job
+	// executions, see Offer).
+	Sink Sink
 }
 
 // Topics of the command protocol for a thing.
@@ -131,6 +146,8 @@ type job struct {
 	// waitingClock: its expires_at waits for a trusted clock (clock.go).
 	waitingClock atomic.Bool
 	decision     chan bool
+	// withdrawn, when set, is the reason a rejection gives (Withdraw).
+	withdrawn atomic.Pointer[string]
 	// shelved: not started when the daemon stopped; it stays in the inbox.
 	shelved bool
 	// abort is closed when a cancel finished the command's record before
@@ -301,6 +318,14 @@ func (p *Processor) ack(tid, status, reason string, result map[string]any) []byt
 }
 
 func (p *Processor) enqueueAck(tx *store.Tx, ack []byte) error {
+	if p.o.Sink != nil {
+		var a struct {
+			TID string `json:"tid"`
+		}
+		if json.Unmarshal(ack, &a) == nil && p.o.Sink.Claims(a.TID) {
+			return p.o.Sink.Ack(tx, a.TID, ack)
+		}
+	}
 	_, err := tx.Enqueue(store.OutItem{Kind: store.KindAck, Topic: AckTopic(p.o.Thing), Payload: ack, QoS: 1})
 	return err
 }
@@ -603,15 +628,23 @@ func (p *Processor) awaitDecision(ctx context.Context, j *job) (ok bool, reason 
 	case ok := <-j.decision:
 		j.awaiting.Store(false)
 		if !ok {
+			if r := j.withdrawn.Load(); r != nil {
+				return false, *r, false
+			}
 			return false, ReasonRejected, false
 		}
 		p.o.Store.Update(func(tx *store.Tx) error {
+			var done bool
 			_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error {
-				if !c.Done() { // a cancel may have finished it meanwhile
+				if done = c.Done(); !done { // a cancel may have finished it meanwhile
 					c.Approval = "approved"
 				}
 				return nil
 			})
+			if err == nil && !done && p.o.Sink != nil && p.o.Sink.Claims(j.tid) {
+				// A sink reports the approval (the status leaves "awaiting").
+				err = p.o.Sink.Ack(tx, j.tid, p.ack(j.tid, StatusRunning, "", nil))
+			}
 			return err
 		})
 		return true, "", false
@@ -758,17 +791,31 @@ func (p *Processor) Approve(tid string) error { return p.decide(tid, true) }
 // Reject fails a command that requires approval.
 func (p *Processor) Reject(tid string) error { return p.decide(tid, false) }
 
-func (p *Processor) decide(tid string, ok bool) error {
+// Withdraw ends a command awaiting approval with FAILURE reason, as a
+// rejection does (a job execution canceled in the cloud stops waiting).
+func (p *Processor) Withdraw(tid, reason string) error {
+	return p.decideWith(tid, false, &reason)
+}
+
+func (p *Processor) decide(tid string, ok bool) error { return p.decideWith(tid, ok, nil) }
+
+func (p *Processor) decideWith(tid string, ok bool, reason *string) error {
 	p.mu.Lock()
 	j := p.active[tid]
 	p.mu.Unlock()
 	if j == nil || !j.awaiting.Load() {
 		return fmt.Errorf("%w: %s", ErrNotAwaiting, tid)
 	}
+	if reason != nil && !j.withdrawn.CompareAndSwap(nil, reason) {
+		return fmt.Errorf("%w: %s (already withdrawn)", ErrNotAwaiting, tid)
+	}
 	select {
 	case j.decision <- ok:
 		return nil
 	default:
+		if reason != nil {
+			j.withdrawn.CompareAndSwap(reason, nil)
+		}
 		return fmt.Errorf("%w: %s (already decided)", ErrNotAwaiting, tid)
 	}
 }

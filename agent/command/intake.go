@@ -87,7 +87,7 @@ func (p *Processor) onRequest(_ context.Context, m *link.Message) {
 	}
 	p.hold.last = time.Now() // a backlog is still arriving (monotonic)
 	p.mu.Unlock()
-	in := p.intakeOf(m.Payload)
+	in := p.intakeOf(m.Payload, true)
 	if in == nil {
 		return // nobody to answer; counted and logged. The message is acknowledged.
 	}
@@ -96,7 +96,28 @@ func (p *Processor) onRequest(_ context.Context, m *link.Message) {
 	} else {
 		p.log.Debug("command request received", "tid", in.tid, "bytes", len(m.Payload))
 	}
-	pr := &pendingRequest{in: in, done: m.Defer()}
+	p.take(in, m.Defer())
+}
+
+// Offer takes a request that did not come on commands/<thing> (a job
+// execution, whose tid the Sink claims) into the same intake as those that
+// do: persisted in arrival order with its first ack, run once per tid,
+// acked through the Sink. done(true) is called once it is durable; a
+// request still unwritten when the processor stops gets no call (offer it
+// again after the restart). false when payload has no usable tid.
+func (p *Processor) Offer(payload []byte, done func(ok bool)) bool {
+	in := p.intakeOf(payload, false)
+	if in == nil {
+		return false
+	}
+	p.log.Debug("command request offered", "tid", in.tid, "bytes", len(payload))
+	p.take(in, done)
+	return true
+}
+
+// take submits in's write, acknowledged with done once it is durable.
+func (p *Processor) take(in *intake, done func(ok bool)) {
+	pr := &pendingRequest{in: in, done: done}
 	p.mu.Lock()
 	if in.cancel {
 		// Until it is settled, the command it cancels does not start.
@@ -132,8 +153,9 @@ func (p *Processor) submitLocked(pr *pendingRequest, prev *mark) {
 }
 
 // intakeOf reads a request and prepares its inbox write; nil when there is
-// no tid to answer to.
-func (p *Processor) intakeOf(payload []byte) *intake {
+// no tid to answer to. A request on the command topic (fromLink) with a tid
+// the Sink claims is refused, on commands/<thing>/ack.
+func (p *Processor) intakeOf(payload []byte, fromLink bool) *intake {
 	now := p.now()
 	var r *Request
 	var reason error
@@ -155,9 +177,15 @@ func (p *Processor) intakeOf(payload []byte) *intake {
 			return nil
 		}
 		reason = err
+		if fromLink && p.o.Sink != nil && p.o.Sink.Claims(r.TID) {
+			return p.reservedIntake(r.TID) // a job execution's: not the requester's to run or cancel
+		}
 		if reason == nil && r.Status == StatusCancel {
 			return p.cancelIntakeOf(r, now)
 		}
+	}
+	if fromLink && p.o.Sink != nil && p.o.Sink.Claims(r.TID) {
+		return p.reservedIntake(r.TID)
 	}
 	var pl *plan
 	var waitClock bool
@@ -256,6 +284,19 @@ func (p *Processor) intakeOf(payload []byte) *intake {
 		}
 	}
 	return &intake{tid: r.TID, write: write, settled: settled}
+}
+
+// reservedIntake answers a request on the command topic whose tid is a job
+// execution's: FAILURE, stored nowhere (the execution's record is not the
+// requester's to touch).
+func (p *Processor) reservedIntake(tid string) *intake {
+	ack := p.ack(tid, StatusFailure, "tid "+q(tid)+" is reserved for job executions; use another tid", nil)
+	write := func(tx *store.Tx) error {
+		_, err := tx.Enqueue(store.OutItem{Kind: store.KindAck, Topic: AckTopic(p.o.Thing), Payload: ack, QoS: 1})
+		return err
+	}
+	settled := func() { p.log.Warn("command refused: its tid is reserved for job executions", "tid", tid) }
+	return &intake{tid: tid, write: write, settled: settled}
 }
 
 // probeTID reads the tid of a request too large to handle.

@@ -26,6 +26,7 @@ type Config struct {
 	Log       Log                  `yaml:"log"`
 	Actuators map[string]*Actuator `yaml:"actuators"`
 	Commands  Commands             `yaml:"commands"`
+	Jobs      Jobs                 `yaml:"jobs"`
 
 	// File is the path the configuration was read from.
 	File string `yaml:"-"`
@@ -150,6 +151,31 @@ type Commands struct {
 	Heartbeat Duration                `yaml:"heartbeat"`
 	Retention Duration                `yaml:"retention"`
 	Types     map[string]*CommandType `yaml:"types"`
+}
+
+// Jobs is AWS IoT Jobs on the gateway (agent/jobrun): the thing's job
+// executions run one at a time as commands, their document naming the
+// operation as a command does.
+type Jobs struct {
+	// Enabled runs job executions (default true). Off, the gateway does not
+	// subscribe to the jobs topics.
+	Enabled *bool `yaml:"enabled"`
+	// ConfigUpdate lets a job replace this file (operation CONFIG_UPDATE).
+	ConfigUpdate ConfigUpdate `yaml:"config_update"`
+}
+
+// On reports whether job executions run.
+func (j Jobs) On() bool { return j.Enabled == nil || *j.Enabled }
+
+// ConfigUpdate is the CONFIG_UPDATE job operation: a new file, checked as
+// shadowctl config check does, applied with the previous one kept, and
+// rolled back by the gateway when it is not healthy within HealthDeadline.
+type ConfigUpdate struct {
+	// Enabled allows it (default false: a job may not rewrite the file).
+	Enabled bool `yaml:"enabled"`
+	// HealthDeadline is how long the new configuration has to be healthy
+	// (connected, every actuator initialised); default 2m.
+	HealthDeadline Duration `yaml:"health_deadline"`
 }
 
 // CommandType maps a command name to a change of state. With Actuator set,

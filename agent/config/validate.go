@@ -16,22 +16,26 @@ import (
 
 // Defaults, documented in configs/shadowgate.yaml.
 const (
-	DefaultListen          = "127.0.0.1:1883"
-	DefaultKeepalive       = 30 * time.Second
-	DefaultPresenceTopic   = "shadowgate/{thing}/presence"
-	DefaultStaleDelta      = 30 * time.Second
-	DefaultStorePath       = "/var/lib/shadowgate/state.db"
-	DefaultOutboxItems     = 100000
-	DefaultOutboxBytes     = 64 << 20
-	DefaultInboxItems      = 100000
-	DefaultInboxBytes      = 32 << 20
-	DefaultHistoryBytes    = 8 << 20
-	DefaultHistory         = 100
-	DefaultSocket          = "/run/shadowgate/api.sock"
-	DefaultHeartbeat       = 10 * time.Second
-	DefaultRetention       = 168 * time.Hour
-	DefaultCommandTimeout  = 60 * time.Second
-	RollbackCommand        = "ROLLBACK"
+	DefaultListen         = "127.0.0.1:1883"
+	DefaultKeepalive      = 30 * time.Second
+	DefaultPresenceTopic  = "shadowgate/{thing}/presence"
+	DefaultStaleDelta     = 30 * time.Second
+	DefaultStorePath      = "/var/lib/shadowgate/state.db"
+	DefaultOutboxItems    = 100000
+	DefaultOutboxBytes    = 64 << 20
+	DefaultInboxItems     = 100000
+	DefaultInboxBytes     = 32 << 20
+	DefaultHistoryBytes   = 8 << 20
+	DefaultHistory        = 100
+	DefaultSocket         = "/run/shadowgate/api.sock"
+	DefaultHeartbeat      = 10 * time.Second
+	DefaultRetention      = 168 * time.Hour
+	DefaultCommandTimeout = 60 * time.Second
+	DefaultHealthDeadline = 2 * time.Minute
+	RollbackCommand       = "ROLLBACK"
+	// ConfigUpdateOperation is the job operation that replaces this file
+	// (jobs.config_update).
+	ConfigUpdateOperation  = "CONFIG_UPDATE"
 	maxHistory             = 10000
 	minHeartbeat           = time.Second
 	minKeepalive           = 5 * time.Second
@@ -114,6 +118,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Commands.Retention == 0 {
 		c.Commands.Retention = Duration(DefaultRetention)
+	}
+	if c.Jobs.ConfigUpdate.HealthDeadline == 0 {
+		c.Jobs.ConfigUpdate.HealthDeadline = Duration(DefaultHealthDeadline)
 	}
 	for name, a := range c.Actuators {
 		if a == nil {
@@ -223,6 +230,9 @@ func (c *Config) validate(r *Reporter) {
 	}
 	c.validateActuators(r)
 	c.validateCommands(r)
+	if d := c.Jobs.ConfigUpdate.HealthDeadline.D(); d < 5*time.Second || d > time.Hour {
+		r.At("jobs.config_update.health_deadline", "must be from 5s to 1h, got %s", c.Jobs.ConfigUpdate.HealthDeadline)
+	}
 }
 
 func (c *Config) validateCloud(r *Reporter) {
@@ -378,8 +388,8 @@ func (c *Config) validateCommands(r *Reporter) {
 			r.At(p, "is empty: give an actuator and a set")
 			continue
 		}
-		if name == RollbackCommand {
-			r.At(p, "%s is built in and cannot be redefined", RollbackCommand)
+		if name == RollbackCommand || name == ConfigUpdateOperation {
+			r.At(p, "%s is built in and cannot be redefined", name)
 		}
 		if !commandNameRE.MatchString(name) || len(name) > maxCommandTypeNameLen {
 			r.At(p, "name must be letters, digits, '_', '.' or '-' (at most %d)", maxCommandTypeNameLen)

@@ -181,7 +181,7 @@ func TestGlobalFlagsBeforeAndAfterTheCommand(t *testing.T) {
 	must(t, args("--socket", d.socket, "--", "history"), ExitOK, "porch_light")
 
 	must(t, args("--bogus", "status"), ExitUsage, "unknown flag --bogus")
-	must(t, args("-n", "5", "history"), ExitUsage, "-n is not a global flag; it belongs after the command (history, commands)")
+	must(t, args("-n", "5", "history"), ExitUsage, "-n is not a global flag; it belongs after the command (history, commands, jobs)")
 	must(t, args("--broker", "tcp://x:1", "status"), ExitUsage, "--broker does not apply to status", "shadow get")
 	must(t, args("status", "--broker", "tcp://x:1"), ExitUsage, "flag provided but not defined: -broker", "--broker is a flag of")
 	must(t, args("--socket"), ExitUsage, "flag needs an argument: --socket")

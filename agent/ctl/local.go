@@ -167,6 +167,16 @@ func runStatus(e *env, f *localFlags, c *apiClient, args []string) error {
 	row("commands", fmt.Sprintf("%d pending, %d executed, %d unreadable, %d too large", st.PendingCmds, st.CommandsStats.Executed, st.CommandsStats.Malformed, st.CommandsStats.TooLarge))
 	in := st.CommandsStats.Inbox
 	row("inbox", fmt.Sprintf("%d of %d commands, %d of %d bytes; %d refused (full); %d received not yet written", in.Items, in.MaxItems, in.Bytes, in.MaxBytes, in.Refused, st.CommandsStats.Unwritten))
+	if j := st.Jobs; j != nil {
+		line := j.State
+		if j.State == "on" {
+			line = fmt.Sprintf("on; %d received, %d succeeded, %d failed, %d rejected, %d ended in the cloud; %d statuses not yet accepted", j.Received, j.Succeeded, j.Failed, j.Rejected, j.EndedInCloud, j.Unsent)
+			if j.Current != "" {
+				line += "; in hand: " + j.Current
+			}
+		}
+		row("jobs", line)
+	}
 	row("sync", fmt.Sprintf("%d applied, %d failed, %d stale deltas, %d conflicts, %d malformed", st.Sync.Applied, st.Sync.ApplyFailures, st.Sync.StaleDeltas, st.Sync.Conflicts, st.Sync.Malformed))
 	row("shadow requests", fmt.Sprintf("%d awaiting an answer, %d sent again after no answer, %d retried after 429/5xx, %d refused; %d version gaps, %d safety-net fetches",
 		st.Sync.InFlight, st.Sync.Resent, st.Sync.Retried, st.Sync.Rejected, st.Sync.Gaps, st.Sync.SafetyGets))
@@ -441,8 +451,9 @@ func localCommands() []cliCommand {
 		{"commands", "commands in the inbox with their status", "shadowctl commands [-n N] [--json]",
 			localCommand(func(fs *flag.FlagSet) { fs.IntVar(&cmdN, "n", 50, "show the last `N` commands") },
 				func(e *env, f *localFlags, c *apiClient, a []string) error { return runCommands(e, f, c, a, cmdN) })},
-		{"approve", "let a command that requires approval run", "shadowctl approve TID\n\nExample:\n  shadowctl approve 7f3c9e", localCommand(nil, runDecide(true))},
-		{"reject", "fail a command that requires approval", "shadowctl reject TID", localCommand(nil, runDecide(false))},
+		{"approve", "let a command (or job execution) that requires approval run", "shadowctl approve TID|JOB_ID\n\nExamples:\n  shadowctl approve 7f3c9e\n  shadowctl approve unlock-front    # a job awaiting approval (shadowctl jobs)", localCommand(nil, runDecide(true))},
+		{"reject", "fail a command (or reject a job execution) that requires approval", "shadowctl reject TID|JOB_ID", localCommand(nil, runDecide(false))},
+		jobsCommand(),
 		{"reload", "check the config file and make the daemon use it", "shadowctl reload [--json]\n\nOnly what changed is rebuilt, beside the running parts, and swapped in once it started;\nactuators, the MQTT session and the embedded broker whose settings did not change keep\nrunning. An invalid file, or a part that cannot start (a port in use), changes nothing:\nthe reason is printed and the exit status is 1. Same as systemctl reload shadowgated.",
 			localCommand(nil, runReload)},
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	gosync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/actuate"
@@ -20,6 +21,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/clock"
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/agent/jobrun"
 	"github.com/shadowgate/shadowgate/agent/jobs"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/localapi"
@@ -46,6 +48,7 @@ type Daemon struct {
 	Link     *link.Link
 	Sync     *sync.Syncer
 	Commands *command.Processor
+	Jobs     *jobrun.Client
 	Outbox   *outbox.Drainer
 	// Clock is the trusted time (the system clock while synchronized,
 	// else the cloud's, estimated from its responses).
@@ -70,6 +73,13 @@ type Daemon struct {
 	outbox   *task
 	api      *localapi.Server
 	ctx      context.Context // the parts run under it; it ends at shutdown
+
+	// jobs is the running generation's jobs client, for the status line
+	// (read outside reloadMu).
+	jobs atomic.Pointer[jobrun.Client]
+	// cfgJobs are the CONFIG_UPDATE executions, run outside the
+	// generations they replace (configjob.go).
+	cfgJobs configJobs
 
 	linkTracker, intakeTracker *watchdog.Tracker
 	// The embedded shadow service's loops (its link's handler, its
@@ -150,6 +160,8 @@ func (d *Daemon) serve(ctx context.Context, hooks Hooks, hup <-chan os.Signal) {
 	d.up.start(runCtx)
 	d.outbox = startTask(runCtx, d.Outbox.Run)
 	d.gen.start(runCtx, false)
+	wg.Add(1)
+	go func() { defer wg.Done(); d.runConfigJobs(runCtx) }()
 	api, err := localapi.Listen(d.cfg.API.Socket, d.cfg.API.Group, d.backend(), d.log)
 	if err != nil {
 		// The gateway goes on without its local API: actuators and cloud
@@ -217,6 +229,7 @@ func (d *Daemon) shutdown() error {
 
 func start(ctx context.Context, cfg *config.Config, log *slog.Logger, clk *clock.Clock) (d *Daemon, err error) {
 	d = &Daemon{Config: cfg, cfg: cfg, log: log, Clock: clk, Started: time.Now(), watchdog: watchdog.New(log), up: newUplink()}
+	d.cfgJobs.wake = make(chan struct{}, 1)
 	d.linkTracker = d.watchdog.Track("mqtt message handler", 5*time.Minute)
 	d.intakeTracker = d.watchdog.Track("command intake", 2*time.Minute)
 	d.svcLinkTracker = d.watchdog.Track("shadow service message handler", time.Minute)
@@ -270,9 +283,10 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, clk *clock
 		}
 		return d, err
 	}
-	d.up.attach(l, d.gen.routes.filters())
+	d.up.attach(l, d.gen.routes.filters(), d.gen.routes.optional)
 	d.up.install(d.gen.routes)
-	d.Sync, d.Commands = d.gen.sync, d.gen.commands
+	d.Sync, d.Commands, d.Jobs = d.gen.sync, d.gen.commands, d.gen.jobs
+	d.jobs.Store(d.gen.jobs)
 	// After sync observes the actuators: a group restored after a crash is
 	// a change made at the gateway on purpose, written as desired too (the
 	// cloud may hold the desired state of the group's first half).
@@ -353,14 +367,16 @@ func (d *Daemon) newLink(cfg *config.Config) (*link.Link, string, error) {
 	return l, key, nil
 }
 
-// generation is shadow sync and commands for one configuration: a reload
-// that changes what they see (thing, topic root, conflict policy, which
-// actuator drives which shadow key, command types) replaces them together.
+// generation is shadow sync, commands and jobs for one configuration: a
+// reload that changes what they see (thing, topic root, conflict policy,
+// which actuator drives which shadow key, command types, jobs) replaces
+// them together.
 type generation struct {
 	cfg      *config.Config
 	share    *actuate.Manager // sync observes through it
 	sync     *sync.Syncer
 	commands *command.Processor
+	jobs     *jobrun.Client // job executions, run as commands
 	routes   *routes
 	run      *task
 }
@@ -392,10 +408,17 @@ func (d *Daemon) buildGeneration(cfg *config.Config) (*generation, error) {
 		g.share.Release()
 		return nil, err
 	}
+	// Jobs beside commands: the executions run as commands, whose acks the
+	// client turns into job statuses (it is the processor's Sink).
+	g.jobs = jobrun.New(jobrun.Options{
+		Thing: cfg.Gateway.Thing, Root: cfg.Cloud.TopicRoot, Config: cfg, Store: d.Store, Link: g.routes, Logger: d.log,
+		Off: !cfg.Jobs.On(), ConfigUpdate: d.submitConfigUpdate,
+	})
 	g.commands = command.New(command.Options{
 		Thing: cfg.Gateway.Thing, Config: cfg, Store: d.Store, Manager: d.Manager, Link: g.routes, Outbox: d.Outbox, Logger: d.log,
-		Tracker: d.intakeTracker, Clock: d.Clock,
+		Tracker: d.intakeTracker, Clock: d.Clock, Sink: g.jobs,
 	})
+	g.jobs.Attach(g.commands)
 	return g, nil
 }
 
@@ -403,7 +426,7 @@ func (d *Daemon) buildGeneration(cfg *config.Config) (*generation, error) {
 // link is up already: they would otherwise wait for the next reconnect to
 // fetch the shadows).
 func (g *generation) start(parent context.Context, hooks bool) {
-	fns := []func(context.Context){g.sync.Run, g.commands.Run}
+	fns := []func(context.Context){g.sync.Run, g.commands.Run, g.jobs.Run}
 	if hooks {
 		fns = append(fns, func(ctx context.Context) {
 			if g.routes.Connected() {
@@ -556,7 +579,7 @@ func (d *Daemon) close() error {
 // backend is the running parts as the local API sees them.
 func (d *Daemon) backend() *localapi.Backend {
 	return &localapi.Backend{
-		Config: d.cfg, Store: d.Store, Manager: d.Manager, Sync: d.gen.sync, Commands: d.gen.commands, Link: d.up.current(),
+		Config: d.cfg, Store: d.Store, Manager: d.Manager, Sync: d.gen.sync, Commands: d.gen.commands, Jobs: d.gen.jobs, Link: d.up.current(),
 		Outbox: d.Outbox, Clock: d.Clock, Started: d.Started, Reload: d.Reload,
 	}
 }
@@ -566,14 +589,18 @@ func (d *Daemon) statusLine() string {
 	st := d.up.current().Stats()
 	ob := d.Store.OutboxStats()
 	clk := d.Clock.Status().Summary()
+	jobs := ""
+	if why := d.jobs.Load().Unavailable(); why != "" {
+		jobs = "; jobs unavailable (" + why + ")"
+	}
 	if st.Connected {
-		return fmt.Sprintf("connected to %s; outbox %d waiting, %d dropped; clock: %s", st.Broker, ob.Items, ob.Dropped, clk)
+		return fmt.Sprintf("connected to %s; outbox %d waiting, %d dropped%s; clock: %s", st.Broker, ob.Items, ob.Dropped, jobs, clk)
 	}
 	why := st.LastError
 	if why == "" {
 		why = "connecting"
 	}
-	return fmt.Sprintf("offline (%s); outbox %d waiting, %d dropped; clock: %s", why, ob.Items, ob.Dropped, clk)
+	return fmt.Sprintf("offline (%s); outbox %d waiting, %d dropped%s; clock: %s", why, ob.Items, ob.Dropped, jobs, clk)
 }
 
 func trimNewline(b []byte) []byte {

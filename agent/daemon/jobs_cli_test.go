@@ -159,24 +159,29 @@ func TestDemoJobsWithAWSCLI(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	if v := find("create-job --job-id lights-1"); v["jobArn"] != "arn:aws:iot:us-east-1:000000000000:job/lights-1" {
+	if v := find("create-job --job-id calibrate-1"); v["jobArn"] != "arn:aws:iot:us-east-1:000000000000:job/calibrate-1" {
 		t.Errorf("create-job: %v", v)
 	}
-	if v := find("describe-job --job-id lights-1"); jsonPath(v, "job", "status") != "IN_PROGRESS" || jsonPath(v, "job", "jobProcessDetails", "numberOfQueuedThings") != float64(1) {
+	if v := find("describe-job --job-id calibrate-1"); jsonPath(v, "job", "status") != "IN_PROGRESS" || jsonPath(v, "job", "jobProcessDetails", "numberOfQueuedThings") != float64(1) {
 		t.Errorf("describe-job: %v", v)
 	}
-	if q, _ := find("get-pending-job-executions")["queuedJobs"].([]any); len(q) != 1 || q[0].(map[string]any)["jobId"] != "lights-1" {
+	if q, _ := find("get-pending-job-executions")["queuedJobs"].([]any); len(q) != 1 || q[0].(map[string]any)["jobId"] != "calibrate-1" {
 		t.Errorf("get-pending-job-executions: %v", q)
 	}
-	if v := find("describe-job-execution"); jsonPath(v, "execution", "status") != "SUCCEEDED" || jsonPath(v, "execution", "thingArn") != "arn:aws:iot:us-east-1:000000000000:thing/demo-gw" {
+	if v := find("describe-job-execution --job-id calibrate-1"); jsonPath(v, "execution", "status") != "SUCCEEDED" || jsonPath(v, "execution", "thingArn") != "arn:aws:iot:us-east-1:000000000000:thing/sensor-1" {
 		t.Errorf("describe-job-execution: %v", v)
+	}
+	// The demo gateway ran the job to its group itself.
+	if v := find("describe-job-execution --job-id speed-40 --thing-name demo-gw $EP"); jsonPath(v, "execution", "status") != "SUCCEEDED" ||
+		!strings.Contains(fmt.Sprint(jsonPath(v, "execution", "statusDetails", "detailsMap", "result")), `"speed":40`) {
+		t.Errorf("the gateway's execution: %v", v)
 	}
 	status := map[string]any{}
 	for _, j := range find("list-jobs")["jobs"].([]any) {
 		m := j.(map[string]any)
 		status[m["jobId"].(string)] = m["status"]
 	}
-	if status["lights-1"] != "COMPLETED" || status["reboot-1"] != "CANCELED" {
+	if status["calibrate-1"] != "COMPLETED" || status["reboot-1"] != "CANCELED" || status["speed-40"] != "COMPLETED" {
 		t.Errorf("list-jobs: %v", status)
 	}
 }

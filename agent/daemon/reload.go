@@ -134,7 +134,7 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 			return nil, err
 		}
 	}
-	filters := d.up.filtersNow()
+	filters, optional := d.up.filtersNow()
 	if p.gen {
 		// A generation built and dropped tells which topics the new one
 		// subscribes: a first named shadow needs one more, and the session
@@ -144,7 +144,7 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 			return nil, err
 		}
 		g.share.Release()
-		filters = g.routes.filters()
+		filters, optional = g.routes.filters(), g.routes.optional
 		if nl == nil && !d.up.subscribed(filters) {
 			if nl, _, err = d.newLink(next); err != nil {
 				return nil, err
@@ -205,7 +205,7 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 		d.up.gate.Unlock()
 	}
 	if nl != nil {
-		d.up.attach(nl, filters)
+		d.up.attach(nl, filters, optional)
 		d.up.start(d.ctx)
 		d.linkKey = p.linkKey
 	}
@@ -215,7 +215,8 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 		}
 	}
 	d.cfg = next
-	d.Config, d.Link, d.Sync, d.Commands = next, d.up.current(), d.gen.sync, d.gen.commands
+	d.Config, d.Link, d.Sync, d.Commands, d.Jobs = next, d.up.current(), d.gen.sync, d.gen.commands, d.gen.jobs
+	d.jobs.Store(d.gen.jobs)
 	if d.api != nil {
 		d.api.SetBackend(d.backend())
 	}
@@ -383,7 +384,8 @@ func genView(c *config.Config) any {
 		StaleDelta            config.Duration
 		Bindings              map[string]binding
 		Commands              config.Commands
-	}{c.Gateway.Thing, c.Cloud.TopicRoot, c.Cloud.Conflict, c.Cloud.StaleDelta, b, c.Commands}
+		Jobs                  config.Jobs
+	}{c.Gateway.Thing, c.Cloud.TopicRoot, c.Cloud.Conflict, c.Cloud.StaleDelta, b, c.Commands, c.Jobs}
 }
 
 // linkKey is the cloud settings and the contents of the files they name.

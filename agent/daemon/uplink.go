@@ -24,13 +24,14 @@ type uplink struct {
 	// to the new generation, never to a stopped one.
 	gate gosync.RWMutex
 
-	mu      gosync.Mutex
-	link    *link.Link
-	filters []string // subscribed by link
-	routes  map[string]link.Handler
-	hooks   []func(context.Context) // the generation's OnConnect
-	base    []func(context.Context) // the uplink's own (outbox), run first
-	run     *task                   // link.Run
+	mu       gosync.Mutex
+	link     *link.Link
+	filters  []string        // subscribed by link
+	optional map[string]bool // of those, the ones the session can do without
+	routes   map[string]link.Handler
+	hooks    []func(context.Context) // the generation's OnConnect
+	base     []func(context.Context) // the uplink's own (outbox), run first
+	run      *task                   // link.Run
 }
 
 func newUplink() *uplink { return &uplink{routes: map[string]link.Handler{}} }
@@ -42,11 +43,12 @@ func (u *uplink) current() *link.Link {
 	return u.link
 }
 
-// filtersNow are the filters the current link subscribes.
-func (u *uplink) filtersNow() []string {
+// filtersNow are the filters the current link subscribes, and which of
+// them are optional.
+func (u *uplink) filtersNow() ([]string, map[string]bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return slices.Clone(u.filters)
+	return slices.Clone(u.filters), u.optional
 }
 
 // subscribed reports whether the current link subscribes every filter.
@@ -69,16 +71,26 @@ func (u *uplink) onConnect(fn func(context.Context)) {
 	u.base = append(u.base, fn)
 }
 
-// attach makes l the link beneath, subscribing filters; l must not run yet.
-func (u *uplink) attach(l *link.Link, filters []string) {
+// attach makes l the link beneath, subscribing filters (those in optional
+// as optional subscriptions: a broker that refuses them leaves the session
+// up); l must not run yet.
+func (u *uplink) attach(l *link.Link, filters []string, optional map[string]bool) {
 	for _, f := range filters {
-		l.Handle(f, u.dispatcher(f))
+		if optional[f] {
+			l.HandleOptional(f, u.dispatcher(f))
+		} else {
+			l.Handle(f, u.dispatcher(f))
+		}
 	}
 	l.OnConnect(u.connected)
 	u.mu.Lock()
-	u.link, u.filters = l, slices.Clone(filters)
+	u.link, u.filters, u.optional = l, slices.Clone(filters), optional
 	u.mu.Unlock()
 }
+
+// Refused reports whether the broker refused the optional subscription to
+// filter in the current session.
+func (u *uplink) Refused(filter string) bool { return u.current().Refused(filter) }
 
 // start runs the link beneath until stop or parent ends.
 func (u *uplink) start(parent context.Context) {
@@ -157,10 +169,20 @@ type routes struct {
 	*uplink
 	handlers map[string]link.Handler
 	order    []string
+	optional map[string]bool
 	hooks    []func(context.Context)
 }
 
-func newRoutes(u *uplink) *routes { return &routes{uplink: u, handlers: map[string]link.Handler{}} }
+func newRoutes(u *uplink) *routes {
+	return &routes{uplink: u, handlers: map[string]link.Handler{}, optional: map[string]bool{}}
+}
+
+// HandleOptional registers h for filter, a subscription the session can do
+// without (the jobs topics: a policy without them turns jobs off only).
+func (r *routes) HandleOptional(filter string, h link.Handler) {
+	r.Handle(filter, h)
+	r.optional[filter] = true
+}
 
 // Handle registers h for filter.
 func (r *routes) Handle(filter string, h link.Handler) {

@@ -143,6 +143,8 @@ type subscription struct {
 	filter string
 	h      Handler
 	shed   Shed
+	// optional: a broker that refuses it leaves the session up (Refused).
+	optional bool
 }
 
 // Link is one MQTT session that stays connected until its context ends.
@@ -165,6 +167,7 @@ type Link struct {
 	dropping    atomic.Bool  // the connection is being dropped on purpose
 	lastConnect atomic.Int64 // unix nanos
 	lastError   atomic.Pointer[string]
+	refused     atomic.Pointer[[]string] // optional filters the current session's broker refused
 	lost        chan error
 	// down is closed when the current connection is lost, so that waits
 	// for a PUBACK that can no longer come end (paho never completes the
@@ -260,17 +263,42 @@ func New(o Options) (*Link, error) {
 // on every connect, before OnConnect functions run. Call before Run.
 func (l *Link) Handle(filter string, h Handler) { l.HandleShed(filter, h, nil) }
 
+// HandleOptional is Handle for a subscription the session can do without:
+// when the broker refuses it (SUBACK failure, as AWS IoT Core answers for a
+// topic filter its policy does not allow), the session stays up without it,
+// the refusal is logged and Refused reports it, until a later session gets
+// it. Call before Run.
+func (l *Link) HandleOptional(filter string, h Handler) {
+	l.handle(subscription{filter: filter, h: h, optional: true})
+}
+
+// Refused reports whether the broker refused the optional subscription to
+// filter in the current (or last) session.
+func (l *Link) Refused(filter string) bool {
+	if r := l.refused.Load(); r != nil {
+		for _, f := range *r {
+			if f == filter {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // HandleShed is Handle with an answer for messages that arrive while the
 // queue is full (a service answering 429 instead of making the broker
 // deliver again). Call before Run.
 func (l *Link) HandleShed(filter string, h Handler, shed Shed) {
+	l.handle(subscription{filter: filter, h: h, shed: shed})
+}
+
+func (l *Link) handle(sub subscription) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	sub := subscription{filter, h, shed}
 	l.subs = append(l.subs, sub)
 	// Route now, not at SUBSCRIBE: a persistent session's queued messages
 	// arrive right after CONNACK, before this run has subscribed again.
-	l.client.AddRoute(filter, func(_ mqtt.Client, m mqtt.Message) { l.enqueue(m, sub) })
+	l.client.AddRoute(sub.filter, func(_ mqtt.Client, m mqtt.Message) { l.enqueue(m, sub) })
 }
 
 // OnConnect registers fn to run after every (re)connect, once every
@@ -294,6 +322,9 @@ type Stats struct {
 	Queued      int
 	Shed        int64 // received while the queue was full, answered by the subscriber
 	Overflowed  int64 // received while the queue was full, queued all the same
+	// Refused are the optional subscriptions the broker refused in the
+	// current session (HandleOptional).
+	Refused []string
 }
 
 // Stats returns the link's state.
@@ -305,6 +336,9 @@ func (l *Link) Stats() Stats {
 	}
 	if e := l.lastError.Load(); e != nil {
 		st.LastError = *e
+	}
+	if r := l.refused.Load(); r != nil {
+		st.Refused = append([]string(nil), *r...)
 	}
 	l.mu.Lock()
 	st.Queued = len(l.queue)
@@ -385,6 +419,7 @@ func (l *Link) session(ctx context.Context) error {
 	subs := append([]subscription(nil), l.subs...)
 	hooks := append([]func(context.Context){}, l.onConnect...)
 	l.mu.Unlock()
+	var refused []string
 	for _, s := range subs {
 		s := s
 		tok := l.client.Subscribe(s.filter, 1, nil) // routed by Handle
@@ -395,7 +430,10 @@ func (l *Link) session(ctx context.Context) error {
 		}
 		if st, ok := tok.(*mqtt.SubscribeToken); ok {
 			for _, code := range st.Result() {
-				if code == 0x80 {
+				if code == 0x80 && s.optional {
+					refused = append(refused, s.filter)
+					l.log.Warn("subscription refused by the broker (check the policy); going on without it", "filter", s.filter)
+				} else if code == 0x80 {
 					l.markDown()
 					l.client.Disconnect(0)
 					return fmt.Errorf("subscribe %s on %s: refused by the broker (check the policy)", s.filter, l.opts.Broker)
@@ -403,6 +441,7 @@ func (l *Link) session(ctx context.Context) error {
 			}
 		}
 	}
+	l.refused.Store(&refused)
 	l.connected.Store(true)
 	l.connects.Add(1)
 	l.lastConnect.Store(time.Now().UnixNano())

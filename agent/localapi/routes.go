@@ -18,6 +18,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/clock"
 	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/config"
+	"github.com/shadowgate/shadowgate/agent/jobrun"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/outbox"
 	"github.com/shadowgate/shadowgate/agent/sync"
@@ -33,6 +34,7 @@ type Backend struct {
 	Manager  *actuate.Manager
 	Sync     *sync.Syncer
 	Commands *command.Processor
+	Jobs     *jobrun.Client // nil: no jobs
 	Link     *link.Link
 	Outbox   *outbox.Drainer
 	Clock    *clock.Clock // nil: not shown
@@ -57,6 +59,7 @@ func (s *Server) routes() []route {
 		{"GET", "/v1/commands", s.commands},
 		{"POST", "/v1/commands/{tid}/approve", s.decide(true)},
 		{"POST", "/v1/commands/{tid}/reject", s.decide(false)},
+		{"GET", "/v1/jobs", s.jobs},
 		{"POST", "/v1/reload", s.reload},
 	}
 }
@@ -82,6 +85,7 @@ type Status struct {
 	Started        time.Time        `json:"started"`
 	Sync           sync.Stats       `json:"sync"`
 	CommandsStats  command.Stats    `json:"commands"`
+	Jobs           *jobrun.Stats    `json:"jobs,omitempty"`
 	ActuatorsCount int              `json:"actuators"`
 	Goroutines     int              `json:"goroutines"`
 	// Clock is the trusted time: its source and the system clock's offset.
@@ -103,8 +107,13 @@ func (s *Server) status(r *http.Request) (any, error) {
 		st := d.Clock.Status()
 		clk = &st
 	}
+	var js *jobrun.Stats
+	if d.Jobs != nil {
+		st := d.Jobs.Stats()
+		js = &st
+	}
 	return Status{
-		Clock:   clk,
+		Clock: clk, Jobs: js,
 		Version: version.Version, Thing: d.Config.Gateway.Thing, Broker: ls.Broker, Connected: ls.Connected,
 		Connects: ls.Connects, LastConnect: ls.LastConnect, LastError: ls.LastError,
 		OutboxItems: ob.Items, OutboxBytes: ob.Bytes, OutboxDropped: ob.Dropped, OutboxSent: d.Outbox.Sent(),
@@ -368,11 +377,16 @@ func (s *Server) decide(ok bool) handlerFunc {
 	return func(r *http.Request) (any, error) {
 		d := s.d()
 		tid := r.PathValue("tid")
-		var err error
+		decide := d.Commands.Reject
 		if ok {
-			err = d.Commands.Approve(tid)
-		} else {
-			err = d.Commands.Reject(tid)
+			decide = d.Commands.Approve
+		}
+		err := decide(tid)
+		if errors.Is(err, command.ErrNotAwaiting) && d.Jobs != nil {
+			// A job id names the gateway's newest execution of that job.
+			if jt, found := d.Jobs.TIDOf(tid); found {
+				tid, err = jt, decide(jt)
+			}
 		}
 		if errors.Is(err, command.ErrNotAwaiting) {
 			return nil, conflict("%v", err)
@@ -382,6 +396,37 @@ func (s *Server) decide(ok bool) handlerFunc {
 		}
 		return map[string]string{"tid": tid, "decision": map[bool]string{true: "approved", false: "rejected"}[ok]}, nil
 	}
+}
+
+// maxJobs bounds GET /v1/jobs?n=.
+const maxJobs = 10000
+
+// jobs is GET /v1/jobs: the job executions the gateway knows, newest first;
+// ?job=ID only that job's.
+func (s *Server) jobs(r *http.Request) (any, error) {
+	d := s.d()
+	n, err := intParam(r, "n", 50, maxJobs)
+	if err != nil {
+		return nil, err
+	}
+	if d.Jobs == nil {
+		return []*jobrun.Run{}, nil
+	}
+	all, err := d.Jobs.Runs(maxJobs)
+	if err != nil {
+		return nil, err
+	}
+	out := []*jobrun.Run{}
+	job := r.URL.Query().Get("job")
+	for _, run := range all {
+		if (job == "" || run.JobID == job || run.TID == job) && len(out) < n {
+			out = append(out, run)
+		}
+	}
+	if job != "" && len(out) == 0 {
+		return nil, notFound("the gateway knows no execution of job %q", job)
+	}
+	return out, nil
 }
 
 // ReloadResult is POST /v1/reload's answer.

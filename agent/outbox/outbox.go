@@ -7,7 +7,9 @@
 // service's answer, not by the broker's PUBACK (a broker acknowledges a
 // report that no service receives). agent/sync sends reports, keeps their
 // outbox copies while they are unanswered and removes them once accepted;
-// the drainer passes them by.
+// the drainer passes them by. So are AWS IoT Jobs status updates
+// (store.KindJob): agent/jobrun sends them and removes each once the jobs
+// service answered it.
 package outbox
 
 import (
@@ -151,7 +153,7 @@ func (d *Drainer) drainOnce(ctx context.Context) (int, error) {
 }
 
 // next returns the next window: the oldest items that are neither being
-// removed nor reports (see the package doc). Reports are coalesced per key,
+// removed nor reports or job statuses (see the package doc). Reports are coalesced per key,
 // so few of them sit among the rest; the peek grows until it finds a
 // window's worth or the outbox's end.
 func (d *Drainer) next() ([]store.OutItem, error) {
@@ -161,7 +163,9 @@ func (d *Drainer) next() ([]store.OutItem, error) {
 			return nil, err
 		}
 		all := len(items)
-		items = slices.DeleteFunc(items, func(it store.OutItem) bool { return d.removing[it.Seq] || it.Kind == store.KindReport })
+		items = slices.DeleteFunc(items, func(it store.OutItem) bool {
+			return d.removing[it.Seq] || it.Kind == store.KindReport || it.Kind == store.KindJob
+		})
 		if len(items) >= d.window || all < n {
 			return items[:min(len(items), d.window)], nil
 		}

@@ -36,6 +36,13 @@ func main() {
 		fmt.Println("shadowgated", version.Version)
 		return
 	}
+	// A CONFIG_UPDATE job that was on trial when the gateway stopped: its
+	// previous file is put back before anything reads the file.
+	if msg, err := daemon.RecoverConfigUpdate(*path); err != nil {
+		fmt.Fprintln(os.Stderr, "shadowgated:", err)
+	} else if msg != "" {
+		fmt.Fprintln(os.Stderr, "shadowgated:", msg)
+	}
 	cfg, err := daemon.LoadConfig(*path)
 	if err != nil {
 		var ps config.Problems

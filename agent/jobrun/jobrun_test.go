@@ -1,0 +1,92 @@
+package jobrun
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/shadowgate/shadowgate/agent/command"
+	"github.com/shadowgate/shadowgate/agent/config"
+)
+
+func TestTID(t *testing.T) {
+	tid := TID("speed-40_a", 12)
+	if tid != "job:speed-40_a:12" {
+		t.Fatal(tid)
+	}
+	job, n, err := ParseTID(tid)
+	if err != nil || job != "speed-40_a" || n != 12 {
+		t.Fatalf("%q %d %v", job, n, err)
+	}
+	for _, bad := range []string{"job:", "job::1", "job:a:", "job:a:0", "job:a:x", "job:a b:1", "cmd:a:1", "job:" + strings.Repeat("a", 65) + ":1"} {
+		if _, _, err := ParseTID(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+	c := &Client{}
+	if !c.Claims(tid) || c.Claims("job:nonsense") || c.Claims("CAFED00D") {
+		t.Fatal("claims")
+	}
+}
+
+func TestParseDocument(t *testing.T) {
+	d, err := parseDocument([]byte(`{"operation":"SET_SPEED","args":{"speed":40}}`))
+	if err != nil || d.Operation != "SET_SPEED" || string(d.Args["speed"]) != "40" {
+		t.Fatalf("%+v %v", d, err)
+	}
+	for doc, want := range map[string]string{
+		``:                                `has no document`,
+		`[1]`:                             `not a JSON object`,
+		`{"args":{}}`:                     `no "operation"`,
+		`{"operation":5}`:                 `operation must be a string`,
+		`{"operation":"X","args":[]}`:     `args an object`,
+		`{"operation":"X","version":"1"}`: `the key "version"`,
+	} {
+		if _, err := parseDocument([]byte(doc)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", doc, err, want)
+		}
+	}
+}
+
+func TestDetailValue(t *testing.T) {
+	if got := detailValue("line one\nline\ttwo\u200b end "); got != "line one line two  end" {
+		t.Fatalf("%q", got)
+	}
+	long := detailValue(strings.Repeat("é", 2000))
+	if utf8.RuneCountInString(long) != maxDetailValue || !strings.HasSuffix(long, "…") {
+		t.Fatalf("%d runes", utf8.RuneCountInString(long))
+	}
+}
+
+// What each ack becomes: the status table of the README.
+func TestStatusOf(t *testing.T) {
+	cfg := &config.Config{Commands: config.Commands{Types: map[string]*config.CommandType{
+		"SLOW": {Timeout: config.Duration(90e9)}, "FAST": {Timeout: config.Duration(1e9)},
+	}}}
+	c := &Client{o: Options{Config: cfg}}
+	for _, tc := range []struct {
+		run     Run
+		ack     command.Ack
+		status  string
+		details string
+		step    int64
+	}{
+		{Run{Operation: "SLOW"}, command.Ack{Status: "RUNNING"}, StatusInProgress, "", 2},
+		{Run{Operation: "FAST"}, command.Ack{Status: "RUNNING", Reason: command.ReasonAwaitingApproval}, StatusInProgress, "awaiting=approval", 0},
+		{Run{Operation: "FAST", Approval: "pending"}, command.Ack{Status: "RUNNING"}, StatusInProgress, "approval=approved", 1},
+		{Run{Operation: "ROLLBACK"}, command.Ack{Status: "RUNNING"}, StatusInProgress, "", 1},
+		{Run{Status: StatusInProgress}, command.Ack{Status: "SUCCESS", Result: map[string]any{"m": map[string]any{"on": true}}}, StatusSucceeded, `result={"m":{"on":true}}`, 0},
+		{Run{Status: StatusInProgress}, command.Ack{Status: "FAILURE", Reason: "timeout"}, StatusFailed, "reason=timeout", 0},
+		{Run{Status: StatusInProgress}, command.Ack{Status: "FAILURE", Reason: command.ReasonRejected}, StatusRejected, "reason=" + command.ReasonRejected, 0},
+		{Run{}, command.Ack{Status: "FAILURE", Reason: `unknown command type "X"`}, StatusRejected, `reason=unknown command type "X"`, 0},
+	} {
+		status, details, step := c.statusOf(&tc.run, &tc.ack)
+		var d []string
+		for k, v := range details {
+			d = append(d, k+"="+v)
+		}
+		if status != tc.status || strings.Join(d, ",") != tc.details || step != tc.step {
+			t.Errorf("%+v %+v: %s %v %d, want %s %s %d", tc.run, tc.ack, status, details, step, tc.status, tc.details, tc.step)
+		}
+	}
+}
