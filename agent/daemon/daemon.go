@@ -412,7 +412,7 @@ func (d *Daemon) buildGeneration(cfg *config.Config) (*generation, error) {
 	// client turns into job statuses (it is the processor's Sink).
 	g.jobs = jobrun.New(jobrun.Options{
 		Thing: cfg.Gateway.Thing, Root: cfg.Cloud.TopicRoot, Config: cfg, Store: d.Store, Link: g.routes, Logger: d.log,
-		Off: !cfg.Jobs.On(), ConfigUpdate: d.submitConfigUpdate,
+		Off: !cfg.Jobs.On(), ConfigUpdate: d.submitConfigUpdate, CloudTime: d.Clock.ObserveUnix,
 	})
 	g.commands = command.New(command.Options{
 		Thing: cfg.Gateway.Thing, Config: cfg, Store: d.Store, Manager: d.Manager, Link: g.routes, Outbox: d.Outbox, Logger: d.log,

@@ -104,6 +104,11 @@ type Options struct {
 	// its IN_PROGRESS is recorded (the daemon's worker, which replaces the
 	// configuration file and reports through Finish). It must not block.
 	ConfigUpdate func(tid string, args map[string]json.RawMessage)
+	// CloudTime, when set, is given the timestamp (Unix seconds) of every
+	// jobs answer, with when the request it answers was first sent (zero
+	// for a message that answers nothing of ours): the trusted clock's
+	// estimate of the cloud's time.
+	CloudTime func(unixSec int64, sent time.Time)
 	// Off (jobs.enabled: false) subscribes to nothing and sends nothing;
 	// executions already in the pipeline are still recorded, their
 	// statuses kept for when jobs are on again.
@@ -181,6 +186,9 @@ type req struct {
 	payload  []byte
 	deadline time.Time
 	timeout  time.Duration
+	// firstSent is when the request first went out (monotonic): an answer
+	// to any copy was made after it, which bounds the cloud's clock.
+	firstSent time.Time
 }
 
 // New makes a client and registers its topics on l. Attach the command
@@ -481,6 +489,7 @@ func (c *Client) onNotifyNext(_ context.Context, m *link.Message) {
 		c.log.Warn("unreadable notify-next", "err", err)
 		return
 	}
+	c.cloudTime(n.Timestamp, nil)
 	c.mu.Lock()
 	c.mu.wantStart = true
 	now := c.o.Now()
@@ -494,6 +503,24 @@ func (c *Client) onNotifyNext(_ context.Context, m *link.Message) {
 	}
 	c.mu.Unlock()
 	c.kick()
+}
+
+// cloudTime passes an answer's timestamp on to the clock. AWS documents it
+// in seconds since the epoch, but its own examples show milliseconds
+// (1489096425069): a value too large for seconds (past the year 5138) is
+// read as milliseconds, so that either unit gives the right time.
+func (c *Client) cloudTime(ts int64, q *req) {
+	if c.o.CloudTime == nil || ts <= 0 {
+		return
+	}
+	if ts > 1e11 {
+		ts /= 1000
+	}
+	var sent time.Time
+	if q != nil {
+		sent = q.firstSent
+	}
+	c.o.CloudTime(ts, sent)
 }
 
 // takeAnswer finds the request a token answers and ends it; nil for a
@@ -530,7 +557,9 @@ func (c *Client) onStartAccepted(_ context.Context, m *link.Message) {
 		c.log.Warn("unreadable start-next answer", "err", err)
 		return
 	}
-	if c.takeAnswer(a.ClientToken, reqStart) == nil {
+	q := c.takeAnswer(a.ClientToken, reqStart)
+	c.cloudTime(a.Timestamp, q)
+	if q == nil {
 		return
 	}
 	e := a.Execution

@@ -3,6 +3,7 @@ package jobrun
 import (
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/shadowgate/shadowgate/agent/command"
@@ -88,5 +89,24 @@ func TestStatusOf(t *testing.T) {
 		if status != tc.status || strings.Join(d, ",") != tc.details || step != tc.step {
 			t.Errorf("%+v %+v: %s %v %d, want %s %s %d", tc.run, tc.ack, status, details, step, tc.status, tc.details, tc.step)
 		}
+	}
+}
+
+// Jobs answers feed the trusted clock: their timestamp, in seconds as AWS
+// documents it or in milliseconds as its examples show, with the first send
+// of the request answered (zero for a message that answers nothing).
+func TestCloudTimeFromAnswers(t *testing.T) {
+	var got []int64
+	var sent []time.Time
+	c := &Client{o: Options{CloudTime: func(ts int64, s time.Time) { got = append(got, ts); sent = append(sent, s) }}}
+	first := time.Now()
+	c.cloudTime(1489096425, &req{firstSent: first})
+	c.cloudTime(1489096425069, nil)
+	c.cloudTime(0, nil)
+	if len(got) != 2 || got[0] != 1489096425 || got[1] != 1489096425 {
+		t.Fatalf("timestamps %v", got)
+	}
+	if !sent[0].Equal(first) || !sent[1].IsZero() {
+		t.Fatalf("sent %v", sent)
 	}
 }

@@ -51,6 +51,9 @@ func (c *Client) sendDue() time.Time {
 	}
 	send := func(q *req) {
 		q.deadline = now.Add(q.timeout)
+		if q.firstSent.IsZero() {
+			q.firstSent = time.Now()
+		}
 		out = append(out, outgoing{q.topic, q.payload})
 	}
 	// Requests without an answer go again, waiting longer; same token, so
@@ -212,6 +215,7 @@ func (c *Client) onUpdateAccepted(_ context.Context, m *link.Message) {
 		return
 	}
 	q := c.takeAnswer(a.ClientToken, reqUpdate)
+	c.cloudTime(a.Timestamp, q)
 	if q == nil {
 		return
 	}
@@ -235,6 +239,7 @@ func (c *Client) onGetAccepted(_ context.Context, m *link.Message) {
 		return
 	}
 	q := c.takeAnswer(a.ClientToken, reqGet)
+	c.cloudTime(a.Timestamp, q)
 	if q == nil {
 		return
 	}
@@ -274,6 +279,7 @@ func (c *Client) onRejected(kind reqKind) link.Handler {
 			return
 		}
 		q := c.takeAnswer(e.ClientToken, kind)
+		c.cloudTime(e.Timestamp, q)
 		if q == nil {
 			return
 		}

@@ -72,6 +72,7 @@ type answer struct {
 	Execution      *execution `json:"execution,omitempty"`
 	ExecutionState *execState `json:"executionState,omitempty"`
 	ClientToken    string     `json:"clientToken,omitempty"`
+	Timestamp      int64      `json:"timestamp,omitempty"` // the service's clock, Unix seconds
 }
 
 // errorResponse is the payload of every …/rejected.
@@ -80,6 +81,7 @@ type errorResponse struct {
 	Message        string     `json:"message"`
 	ClientToken    string     `json:"clientToken,omitempty"`
 	ExecutionState *execState `json:"executionState,omitempty"`
+	Timestamp      int64      `json:"timestamp,omitempty"`
 }
 
 // updateRequest is the body of {jobId}/update.
