@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"testing"
 )
 
@@ -17,13 +16,9 @@ import (
 // never sees them. It reproduces a broker that drops messages for a slow
 // client, one message at a time. MQTT 3.1.1 only (what paho speaks).
 type FilterProxy struct {
-	t      testing.TB
-	ln     net.Listener
-	target string
-	drop   func(topic string, payload []byte) bool
+	*relay
+	drop func(topic string, payload []byte) bool
 
-	mu      sync.Mutex
-	conns   []net.Conn
 	dropped []string
 }
 
@@ -32,50 +27,20 @@ type FilterProxy struct {
 // (one call at a time).
 func NewFilterProxy(t testing.TB, target string, drop func(topic string, payload []byte) bool) *FilterProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &FilterProxy{t: t, ln: ln, target: target, drop: drop}
-	go p.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
+	p := &FilterProxy{drop: drop}
+	p.relay = newRelay(t, target)
+	p.serve(func(c, up net.Conn) {
+		go func() { io.Copy(up, c); up.Close() }()
+		go func() { p.down(up, c); c.Close() }()
 	})
 	return p
 }
-
-// URL is the proxy's tcp:// URL.
-func (p *FilterProxy) URL() string { return "tcp://" + p.ln.Addr().String() }
 
 // Dropped returns the topics of the messages swallowed so far.
 func (p *FilterProxy) Dropped() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.dropped...)
-}
-
-func (p *FilterProxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
-		go func() { io.Copy(up, c); up.Close() }()
-		go func() { p.down(up, c); c.Close() }()
-	}
 }
 
 // down copies the broker's packets to the client, leaving out the PUBLISH

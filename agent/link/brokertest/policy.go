@@ -17,13 +17,9 @@ import (
 // is withheld, and a client that publishes on a denied topic is
 // disconnected. MQTT 3.1.1 only (what paho speaks).
 type PolicyProxy struct {
-	t      testing.TB
-	ln     net.Listener
-	target string
-	deny   func(topic string) bool
+	*relay
+	deny func(topic string) bool
 
-	mu      sync.Mutex
-	conns   []net.Conn
 	refused []string
 }
 
@@ -32,54 +28,24 @@ type PolicyProxy struct {
 // topic published either way.
 func NewPolicyProxy(t testing.TB, target string, deny func(topic string) bool) *PolicyProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &PolicyProxy{t: t, ln: ln, target: target, deny: deny}
-	go p.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-	})
-	return p
-}
-
-// URL is the proxy's tcp:// URL.
-func (p *PolicyProxy) URL() string { return "tcp://" + p.ln.Addr().String() }
-
-// Refused returns the filters whose subscription was refused so far.
-func (p *PolicyProxy) Refused() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.refused...)
-}
-
-func (p *PolicyProxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
+	p := &PolicyProxy{deny: deny}
+	p.relay = newRelay(t, target)
+	p.serve(func(c, up net.Conn) {
 		// Per connection: the packet ids of SUBSCRIBEs and which of their
 		// filters are refused, for the SUBACK on the way back; writes to
 		// the client from both directions go through one lock.
 		pc := &policyConn{client: c, subs: map[uint16][]bool{}}
 		go func() { p.up(pc, up); up.Close(); c.Close() }()
 		go func() { p.down(pc, up); c.Close() }()
-	}
+	})
+	return p
+}
+
+// Refused returns the filters whose subscription was refused so far.
+func (p *PolicyProxy) Refused() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.refused...)
 }
 
 type policyConn struct {
