@@ -63,6 +63,25 @@ func (o ListenOptions) Check() (tlsOn bool, err error) {
 // Listen opens the address after Check: a TLS listener when a certificate
 // is given, plain TCP on loopback otherwise.
 func Listen(o ListenOptions) (net.Listener, error) {
+	return listen(o, func() (net.Listener, error) {
+		ln, err := net.Listen("tcp", o.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", o.Addr, err)
+		}
+		return ln, nil
+	})
+}
+
+// ListenOn is Listen on a new Listener of p, which was opened at o.Addr:
+// the server it serves takes turns on the socket with the port's others.
+func ListenOn(o ListenOptions, p *Port) (net.Listener, error) {
+	if p.Addr() != o.Addr {
+		return nil, fmt.Errorf("listen %s: the port given is %s", o.Addr, p.Addr())
+	}
+	return listen(o, p.Listener)
+}
+
+func listen(o ListenOptions, open func() (net.Listener, error)) (net.Listener, error) {
 	tlsOn, err := o.Check()
 	if err != nil {
 		return nil, err
@@ -75,9 +94,9 @@ func Listen(o ListenOptions) (net.Listener, error) {
 		}
 		cfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	}
-	ln, err := net.Listen("tcp", o.Addr)
+	ln, err := open()
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", o.Addr, err)
+		return nil, err
 	}
 	if cfg != nil {
 		ln = tls.NewListener(ln, cfg)

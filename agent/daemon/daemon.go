@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/actuate"
+	"github.com/shadowgate/shadowgate/agent/awsapi"
 	"github.com/shadowgate/shadowgate/agent/broker"
 	"github.com/shadowgate/shadowgate/agent/clock"
 	"github.com/shadowgate/shadowgate/agent/command"
@@ -457,6 +458,8 @@ type embedded struct {
 	svc     *shadowsvc.Service
 	http    func(context.Context) // serves the service's HTTP API; nil without one
 	httpLn  net.Listener
+	port    *awsapi.Port  // where httpLn listens: a reload's service shares its socket
+	up      chan struct{} // closed when svcLink first connects
 	jobs    *jobs.Service // the self-hosted AWS IoT Jobs on the same link and file
 	run     *task
 }
@@ -470,8 +473,8 @@ func embeddedKey(cfg *config.Config) string {
 // startEmbedded starts the loopback broker (or reuses b) and makes a shadow
 // service on it, with its own store file beside the gateway's (it is the
 // cloud's data, not the gateway's). The service runs with start.
-func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedded, err error) {
-	e = &embedded{listen: cfg.Broker.Listen, key: embeddedKey(cfg), broker: b}
+func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (_ *embedded, err error) {
+	e := &embedded{listen: cfg.Broker.Listen, key: embeddedKey(cfg), broker: b, up: make(chan struct{})}
 	if b == nil {
 		if e.broker, err = broker.Start(cfg.Broker.Listen, d.log); err != nil {
 			return nil, err
@@ -495,14 +498,21 @@ func (d *Daemon) startEmbedded(cfg *config.Config, b *broker.Server) (e *embedde
 	if err != nil {
 		return nil, err
 	}
+	var once gosync.Once
+	e.svcLink.OnConnect(func(context.Context) { once.Do(func() { close(e.up) }) })
 	e.svc = shadowsvc.New(shadowsvc.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.svcTracker,
 		PresenceTopic: cfg.Cloud.PresenceTopic})
 	e.jobs = jobs.New(jobs.Options{Root: cfg.Cloud.TopicRoot, Link: e.svcLink, Store: d.svcStore, Logger: d.log, Tracker: d.jobsTracker})
 	if h := cfg.Broker.HTTP; h.Listen != "" {
 		// Listening here, so that a busy port fails the start (or the
-		// reload) instead of the running service. The jobs APIs (iot,
-		// iot-jobs-data) share the server with iot-data.
-		srv, ln, err := shadowsvc.HTTPServer(e.svc, shadowsvc.HTTPOptions{Addr: h.Listen, CertFile: h.Cert, KeyFile: h.Key, Credentials: h.Credentials}, d.log,
+		// reload) instead of the running service. A reload that keeps the
+		// port takes turns on the running service's socket. The jobs APIs
+		// (iot, iot-jobs-data) share the server with iot-data.
+		e.port = awsapi.NewPort(h.Listen)
+		if d.emb != nil && d.emb.port != nil && d.emb.port.Addr() == h.Listen {
+			e.port = d.emb.port
+		}
+		srv, ln, err := shadowsvc.HTTPServer(e.svc, shadowsvc.HTTPOptions{Addr: h.Listen, CertFile: h.Cert, KeyFile: h.Key, Credentials: h.Credentials, Port: e.port}, d.log,
 			map[string]string{"addr": "broker.http.listen", "cert": "broker.http.cert", "key": "broker.http.key", "credentials": "broker.http.credentials"}, e.jobs.Routes()...)
 		if err != nil {
 			return nil, fmt.Errorf("embedded shadow service: %w", err)
@@ -543,8 +553,12 @@ func (e *embedded) start(parent context.Context) {
 		fns = append(fns, e.http)
 	}
 	e.run = startTask(context.WithoutCancel(parent), fns...)
-	for deadline := time.Now().Add(5 * time.Second); !e.svcLink.Connected() && time.Now().Before(deadline) && parent.Err() == nil; {
-		time.Sleep(5 * time.Millisecond)
+	wait := time.NewTimer(5 * time.Second)
+	defer wait.Stop()
+	select {
+	case <-e.up:
+	case <-wait.C:
+	case <-parent.Done():
 	}
 }
 

@@ -49,6 +49,9 @@ type HTTPOptions struct {
 	Region            string // the only region accepted; empty: any
 	Rate              float64
 	Burst             int
+	// Port, when set, is where to listen (made for Addr): the server then
+	// shares the socket with the one it replaces on the same Port.
+	Port *awsapi.Port
 }
 
 // HTTPServer is the HTTP API of svc, checked and listening but not yet
@@ -75,7 +78,13 @@ func HTTPServer(svc *Service, o HTTPOptions, log *slog.Logger, names map[string]
 		}
 		return nil, nil, fmt.Errorf("%s: %w", names["addr"], err)
 	}
-	ln, err := awsapi.Listen(lo)
+	var ln net.Listener
+	var err error
+	if o.Port != nil {
+		ln, err = awsapi.ListenOn(lo, o.Port)
+	} else {
+		ln, err = awsapi.Listen(lo)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
