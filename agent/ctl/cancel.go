@@ -86,13 +86,7 @@ func cancelOne(ctx context.Context, sess *session, acks <-chan command.Ack, thin
 	res := cancelResult{Thing: thing, TID: tid}
 	payload, _ := json.Marshal(map[string]string{"tid": tid, "status": command.StatusCancel})
 	var answer command.Ack
-	tries, answered := resend(ctx, sess, thing, payload, acks, o, func(try int, wait time.Duration, err error) {
-		if err != nil {
-			progress(fmt.Sprintf("try %d: %v", try, err))
-		} else {
-			progress(fmt.Sprintf("cancel sent (try %d of %d), waiting %s for an answer", try, o.tries, wait.Round(time.Millisecond)))
-		}
-	}, func(a command.Ack) bool {
+	tries, answered := resend(ctx, sess, thing, payload, acks, o, sentLine(progress, "cancel sent", o.tries), func(a command.Ack) bool {
 		if a.Status == command.StatusRunning && a.Reason != command.ReasonCancelTooLate {
 			// A heartbeat, or the answer to a resent request: the
 			// gateway has the command; the cancel's answer follows.

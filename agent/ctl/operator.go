@@ -377,13 +377,7 @@ func sendOne(ctx context.Context, sess *session, acks <-chan command.Ack, thing,
 	}
 	payload, _ := json.Marshal(req)
 	var first command.Ack
-	tries, answered := resend(ctx, sess, thing, payload, acks, o, func(try int, wait time.Duration, err error) {
-		if err != nil {
-			progress(fmt.Sprintf("try %d: %v", try, err))
-		} else {
-			progress(fmt.Sprintf("sent (try %d of %d), waiting %s for an answer", try, o.tries, wait.Round(time.Millisecond)))
-		}
-	}, func(a command.Ack) bool {
+	tries, answered := resend(ctx, sess, thing, payload, acks, o, sentLine(progress, "sent", o.tries), func(a command.Ack) bool {
 		first = a
 		return a.Status == command.StatusRunning || a.Status == command.StatusSuccess || a.Status == command.StatusFailure
 	})
@@ -433,6 +427,17 @@ func resend(ctx context.Context, sess *session, thing string, payload []byte, ac
 		wait = min(wait*2, o.maxWait)
 	}
 	return o.tries, false
+}
+
+// sentLine reports each send of resend as "what (try N of tries)".
+func sentLine(progress func(string), what string, tries int) func(int, time.Duration, error) {
+	return func(try int, wait time.Duration, err error) {
+		if err != nil {
+			progress(fmt.Sprintf("try %d: %v", try, err))
+			return
+		}
+		progress(fmt.Sprintf("%s (try %d of %d), waiting %s for an answer", what, try, tries, wait.Round(time.Millisecond)))
+	}
 }
 
 // awaitFinal follows a RUNNING command to its final ack (SUCCESS or
