@@ -84,7 +84,7 @@ fi
 `
 
 // fileFlags take a file name.
-var fileFlags = map[string]bool{"socket": true, "config": true, "ca": true, "cert": true, "key": true, "password-file": true, "file": true, "things": true}
+var fileFlags = map[string]bool{"socket": true, "config": true, "ca": true, "cert": true, "key": true, "password-file": true, "file": true, "things": true, "document": true}
 
 func runComplete(e *env, cmds []cliCommand, words []string) int {
 	for _, c := range complete(e.ctx, cmds, words) {

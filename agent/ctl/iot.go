@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/aws/smithy-go"
@@ -72,11 +73,18 @@ func (f *iotFlags) client(ctx context.Context) (*iotClient, error) {
 		opts = append(opts, config.WithRegion(f.region))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
+	var noProfile config.SharedConfigProfileNotExistError
+	switch {
+	case errors.As(err, &noProfile):
+		return nil, f.noCredentials()
+	case err != nil:
 		return nil, usagef("AWS configuration: %v", err)
 	}
 	if cfg.Region == "" {
 		cfg.Region = defaultRegion
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = awshttp.NewBuildableClient()
 	}
 	cfg.HTTPClient = rawCapture{cfg.HTTPClient}
 	c := &iotClient{region: cfg.Region, account: f.account}
@@ -108,18 +116,7 @@ func (f *iotFlags) client(ctx context.Context) (*iotClient, error) {
 	defer cancel()
 	creds, err := cfg.Credentials.Retrieve(rctx)
 	if err != nil || !creds.HasKeys() {
-		what := "no AWS credentials found"
-		if f.profile != "" || os.Getenv("AWS_PROFILE") != "" {
-			what = fmt.Sprintf("no AWS credentials for profile %q", firstOf(f.profile, os.Getenv("AWS_PROFILE")))
-		}
-		if file := os.Getenv("AWS_SHARED_CREDENTIALS_FILE"); file != "" {
-			if _, serr := os.Stat(file); serr != nil {
-				what += fmt.Sprintf(" (AWS_SHARED_CREDENTIALS_FILE %s: %v)", file, serr)
-			}
-		}
-		return nil, &exitError{code: ExitUsage, msg: what + ": set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or put the keys in\n" +
-			"~/.aws/credentials (another file: AWS_SHARED_CREDENTIALS_FILE; a profile of it: --profile or AWS_PROFILE).\n" +
-			"For the demo (make run):  export AWS_SHARED_CREDENTIALS_FILE=$PWD/configs/demo-credentials"}
+		return nil, f.noCredentials()
 	}
 	if c.account == "" {
 		c.account = creds.AccountID // aws_account_id, AWS_ACCOUNT_ID
@@ -133,6 +130,22 @@ func firstOf(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// noCredentials says what to set when no keys were found.
+func (f *iotFlags) noCredentials() error {
+	what := "no AWS credentials found"
+	if p := firstOf(f.profile, os.Getenv("AWS_PROFILE")); p != "" {
+		what = fmt.Sprintf("no AWS credentials for profile %q", p)
+	}
+	if file := os.Getenv("AWS_SHARED_CREDENTIALS_FILE"); file != "" {
+		if _, err := os.Stat(file); err != nil {
+			what += fmt.Sprintf(" (AWS_SHARED_CREDENTIALS_FILE %s: %v)", file, err)
+		}
+	}
+	return &exitError{code: ExitUsage, msg: what + ": set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or put the keys in\n" +
+		"~/.aws/credentials (another file: AWS_SHARED_CREDENTIALS_FILE; a profile of it: --profile or AWS_PROFILE).\n" +
+		"For the demo (make run):  export AWS_SHARED_CREDENTIALS_FILE=$PWD/configs/demo-credentials"}
 }
 
 // explain turns an error of the API into what the operator needs: the AWS
