@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -369,5 +370,102 @@ func TestJobCompletion(t *testing.T) {
 	}
 	if got := completions(t, "job", "create", "x", "--document", ""); fmt.Sprint(got) != "["+filesDirective+"]" {
 		t.Fatalf("job create --document <TAB>: %v", got)
+	}
+}
+
+// The create flags reach the service as CreateJob's configuration, and an
+// abort ends watch non-zero.
+func TestJobCreateSettingsTemplateAndAbort(t *testing.T) {
+	e := newJobsEnv(t)
+	e.group(t, "fleet", "thing-1", "thing-2")
+	must(t, args("job", "create", "set-1", "--targets", "group:fleet,thing-x", "--operation", "hold", "--continuous", "--max-per-minute", "5",
+		"--abort-failed-percent", "30", "--abort-min-things", "4", "--abort-failure-type", "FAILED", "--timeout-minutes", "15",
+		"--retry-failed", "2", "--retry-timed-out", "1", "--description", "settings", "--account", "123456789012"), ExitOK)
+	d, err := e.svc.DescribeJob(context.Background(), "set-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := d.Job
+	b, _ := json.Marshal(j)
+	if j.TargetSelection != "CONTINUOUS" || j.Description != "settings" || *j.JobExecutionsRolloutConfig.MaximumPerMinute != 5 ||
+		*j.TimeoutConfig.InProgressTimeoutInMinutes != 15 || len(j.AbortConfig.CriteriaList) != 1 || len(j.JobExecutionsRetryConfig.CriteriaList) != 2 ||
+		j.Targets[1] != "arn:aws:iot:us-east-1:123456789012:thing/thing-x" {
+		t.Fatalf("job %s", b)
+	}
+	if a := j.AbortConfig.CriteriaList[0]; a.FailureType != "FAILED" || a.Action != "CANCEL" || a.ThresholdPercentage != 30 || a.MinNumberOfExecutedThings != 4 {
+		t.Fatalf("abort %+v", a)
+	}
+	if r := j.JobExecutionsRetryConfig.CriteriaList; r[0].FailureType != "FAILED" || r[0].NumberOfRetries != 2 || r[1].FailureType != "TIMED_OUT" || r[1].NumberOfRetries != 1 {
+		t.Fatalf("retry %+v", r)
+	}
+	must(t, args("job", "describe", "set-1"), ExitOK, "settings     at most 5 things a minute; abort when 30% FAILED (after 4 things); in progress at most 15 min; retry FAILED 2×; retry TIMED_OUT 1×")
+
+	// A template by its name: the job gets its document.
+	if _, err := e.svc.CreateJobTemplate(context.Background(), &jobs.CreateJobTemplateRequest{JobTemplateID: "failer", Document: `{"operation":"fail"}`, Description: "fails"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, th := range []string{"a-1", "a-2", "a-3"} {
+		e.device(t, th)
+	}
+	// Every execution fails: the abort (at 50 % of at least 1) cancels the
+	// job after the first, before the rollout (one a minute) releases the
+	// next; watch says so.
+	out := must(t, args("job", "create", "abort-1", "--targets", "a-1,a-2,a-3", "--template", "failer", "--max-per-minute", "1",
+		"--abort-failed-percent", "50", "--watch", "--interval", "50ms"), ExitFailure, "job abort-1 CANCELED", "was canceled (aborted: 1 of 1 executed things ended ALL")
+	if !strings.Contains(out, "a-1  FAILED #1") || strings.Contains(out, "a-2  FAILED") || strings.Contains(out, "a-3  FAILED") {
+		t.Fatalf("the rollout went on after the abort:\n%s", out)
+	}
+	d, _ = e.svc.DescribeJob(context.Background(), "abort-1")
+	if !strings.HasSuffix(d.Job.JobTemplateArn, ":jobtemplate/failer") {
+		t.Fatalf("template %q", d.Job.JobTemplateArn)
+	}
+}
+
+// Ctrl-C stops watching with 130; the job goes on.
+func TestJobWatchInterrupted(t *testing.T) {
+	newJobsEnv(t)
+	must(t, args("job", "create", "long-1", "--targets", "thing-away", "--operation", "succeed"), ExitOK)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut lockedBuffer
+	done := make(chan int, 1)
+	go func() { done <- Main(ctx, []string{"job", "watch", "long-1", "--interval", "20ms"}, &out, &errOut) }()
+	eventually(t, "the first progress line", func() bool { return strings.Contains(out.String(), "long-1 IN_PROGRESS") })
+	cancel()
+	if code := <-done; code != ExitInterrupted || !strings.Contains(errOut.String(), "stopped watching job long-1; it goes on") {
+		t.Fatalf("exit %d\n%s", code, errOut.String())
+	}
+}
+
+// lockedBuffer is a buffer one goroutine writes while another reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestProgressBar(t *testing.T) {
+	for _, c := range []struct {
+		n    counts
+		want string
+	}{
+		{counts{}, "[          ]"},
+		{counts{queued: 10}, "[..........]"},
+		{counts{succeeded: 5, failed: 1, inProgress: 2, queued: 2}, "[#####x>>..]"},
+		{counts{succeeded: 1, canceled: 2}, "[###-------]"},
+	} {
+		if got := c.n.bar(10); got != c.want {
+			t.Errorf("%+v: %s, want %s", c.n, got, c.want)
+		}
 	}
 }
