@@ -362,6 +362,14 @@ func TestJobErrors(t *testing.T) {
 }
 
 func TestJobCompletion(t *testing.T) {
+	newJobsEnv(t)
+	must(t, args("job", "create", "comp-1", "--targets", "thing-c", "--operation", "x"), ExitOK)
+	if got := completions(t, "job", "describe", "co"); fmt.Sprint(got) != "[comp-1\tIN_PROGRESS]" {
+		t.Fatalf("job describe co<TAB>: %q", got)
+	}
+	if got := completions(t, "job", "create", ""); len(got) != 0 {
+		t.Fatalf("job create <TAB> (a new id): %q", got)
+	}
 	if got := completions(t, "job", ""); !hasWord(got, "create") || !hasWord(got, "watch") || hasWord(got, "jobs") {
 		t.Fatalf("job <TAB>: %v", got)
 	}
