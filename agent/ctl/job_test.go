@@ -1,14 +1,16 @@
 package ctl
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -434,32 +436,32 @@ func TestJobWatchInterrupted(t *testing.T) {
 	newJobsEnv(t)
 	must(t, args("job", "create", "long-1", "--targets", "thing-away", "--operation", "succeed"), ExitOK)
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut lockedBuffer
+	out, w := io.Pipe()
+	var errOut bytes.Buffer // read once Main has returned
 	done := make(chan int, 1)
-	go func() { done <- Main(ctx, []string{"job", "watch", "long-1", "--interval", "20ms"}, &out, &errOut) }()
-	eventually(t, "the first progress line", func() bool { return strings.Contains(out.String(), "long-1 IN_PROGRESS") })
+	go func() {
+		done <- Main(ctx, []string{"job", "watch", "long-1", "--interval", "20ms"}, w, &errOut)
+		w.Close()
+	}()
+	progress := make(chan struct{})
+	go func() {
+		lines := bufio.NewScanner(out)
+		for first := true; lines.Scan(); {
+			if first && strings.Contains(lines.Text(), "long-1 IN_PROGRESS") {
+				close(progress)
+				first = false
+			}
+		}
+	}()
+	select {
+	case <-progress:
+	case <-time.After(20 * time.Second):
+		t.Fatal("watch printed no progress line")
+	}
 	cancel()
 	if code := <-done; code != ExitInterrupted || !strings.Contains(errOut.String(), "stopped watching job long-1; it goes on") {
 		t.Fatalf("exit %d\n%s", code, errOut.String())
 	}
-}
-
-// lockedBuffer is a buffer one goroutine writes while another reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestProgressBar(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/ctl"
 	"github.com/shadowgate/shadowgate/agent/daemon"
 )
@@ -19,28 +20,7 @@ import (
 // both jobs itself.
 func TestDemoShadowctlJob(t *testing.T) {
 	root, _ := filepath.Abs("../..")
-	demo, err := os.ReadFile(filepath.Join(root, "configs/demo.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	mqttAddr, httpAddr := freeAddr(t), freeAddr(t)
-	y := string(demo)
-	for old, repl := range map[string]string{
-		"127.0.0.1:1883": mqttAddr, "127.0.0.1:8080": httpAddr, "tmp/demo/state.db": filepath.Join(dir, "state.db"),
-		"tmp/demo/api.sock": filepath.Join(dir, "api.sock"), "credentials: demo-credentials": "credentials: " + filepath.Join(root, "configs/demo-credentials"),
-	} {
-		if !strings.Contains(y, old) {
-			t.Fatalf("configs/demo.yaml no longer has %q", old)
-		}
-		y = strings.ReplaceAll(y, old, repl)
-	}
-	path := filepath.Join(dir, "demo.yaml")
-	os.WriteFile(path, []byte(y), 0o600)
-	cfg, err := daemon.LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, _, httpAddr := demoOnFreePorts(t)
 	d := gateway(t, cfg)
 	waitFor(t, "link up", d.Link.Connected)
 
@@ -50,8 +30,8 @@ func TestDemoShadowctlJob(t *testing.T) {
 		t.Setenv(k, "") // restored after the test
 		os.Unsetenv(k)
 	}
-	t.Setenv("HOME", dir)
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "none"))
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	var outputs []string
 	for _, l := range readmeBlock(t, "<!-- shadowctl-job:") {
@@ -96,6 +76,38 @@ func TestDemoShadowctlJob(t *testing.T) {
 	if got := read(t, d, "gate_motor")["speed"]; got != float64(60) && got != int64(60) && got != 60 {
 		t.Errorf("gate motor speed %v after demo-2, want 60", got)
 	}
+}
+
+// demoOnFreePorts is configs/demo.yaml with its broker and HTTP API moved
+// to free loopback ports, its state in a temporary directory and its
+// credentials the repository's configs/demo-credentials: the demo as make
+// run starts it, for a test. It returns the configuration, and the MQTT and
+// HTTP addresses.
+func demoOnFreePorts(t *testing.T) (cfg *config.Config, mqttAddr, httpAddr string) {
+	t.Helper()
+	root, _ := filepath.Abs("../..")
+	demo, err := os.ReadFile(filepath.Join(root, "configs/demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	mqttAddr, httpAddr = freeAddr(t), freeAddr(t)
+	y := string(demo)
+	for old, repl := range map[string]string{
+		"127.0.0.1:1883": mqttAddr, "127.0.0.1:8080": httpAddr, "tmp/demo/state.db": filepath.Join(dir, "state.db"),
+		"tmp/demo/api.sock": filepath.Join(dir, "api.sock"), "credentials: demo-credentials": "credentials: " + filepath.Join(root, "configs/demo-credentials"),
+	} {
+		if !strings.Contains(y, old) {
+			t.Fatalf("configs/demo.yaml no longer has %q: update this test", old)
+		}
+		y = strings.ReplaceAll(y, old, repl)
+	}
+	path := filepath.Join(dir, "demo.yaml")
+	os.WriteFile(path, []byte(y), 0o600)
+	if cfg, err = daemon.LoadConfig(path); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, mqttAddr, httpAddr
 }
 
 // shellWords splits a command line as sh does for the README's lines:
