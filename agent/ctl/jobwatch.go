@@ -115,20 +115,26 @@ func watchJob(e *env, c *iotClient, id string, interval time.Duration, asJSON bo
 	lastKey := ""
 	failing := 0 // polls in a row that failed
 	var s *snapshot
+	interrupted := func() error {
+		if tty {
+			fmt.Fprintln(e.stdout)
+		}
+		return &exitError{code: ExitInterrupted, msg: fmt.Sprintf("stopped watching job %s; it goes on (shadowctl job watch %s)", id, id)}
+	}
 	for first := true; ; first = false {
 		if !first {
 			t := time.NewTimer(interval)
 			select {
 			case <-e.ctx.Done():
 				t.Stop()
-				if tty {
-					fmt.Fprintln(e.stdout)
-				}
-				return &exitError{code: ExitInterrupted, msg: fmt.Sprintf("stopped watching job %s; it goes on (shadowctl job watch %s)", id, id)}
+				return interrupted()
 			case <-t.C:
 			}
 		}
 		j, raw, err := c.describeJob(e, id)
+		if err != nil && e.ctx.Err() != nil {
+			return interrupted()
+		}
 		if err != nil {
 			var ee *exitError
 			if first || errors.Is(err, context.Canceled) || (!errors.As(err, &ee) && !transient(err)) {
@@ -146,6 +152,9 @@ func watchJob(e *env, c *iotClient, id string, interval time.Duration, asJSON bo
 			lastKey = key
 			s = &snapshot{job: j, raw: raw}
 			if err := c.executions(e, s); err != nil {
+				if e.ctx.Err() != nil {
+					return interrupted()
+				}
 				lastKey = "" // again next time
 				fmt.Fprintf(e.stderr, "\nshadowctl job watch: %v\n", err)
 				continue
