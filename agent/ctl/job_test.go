@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
+
 	"github.com/shadowgate/shadowgate/agent/awsapi"
 	"github.com/shadowgate/shadowgate/agent/jobs"
 	"github.com/shadowgate/shadowgate/agent/link"
@@ -477,5 +479,26 @@ func TestProgressBar(t *testing.T) {
 		if got := c.n.bar(10); got != c.want {
 			t.Errorf("%+v: %s, want %s", c.n, got, c.want)
 		}
+	}
+}
+
+// On a terminal watch redraws one progress line in place.
+func TestJobWatchOnATerminal(t *testing.T) {
+	e := newJobsEnv(t)
+	e.device(t, "thing-t")
+	must(t, args("job", "create", "tty-1", "--targets", "thing-t", "--operation", "succeed"), ExitOK)
+	ptm, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer ptm.Close()
+	screen := make(chan string, 1)
+	go func() { b, _ := io.ReadAll(ptm); screen <- string(b) }()
+	var errOut bytes.Buffer
+	code := Main(context.Background(), []string{"job", "watch", "tty-1", "--interval", "50ms"}, tty, &errOut)
+	tty.Close()
+	got := <-screen
+	if code != ExitOK || !strings.Contains(got, "\r\033[Ktty-1 COMPLETED [##############################] 1/1 ended") || !strings.Contains(got, "job tty-1 COMPLETED") {
+		t.Fatalf("exit %d %s\nscreen %q", code, errOut.String(), got)
 	}
 }
