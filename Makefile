@@ -26,6 +26,7 @@ run: build
 	@mkdir -p tmp/demo
 	@echo "shadowgate demo. In another terminal, from this directory: $(BIN)/shadowctl status"
 	@echo "From anywhere else, first:  export SHADOWGATE_SOCKET=$(CURDIR)/tmp/demo/api.sock"
+	@echo "Jobs (shadowctl job, aws iot): export AWS_SHARED_CREDENTIALS_FILE=$(CURDIR)/configs/demo-credentials"
 	$(BIN)/shadowgated --config configs/demo.yaml
 
 # deps installs what the tests need when it is missing: mosquitto (the

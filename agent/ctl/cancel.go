@@ -85,86 +85,54 @@ func cancelOne(ctx context.Context, sess *session, acks <-chan command.Ack, thin
 	t0 := time.Now()
 	res := cancelResult{Thing: thing, TID: tid}
 	payload, _ := json.Marshal(map[string]string{"tid": tid, "status": command.StatusCancel})
+	var answer command.Ack
+	tries, answered := resend(ctx, sess, thing, payload, acks, o, sentLine(progress, "cancel sent", o.tries), func(a command.Ack) bool {
+		if a.Status == command.StatusRunning && a.Reason != command.ReasonCancelTooLate {
+			// A heartbeat, or the answer to a resent request: the
+			// gateway has the command; the cancel's answer follows.
+			progress(runningLine(a, t0) + "; waiting for the answer to the cancel")
+			return false
+		}
+		answer = a
+		return a.Status == command.StatusRunning || a.Status == command.StatusSuccess || a.Status == command.StatusFailure
+	})
+	res.Tries = tries
 	done := func(outcome string, a command.Ack, reason string) cancelResult {
 		res.Outcome, res.Ack, res.Reason, res.Took = outcome, &a, reason, time.Since(t0)
 		return res
 	}
-	wait := o.backoff
-	for res.Tries < o.tries {
-		res.Tries++
-		if err := sess.l.Publish(ctx, command.RequestTopic(thing), false, payload); err != nil {
-			progress(fmt.Sprintf("try %d: %v", res.Tries, err))
-		} else {
-			progress(fmt.Sprintf("cancel sent (try %d of %d), waiting %s for an answer", res.Tries, o.tries, wait.Round(time.Millisecond)))
+	switch {
+	case !answered:
+		res.Outcome, res.Took = statusGaveUp, time.Since(t0)
+		res.Reason = fmt.Sprintf("no answer after %d tries over %s", res.Tries, res.Took.Round(100*time.Millisecond))
+		if ctx.Err() != nil {
+			res.Reason = "interrupted before an answer"
 		}
-		timer := time.NewTimer(wait)
-	answer:
-		for {
-			select {
-			case a := <-acks:
-				switch {
-				case a.Status == command.StatusFailure && a.Reason == command.ReasonCanceled:
-					timer.Stop()
-					return done(cancelCanceled, a, "")
-				case a.Status == command.StatusFailure && strings.HasPrefix(a.Reason, command.ReasonCancelNotRecorded):
-					timer.Stop()
-					return done(cancelNotCanceled, a, a.Reason)
-				case a.Status == command.StatusSuccess || a.Status == command.StatusFailure:
-					timer.Stop()
-					return done(cancelFinished, a, "")
-				case a.Status == command.StatusRunning && a.Reason == command.ReasonCancelTooLate:
-					timer.Stop()
-					progress("too late to cancel: the command is running; waiting for its result")
-					return followTooLate(ctx, acks, res, t0, o, progress)
-				case a.Status == command.StatusRunning:
-					// A heartbeat, or the answer to a resent request: the
-					// gateway has the command; the cancel's answer follows.
-					progress(runningLine(a, t0) + "; waiting for the answer to the cancel")
-				}
-			case <-timer.C:
-				break answer
-			case <-ctx.Done():
-				timer.Stop()
-				res.Outcome, res.Took = statusGaveUp, time.Since(t0)
-				res.Reason = "interrupted before an answer"
-				return res
-			}
-		}
-		wait = min(wait*2, o.maxWait)
+		return res
+	case answer.Status == command.StatusFailure && answer.Reason == command.ReasonCanceled:
+		return done(cancelCanceled, answer, "")
+	case answer.Status == command.StatusFailure && strings.HasPrefix(answer.Reason, command.ReasonCancelNotRecorded):
+		return done(cancelNotCanceled, answer, answer.Reason)
+	case answer.Status == command.StatusRunning:
+		progress("too late to cancel: the command is running; waiting for its result")
+		return followTooLate(ctx, acks, res, t0, o, progress)
 	}
-	res.Outcome, res.Took = statusGaveUp, time.Since(t0)
-	res.Reason = fmt.Sprintf("no answer after %d tries over %s", res.Tries, res.Took.Round(100*time.Millisecond))
-	return res
+	return done(cancelFinished, answer, "")
 }
 
 // followTooLate waits for the final ack of a command the cancel came too
 // late for.
 func followTooLate(ctx context.Context, acks <-chan command.Ack, res cancelResult, t0 time.Time, o sendOptions, progress func(string)) cancelResult {
-	lastBeat := time.Now()
-	for {
-		silence := time.NewTimer(o.heartbeatTimeout - time.Since(lastBeat))
-		select {
-		case a := <-acks:
-			silence.Stop()
-			switch a.Status {
-			case command.StatusRunning:
-				lastBeat = time.Now()
-				progress(runningLine(a, t0))
-			case command.StatusSuccess, command.StatusFailure:
-				res.Outcome, res.Ack, res.Took = cancelTooLate, &a, time.Since(t0)
-				return res
-			}
-		case <-silence.C:
-			res.Outcome, res.Took = cancelTooLate, time.Since(t0)
-			res.Reason = fmt.Sprintf("it was running when the cancel arrived, and no RUNNING heartbeat came for %s since: its outcome is unknown; ask with shadowctl command cancel %s %s again", o.heartbeatTimeout, res.Thing, res.TID)
-			return res
-		case <-ctx.Done():
-			silence.Stop()
-			res.Outcome, res.Took = cancelTooLate, time.Since(t0)
-			res.Reason = "it was running when the cancel arrived (interrupted before its result)"
-			return res
-		}
+	final, silent := awaitFinal(ctx, acks, o.heartbeatTimeout, func(a command.Ack) { progress(runningLine(a, t0)) })
+	res.Outcome, res.Ack, res.Took = cancelTooLate, final, time.Since(t0)
+	switch {
+	case final != nil:
+	case silent:
+		res.Reason = fmt.Sprintf("it was running when the cancel arrived, and no RUNNING heartbeat came for %s since: its outcome is unknown; ask with shadowctl command cancel %s %s again", o.heartbeatTimeout, res.Thing, res.TID)
+	default:
+		res.Reason = "it was running when the cancel arrived (interrupted before its result)"
 	}
+	return res
 }
 
 func reportCancel(e *env, m *mqttFlags, res cancelResult) error {

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+
 	"github.com/shadowgate/shadowgate/agent/localapi"
 )
 
@@ -84,7 +87,7 @@ fi
 `
 
 // fileFlags take a file name.
-var fileFlags = map[string]bool{"socket": true, "config": true, "ca": true, "cert": true, "key": true, "password-file": true, "file": true, "things": true}
+var fileFlags = map[string]bool{"socket": true, "config": true, "ca": true, "cert": true, "key": true, "password-file": true, "file": true, "things": true, "document": true}
 
 func runComplete(e *env, cmds []cliCommand, words []string) int {
 	for _, c := range complete(e.ctx, cmds, words) {
@@ -242,6 +245,8 @@ func completeArgs(ctx context.Context, cmds []cliCommand, cmd *cliCommand, vals 
 		return []string{filesDirective}
 	case want[len(args)] == "ACTUATOR":
 		return filterPrefix(actuatorNames(ctx, vals), cur)
+	case want[len(args)] == "JOBID" && cmd.name != "job create":
+		return filterPrefix(jobIDs(ctx, vals), cur)
 	}
 	return nil
 }
@@ -274,4 +279,24 @@ func actuatorNames(ctx context.Context, vals map[string]string) []string {
 		out = append(out, a.Name+"\t"+a.Driver+" "+compact(a.State))
 	}
 	return out
+}
+
+// jobIDs asks the jobs API, briefly, for its newest jobs.
+func jobIDs(ctx context.Context, vals map[string]string) []string {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	f := iotFlags{endpoint: vals["endpoint-url"], region: vals["region"], profile: vals["profile"]}
+	c, err := f.client(ctx)
+	if err != nil {
+		return nil
+	}
+	out, err := c.api.ListJobs(ctx, &iot.ListJobsInput{MaxResults: aws.Int32(100)})
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, j := range out.Jobs {
+		ids = append(ids, aws.ToString(j.JobId)+"\t"+string(j.Status))
+	}
+	return ids
 }

@@ -52,7 +52,7 @@ type cliCommand struct {
 }
 
 func commands() []cliCommand {
-	cmds := append(localCommands(), operatorCommands()...)
+	cmds := append(append(localCommands(), operatorCommands()...), jobCommands()...)
 	return append(cmds, []cliCommand{
 		{"config check", "validate a configuration file (no daemon needed)",
 			"shadowctl config check [FILE]\n\nFILE defaults to /etc/shadowgate/shadowgate.yaml. Every problem is printed\nas FILE:LINE: key.path: message. Exit 1 when the file is invalid.\n\nExample:\n  shadowctl config check /etc/shadowgate/shadowgate.yaml",
@@ -260,6 +260,9 @@ func runVersion(e *env, args []string) error {
 	return nil
 }
 
+// jobsFamily is the heading of the job commands in the command list.
+const jobsFamily = "Cloud jobs (AWS IoT Jobs over HTTPS; --endpoint-url, --region, --profile, AWS credentials):"
+
 // family sorts commands for the command list by the flags they take.
 func family(c *cliCommand) string {
 	fs := describe(c)
@@ -268,6 +271,8 @@ func family(c *cliCommand) string {
 		return "On the gateway (the daemon's local API; --socket):"
 	case fs != nil && fs.Lookup("broker") != nil:
 		return "Cloud shadows and commands (over MQTT; --broker, --topic-root, TLS flags):"
+	case fs != nil && fs.Lookup("endpoint-url") != nil:
+		return jobsFamily
 	}
 	return "Other:"
 }
@@ -282,7 +287,7 @@ func printHelp(w io.Writer, cmds []cliCommand) {
 		f := family(&c)
 		groups[f] = append(groups[f], c)
 	}
-	for _, f := range []string{"On the gateway (the daemon's local API; --socket):", "Cloud shadows and commands (over MQTT; --broker, --topic-root, TLS flags):", "Other:"} {
+	for _, f := range []string{"On the gateway (the daemon's local API; --socket):", "Cloud shadows and commands (over MQTT; --broker, --topic-root, TLS flags):", jobsFamily, "Other:"} {
 		if len(groups[f]) == 0 {
 			continue
 		}

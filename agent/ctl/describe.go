@@ -68,7 +68,8 @@ func described(fs *flag.FlagSet, args []string) bool {
 
 // globalFlagSet holds the flags that mean the same in every command that
 // takes them: the local API's (--socket, --json, --config) and the MQTT
-// connection's (--broker, --topic-root, TLS, …). They may stand before the
+// connection's (--broker, --topic-root, TLS, …), the AWS IoT API's
+// (--endpoint-url, --region, --profile, --account). They may stand before the
 // command too. --help is one of them.
 func globalFlagSet() *flag.FlagSet {
 	fs := flag.NewFlagSet("shadowctl", flag.ContinueOnError)
@@ -78,11 +79,16 @@ func globalFlagSet() *flag.FlagSet {
 	mq := flag.NewFlagSet("", flag.ContinueOnError)
 	var m mqttFlags
 	m.register(mq)
-	mq.VisitAll(func(f *flag.Flag) {
-		if fs.Lookup(f.Name) == nil {
-			fs.Var(f.Value, f.Name, f.Usage)
-		}
-	})
+	var f iotFlags
+	jobs := flag.NewFlagSet("", flag.ContinueOnError)
+	f.register(jobs)
+	for _, more := range []*flag.FlagSet{mq, jobs} {
+		more.VisitAll(func(f *flag.Flag) {
+			if fs.Lookup(f.Name) == nil {
+				fs.Var(f.Value, f.Name, f.Usage)
+			}
+		})
+	}
 	fs.Bool("help", false, "this help, or with a command its own")
 	return fs
 }

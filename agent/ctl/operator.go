@@ -376,43 +376,94 @@ func sendOne(ctx context.Context, sess *session, acks <-chan command.Ack, thing,
 		req["expires_at"] = out.ExpiresAt
 	}
 	payload, _ := json.Marshal(req)
+	var first command.Ack
+	tries, answered := resend(ctx, sess, thing, payload, acks, o, sentLine(progress, "sent", o.tries), func(a command.Ack) bool {
+		first = a
+		return a.Status == command.StatusRunning || a.Status == command.StatusSuccess || a.Status == command.StatusFailure
+	})
+	out.Tries = tries
+	switch {
+	case answered && first.Status == command.StatusRunning:
+		progress(runningLine(first, t0))
+		return follow(ctx, acks, out, t0, o, progress)
+	case answered:
+		return finished(out, first, t0)
+	}
+	out.Status, out.Took = statusGaveUp, time.Since(t0)
+	if ctx.Err() != nil {
+		out.Reason = "interrupted before an answer; " + mayStillRun(thing, out.ExpiresAt)
+	} else {
+		out.Reason = fmt.Sprintf("no answer after %d tries over %s; %s", out.Tries, out.Took.Round(100*time.Millisecond), mayStillRun(thing, out.ExpiresAt))
+	}
+	out.Cancel, out.unanswered = cancelHint(thing, tid), true
+	return out
+}
+
+// resend publishes payload on thing's request topic on a backoff schedule
+// (the first wait o.backoff, doubling up to o.maxWait) until answer takes
+// an ack as the answer (true) or o.tries sends went unanswered. sent
+// reports each send. It returns the sends made and whether an answer came;
+// without one, ctx.Err() says whether it was interrupted.
+func resend(ctx context.Context, sess *session, thing string, payload []byte, acks <-chan command.Ack, o sendOptions, sent func(try int, wait time.Duration, err error), answer func(command.Ack) bool) (int, bool) {
 	wait := o.backoff
-	for out.Tries < o.tries {
-		out.Tries++
-		if err := sess.l.Publish(ctx, command.RequestTopic(thing), false, payload); err != nil {
-			progress(fmt.Sprintf("try %d: %v", out.Tries, err))
-		} else {
-			progress(fmt.Sprintf("sent (try %d of %d), waiting %s for an answer", out.Tries, o.tries, wait.Round(time.Millisecond)))
-		}
+	for try := 1; try <= o.tries; try++ {
+		sent(try, wait, sess.l.Publish(ctx, command.RequestTopic(thing), false, payload))
 		timer := time.NewTimer(wait)
-	answer:
+	await:
 		for {
 			select {
 			case a := <-acks:
-				timer.Stop()
-				switch a.Status {
-				case command.StatusRunning:
-					progress(runningLine(a, t0))
-					return follow(ctx, acks, out, t0, time.Now(), o, progress)
-				case command.StatusSuccess, command.StatusFailure:
-					return finished(out, a, t0)
+				if answer(a) {
+					timer.Stop()
+					return try, true
 				}
 			case <-timer.C:
-				break answer
+				break await
 			case <-ctx.Done():
 				timer.Stop()
-				out.Status, out.Took = statusGaveUp, time.Since(t0)
-				out.Reason = "interrupted before an answer; " + mayStillRun(thing, out.ExpiresAt)
-				out.Cancel, out.unanswered = cancelHint(thing, tid), true
-				return out
+				return try, false
 			}
 		}
 		wait = min(wait*2, o.maxWait)
 	}
-	out.Status, out.Took = statusGaveUp, time.Since(t0)
-	out.Reason = fmt.Sprintf("no answer after %d tries over %s; %s", out.Tries, out.Took.Round(100*time.Millisecond), mayStillRun(thing, out.ExpiresAt))
-	out.Cancel, out.unanswered = cancelHint(thing, tid), true
-	return out
+	return o.tries, false
+}
+
+// sentLine reports each send of resend as "what (try N of tries)".
+func sentLine(progress func(string), what string, tries int) func(int, time.Duration, error) {
+	return func(try int, wait time.Duration, err error) {
+		if err != nil {
+			progress(fmt.Sprintf("try %d: %v", try, err))
+			return
+		}
+		progress(fmt.Sprintf("%s (try %d of %d), waiting %s for an answer", what, try, tries, wait.Round(time.Millisecond)))
+	}
+}
+
+// awaitFinal follows a RUNNING command to its final ack (SUCCESS or
+// FAILURE), calling beat on each heartbeat. It returns nil with silent
+// when no heartbeat came for timeout, nil without when ctx ended.
+func awaitFinal(ctx context.Context, acks <-chan command.Ack, timeout time.Duration, beat func(command.Ack)) (final *command.Ack, silent bool) {
+	lastBeat := time.Now()
+	for {
+		silence := time.NewTimer(timeout - time.Since(lastBeat))
+		select {
+		case a := <-acks:
+			silence.Stop()
+			switch a.Status {
+			case command.StatusRunning:
+				lastBeat = time.Now()
+				beat(a)
+			case command.StatusSuccess, command.StatusFailure:
+				return &a, false
+			}
+		case <-silence.C:
+			return nil, true
+		case <-ctx.Done():
+			silence.Stop()
+			return nil, false
+		}
+	}
 }
 
 // mayStillRun says, in one line, what a request nobody answered may still
@@ -458,29 +509,18 @@ func finished(out outcome, a command.Ack, t0 time.Time) outcome {
 }
 
 // follow waits for the final ack while heartbeats keep coming.
-func follow(ctx context.Context, acks <-chan command.Ack, out outcome, t0, lastBeat time.Time, o sendOptions, progress func(string)) outcome {
-	for {
-		silence := time.NewTimer(o.heartbeatTimeout - time.Since(lastBeat))
-		select {
-		case a := <-acks:
-			silence.Stop()
-			switch a.Status {
-			case command.StatusRunning:
-				lastBeat = time.Now()
-				progress(runningLine(a, t0))
-			case command.StatusSuccess, command.StatusFailure:
-				return finished(out, a, t0)
-			}
-		case <-silence.C:
-			out.Status, out.Took = command.StatusFailure, time.Since(t0)
-			out.Reason = fmt.Sprintf("no RUNNING heartbeat for %s: the outcome is unknown; ask again later with --tid %s (the gateway answers a known tid with its recorded result); if it has not started, %s stops it", o.heartbeatTimeout, out.TID, cancelHint(out.Thing, out.TID))
-			return out
-		case <-ctx.Done():
-			silence.Stop()
-			out.Status, out.Took = statusGaveUp, time.Since(t0)
-			out.Reason = "interrupted while it was RUNNING at the gateway; it goes on without us (ask again later with --tid " + out.TID + ")"
-			out.Cancel = cancelHint(out.Thing, out.TID)
-			return out
-		}
+func follow(ctx context.Context, acks <-chan command.Ack, out outcome, t0 time.Time, o sendOptions, progress func(string)) outcome {
+	final, silent := awaitFinal(ctx, acks, o.heartbeatTimeout, func(a command.Ack) { progress(runningLine(a, t0)) })
+	switch {
+	case final != nil:
+		return finished(out, *final, t0)
+	case silent:
+		out.Status, out.Took = command.StatusFailure, time.Since(t0)
+		out.Reason = fmt.Sprintf("no RUNNING heartbeat for %s: the outcome is unknown; ask again later with --tid %s (the gateway answers a known tid with its recorded result); if it has not started, %s stops it", o.heartbeatTimeout, out.TID, cancelHint(out.Thing, out.TID))
+		return out
 	}
+	out.Status, out.Took = statusGaveUp, time.Since(t0)
+	out.Reason = "interrupted while it was RUNNING at the gateway; it goes on without us (ask again later with --tid " + out.TID + ")"
+	out.Cancel = cancelHint(out.Thing, out.TID)
+	return out
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iotdataplane"
 
 	"github.com/shadowgate/shadowgate/agent/awsapi"
-	"github.com/shadowgate/shadowgate/agent/daemon"
 	"github.com/shadowgate/shadowgate/agent/shadow"
 )
 
@@ -111,29 +110,9 @@ func TestDemoHTTPWithAWSCLI(t *testing.T) {
 	if err != nil {
 		t.Skip("the AWS CLI (aws) is not installed: the README's aws iot-data commands are not checked (pip install awscli, or AWS CLI v2, to run this test)")
 	}
-	demo, err := os.ReadFile("../../configs/demo.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	credFile, _ := filepath.Abs("../../configs/demo-credentials")
 	dir := t.TempDir()
-	mqttAddr, httpAddr := freeAddr(t), freeAddr(t)
-	y := string(demo)
-	for old, repl := range map[string]string{
-		"127.0.0.1:1883": mqttAddr, "127.0.0.1:8080": httpAddr, "tmp/demo/state.db": filepath.Join(dir, "state.db"),
-		"tmp/demo/api.sock": filepath.Join(dir, "api.sock"), "credentials: demo-credentials": "credentials: " + credFile,
-	} {
-		if !strings.Contains(y, old) {
-			t.Fatalf("configs/demo.yaml no longer has %q", old)
-		}
-		y = strings.ReplaceAll(y, old, repl)
-	}
-	path := filepath.Join(dir, "demo.yaml")
-	os.WriteFile(path, []byte(y), 0o600)
-	cfg, err := daemon.LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, _, httpAddr := demoOnFreePorts(t)
 	d := gateway(t, cfg)
 
 	cli := func(env []string, args ...string) (string, string, error) {

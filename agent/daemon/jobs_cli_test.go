@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/shadowgate/shadowgate/agent/daemon"
 )
 
 // readmeBlock returns the lines of the README's shell block after marker,
@@ -51,28 +49,8 @@ func TestDemoJobsWithAWSCLI(t *testing.T) {
 		t.Skip("the AWS CLI (aws) is not installed: the README's aws iot jobs commands are not checked (pip install awscli, or AWS CLI v2, to run this test)")
 	}
 	root, _ := filepath.Abs("../..")
-	demo, err := os.ReadFile(filepath.Join(root, "configs/demo.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	mqttAddr, httpAddr := freeAddr(t), freeAddr(t)
-	y := string(demo)
-	for old, repl := range map[string]string{
-		"127.0.0.1:1883": mqttAddr, "127.0.0.1:8080": httpAddr, "tmp/demo/state.db": filepath.Join(dir, "state.db"),
-		"tmp/demo/api.sock": filepath.Join(dir, "api.sock"), "credentials: demo-credentials": "credentials: " + filepath.Join(root, "configs/demo-credentials"),
-	} {
-		if !strings.Contains(y, old) {
-			t.Fatalf("configs/demo.yaml no longer has %q", old)
-		}
-		y = strings.ReplaceAll(y, old, repl)
-	}
-	path := filepath.Join(dir, "demo.yaml")
-	os.WriteFile(path, []byte(y), 0o600)
-	cfg, err := daemon.LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, _, httpAddr := demoOnFreePorts(t)
 	gateway(t, cfg)
 
 	// The script: the README's lines with the demo's port moved, each
