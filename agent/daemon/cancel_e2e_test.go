@@ -431,54 +431,58 @@ func TestCancelKill9BetweenReceiptAndAck(t *testing.T) {
 	c := newCloud(t)
 	dir := t.TempDir()
 	const thing = "gw-ck9"
-	_, cfgPath := gatewayConfig(t, thing, c.broker.URL(), dir, "cloud_wins")
+	// The gateway's uplink runs through a proxy that withholds the
+	// canceled command's acks from the moment the cancel is sent until
+	// the kill, so that every kill lands before the cancel's answer
+	// reached the operator (racing the kill against the ack could not
+	// tell the two apart).
+	px := brokertest.NewFilterProxy(t, c.broker.Addr(), func(string, []byte) bool { return false })
+	_, cfgPath := gatewayConfig(t, thing, px.URL(), dir, "cloud_wins")
 	sock := filepath.Join(dir, "api.sock")
 	points := []struct{ name, line string }{
 		{"at its receipt", `msg="command cancel received"`},
 		{"once it is durable", `msg="command canceled before it started"`},
 	}
-	round := 0
-	for _, at := range points {
-		hit := false
-		for try := 1; try <= 3 && !hit; try++ {
-			round++
-			slow, queued, after := fmt.Sprintf("k9-slow-%d", round), fmt.Sprintf("k9-q-%d", round), fmt.Sprintf("k9-after-%d", round)
-			killed := startProcessKillOn(t, cfgPath, at.line)
-			waitFor(t, "the local API", func() bool { return shadowctl(t, "status", "--socket", sock).code == 0 })
-			c.waitShadow(t, thing, "", "gateway up", func(g *shadow.GetAccepted) bool { return g.State.Reported["valve"] != nil })
-			c.send(t, thing, req("OPEN_VALVE", slow, ""))
-			c.send(t, thing, req("CLOSE_VALVE", queued, ""))
-			c.waitAck(t, thing, queued, command.StatusRunning)
-			waitFor(t, slow+" started", func() bool { return changedBy(historyOf(t, sock, "valve"), slow) })
-			c.send(t, thing, cancelReq(queued))
-			select {
-			case <-killed:
-			case <-time.After(20 * time.Second):
-				t.Fatalf("the gateway never logged %s", at.line)
-			}
-			hit = len(c.finalAcks(thing, queued)) == 0
-			p := startProcess(t, cfgPath)
-			if a := c.waitAck(t, thing, queued, command.StatusFailure); a.Reason != command.ReasonCanceled {
-				t.Fatalf("round %d: %s ended %+v, want canceled", round, queued, a)
-			}
-			c.waitAck(t, thing, slow, command.StatusFailure) // interrupted
-			c.send(t, thing, req("CLOSE_VALVE", after, ""))
-			c.waitAck(t, thing, after, command.StatusSuccess)
-			h := historyOf(t, sock, "valve")
-			if changedBy(h, queued) {
-				t.Fatalf("round %d: %s ran after it was canceled: %+v", round, queued, h)
-			}
-			for _, f := range c.finalAcks(thing, queued) {
-				if !strings.Contains(f, `"reason":"canceled"`) {
-					t.Fatalf("round %d: a final ack other than canceled: %s", round, f)
-				}
-			}
-			again := strings.Contains(p.output(), `msg="command canceled before it started" component=command tid=`+queued)
-			t.Logf("round %d, killed %s: before its ack reached the operator: %v; canceled anew after the restart: %v", round, at.name, hit, again)
-			p.kill9()
+	for round, at := range points {
+		slow, queued, after := fmt.Sprintf("k9-slow-%d", round), fmt.Sprintf("k9-q-%d", round), fmt.Sprintf("k9-after-%d", round)
+		killed := startProcessKillOn(t, cfgPath, at.line)
+		waitFor(t, "the local API", func() bool { return shadowctl(t, "status", "--socket", sock).code == 0 })
+		c.waitShadow(t, thing, "", "gateway up", func(g *shadow.GetAccepted) bool { return g.State.Reported["valve"] != nil })
+		c.send(t, thing, req("OPEN_VALVE", slow, ""))
+		c.send(t, thing, req("CLOSE_VALVE", queued, ""))
+		c.waitAck(t, thing, queued, command.StatusRunning)
+		waitFor(t, slow+" started", func() bool { return changedBy(historyOf(t, sock, "valve"), slow) })
+		px.DropFromClient(func(topic string, payload []byte) bool {
+			return topic == command.AckTopic(thing) && strings.Contains(string(payload), `"`+queued+`"`)
+		})
+		c.send(t, thing, cancelReq(queued))
+		select {
+		case <-killed:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the gateway never logged %s", at.line)
 		}
-		if !hit {
-			t.Fatalf("no round killed the gateway %s before the cancel's ack reached the operator", at.name)
+		if f := c.finalAcks(thing, queued); len(f) != 0 {
+			t.Fatalf("round %d: a final ack of %s passed the proxy: %q", round, queued, f)
 		}
+		px.DropFromClient(nil)
+		p := startProcess(t, cfgPath)
+		if a := c.waitAck(t, thing, queued, command.StatusFailure); a.Reason != command.ReasonCanceled {
+			t.Fatalf("round %d: %s ended %+v, want canceled", round, queued, a)
+		}
+		c.waitAck(t, thing, slow, command.StatusFailure) // interrupted
+		c.send(t, thing, req("CLOSE_VALVE", after, ""))
+		c.waitAck(t, thing, after, command.StatusSuccess)
+		h := historyOf(t, sock, "valve")
+		if changedBy(h, queued) {
+			t.Fatalf("round %d: %s ran after it was canceled: %+v", round, queued, h)
+		}
+		for _, f := range c.finalAcks(thing, queued) {
+			if !strings.Contains(f, `"reason":"canceled"`) {
+				t.Fatalf("round %d: a final ack other than canceled: %s", round, f)
+			}
+		}
+		again := strings.Contains(p.output(), `msg="command canceled before it started" component=command tid=`+queued)
+		t.Logf("round %d, killed %s: canceled anew after the restart: %v", round, at.name, again)
+		p.kill9()
 	}
 }

@@ -14,10 +14,13 @@ import (
 // selects: the broker believes them sent (a QoS 1 message waits for a
 // PUBACK that never comes, until the client connects again), the client
 // never sees them. It reproduces a broker that drops messages for a slow
-// client, one message at a time. MQTT 3.1.1 only (what paho speaks).
+// client, one message at a time. DropFromClient swallows the client's
+// own PUBLISH packets the same way (the client waits for a PUBACK that
+// never comes). MQTT 3.1.1 only (what paho speaks).
 type FilterProxy struct {
 	*relay
-	drop func(topic string, payload []byte) bool
+	drop   func(topic string, payload []byte) bool
+	dropUp func(topic string, payload []byte) bool // nil: none
 
 	dropped []string
 }
@@ -30,10 +33,18 @@ func NewFilterProxy(t testing.TB, target string, drop func(topic string, payload
 	p := &FilterProxy{drop: drop}
 	p.relay = newRelay(t, target)
 	p.serve(func(c, up net.Conn) {
-		go func() { io.Copy(up, c); up.Close() }()
-		go func() { p.down(up, c); c.Close() }()
+		go func() { p.copy(c, up, p.fromClient); up.Close() }()
+		go func() { p.copy(up, c, p.toClient); c.Close() }()
 	})
 	return p
+}
+
+// DropFromClient makes the proxy swallow, from now on, the PUBLISH packets
+// from the client that drop selects; nil forwards them all again.
+func (p *FilterProxy) DropFromClient(drop func(topic string, payload []byte) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dropUp = drop
 }
 
 // Dropped returns the topics of the messages swallowed so far.
@@ -43,9 +54,8 @@ func (p *FilterProxy) Dropped() []string {
 	return append([]string(nil), p.dropped...)
 }
 
-// down copies the broker's packets to the client, leaving out the PUBLISH
-// packets drop selects.
-func (p *FilterProxy) down(from io.Reader, to io.Writer) {
+// copy copies packets, leaving out the PUBLISH packets selects picks.
+func (p *FilterProxy) copy(from io.Reader, to io.Writer, selects func(topic string, payload []byte) bool) {
 	r := bufio.NewReader(from)
 	for {
 		head, body, err := readPacket(r)
@@ -53,7 +63,7 @@ func (p *FilterProxy) down(from io.Reader, to io.Writer) {
 			return
 		}
 		if head[0]>>4 == 3 { // PUBLISH
-			if topic, payload, ok := parsePublish(head[0], body); ok && p.selects(topic, payload) {
+			if topic, payload, ok := parsePublish(head[0], body); ok && selects(topic, payload) {
 				continue
 			}
 		}
@@ -63,7 +73,7 @@ func (p *FilterProxy) down(from io.Reader, to io.Writer) {
 	}
 }
 
-func (p *FilterProxy) selects(topic string, payload []byte) bool {
+func (p *FilterProxy) toClient(topic string, payload []byte) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.drop(topic, payload) {
@@ -71,6 +81,12 @@ func (p *FilterProxy) selects(topic string, payload []byte) bool {
 	}
 	p.dropped = append(p.dropped, topic)
 	return true
+}
+
+func (p *FilterProxy) fromClient(topic string, payload []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dropUp != nil && p.dropUp(topic, payload)
 }
 
 // readPacket reads one MQTT control packet: its fixed header (type byte
