@@ -47,16 +47,6 @@ func allExecutions(t *testing.T, api *iot.Client, jobID string) []types.JobExecu
 	return all
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func thingOf(arn string) string { return arn[len(thingArn("")):] }
 
 // TestShadowsvcKilledMidRolloutLosesNothing: the real shadowsvc binary
@@ -85,7 +75,9 @@ func TestShadowsvcKilledMidRolloutLosesNothing(t *testing.T) {
 	if err := os.WriteFile(credFile, []byte(httpKeys), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	ln := must(net.Listen("tcp", "127.0.0.1:0")) // a free port, the same for both runs
+	addr := ln.Addr().String()
+	ln.Close()
 	run := func() *exec.Cmd {
 		return startShadowsvc(t, bin, "--broker", e.broker.URL(), "--client-id", "shadowsvc-k", "--store", e.path, "--log-level", "warn",
 			"--http", addr, "--credentials", credFile, "--http-rate", "-1")
