@@ -181,7 +181,7 @@ func (s *Service) Routes() []awsapi.Route {
 			r.optional(req.ParentGroupName, "parentGroupName")
 			return req, scope{}
 		}, s.CreateThingGroup),
-		operation(s, cp, get, "/thing-groups/{thingGroupName}", "DescribeThingGroup", read, fleetName("thingGroupName"), s.DescribeThingGroup),
+		operation(s, cp, get, "/thing-groups/{thingGroupName}", "DescribeThingGroup", read, onFleet("thingGroupName", (*reader).name), s.DescribeThingGroup),
 		operation(s, cp, del, "/thing-groups/{thingGroupName}", "DeleteThingGroup", write, func(r *reader) (*DeleteThingGroupRequest, scope) {
 			return &DeleteThingGroupRequest{ThingGroupName: r.name("thingGroupName"), ExpectedVersion: r.integer("expectedVersion", 0, 1<<53)}, scope{}
 		}, emptyObject(s.DeleteThingGroup)),
@@ -207,13 +207,13 @@ func (s *Service) Routes() []awsapi.Route {
 			req.JobTemplateID = id
 			return req, scope{}
 		}, s.CreateJobTemplate),
-		operation(s, cp, get, "/job-templates/{jobTemplateId}", "DescribeJobTemplate", read, fleetName("jobTemplateId"), s.DescribeJobTemplate),
+		operation(s, cp, get, "/job-templates/{jobTemplateId}", "DescribeJobTemplate", read, onFleet("jobTemplateId", (*reader).id), s.DescribeJobTemplate),
 		operation(s, cp, get, "/job-templates", "ListJobTemplates", read, func(r *reader) (*ListRequest, scope) {
 			req := &ListRequest{}
 			req.MaxResults, req.NextToken = r.page()
 			return req, scope{}
 		}, s.ListJobTemplates),
-		operation(s, cp, del, "/job-templates/{jobTemplateId}", "DeleteJobTemplate", write, fleetName("jobTemplateId"), noBody(s.DeleteJobTemplate)),
+		operation(s, cp, del, "/job-templates/{jobTemplateId}", "DeleteJobTemplate", write, onFleet("jobTemplateId", (*reader).id), noBody(s.DeleteJobTemplate)),
 
 		operation(s, dp, get, "/things/{thingName}/jobs", "GetPendingJobExecutions", read, func(r *reader) (request, scope) {
 			thing := r.name("thingName")
@@ -257,14 +257,10 @@ func jobDocumentRead(r *reader) (string, scope) {
 	return id, scope{job: id}
 }
 
-// fleetName reads an operation of the fleet on one group or template.
-func fleetName(param string) func(r *reader) (string, scope) {
-	return func(r *reader) (string, scope) {
-		if param == "thingGroupName" {
-			return r.name(param), scope{}
-		}
-		return r.id(param), scope{}
-	}
+// onFleet reads an operation of the fleet on one group (read: name) or
+// template (read: id) named in the path.
+func onFleet(param string, read func(r *reader, param string) string) func(r *reader) (string, scope) {
+	return func(r *reader) (string, scope) { return read(r, param), scope{} }
 }
 
 // readMembership reads AddThingToThingGroup and RemoveThingFromThingGroup.
