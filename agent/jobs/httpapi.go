@@ -18,9 +18,10 @@ import (
 // aws iot create-job …) and the jobs data plane (service "iot-jobs-data",
 // a device's API over HTTPS) as awsapi routes. The two share paths (GET
 // /things/{thingName}/jobs/{jobId} is DescribeJobExecution on both), so
-// each route names the signing service that reaches it. Each handler reads
-// the path, the query and the body into the API's shape, checks the key's
-// policy, and makes one call of the Service: an HTTP request and an MQTT
+// each route names the signing service that reaches it. Routes is a table
+// with one row an operation: it reads the path, the query and the body into
+// the API's shape (a reader), names what the key's policy must allow (a
+// scope), and makes one call of the Service: an HTTP request and an MQTT
 // one reach the same engine and cause the same notifications.
 //
 // Policy (the credentials file's shadowgate_actions and shadowgate_things):

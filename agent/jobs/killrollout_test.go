@@ -188,6 +188,14 @@ func TestShadowsvcKilledMidRolloutLosesNothing(t *testing.T) {
 		}(devs[n])
 	}
 	poll(t, "updates accepted before the kill", 30*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return total >= 100 })
+	// What the kill interrupts (on a machine slow enough for the minute to
+	// pass first, less of it: the checks below hold either way).
+	if n := len(allExecutions(t, api, "roll")); n == targets {
+		t.Logf("the rollout's second window opened before the kill")
+	}
+	if de := must(api.DescribeJobExecution(ctx, &iot.DescribeJobExecutionInput{JobId: aws.String("slow"), ThingName: aws.String("slowpoke")})); de.Execution.Status != types.JobExecutionStatusInProgress {
+		t.Logf("the timeout fired before the kill: %s", de.Execution.Status)
+	}
 	kill(cmd)
 	close(stop)
 	wg.Wait()
