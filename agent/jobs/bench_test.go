@@ -51,6 +51,18 @@ func BenchmarkDeviceFlow(b *testing.B) {
 	if _, err := svc.CreateJob(context.Background(), &jobs.CreateJobRequest{JobID: "bench", Targets: arns, Document: `{"op":"x"}`}); err != nil {
 		b.Fatal(err)
 	}
+	// The rollout releases them a batch a commit: a start-next before its
+	// thing's release would find nothing.
+	for {
+		d, err := svc.DescribeJob(context.Background(), "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if d.Job.JobProcessDetails.NumberOfQueuedThings == n {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	b.ResetTimer()
 	took, err := fleet.Run(context.Background(), names, n, 60*time.Second)
 	if err != nil {

@@ -421,6 +421,10 @@ func jobsFlow(t *testing.T, things int) (rate, raw float64) {
 	if _, err := js.CreateJob(t.Context(), &jobs.CreateJobRequest{JobID: "flow", Targets: arns, Document: `{"operation":"update"}`}); err != nil {
 		t.Fatal(err)
 	}
+	waitUntil(t, "every execution queued", 60*time.Second, func() bool {
+		d, err := js.DescribeJob(t.Context(), "flow")
+		return err == nil && d.Job.JobProcessDetails.NumberOfQueuedThings == things
+	})
 	// A stock mosquitto queues 1000 messages for a slow subscriber: keep
 	// the requests waiting under that.
 	took, err := fleet.Run(t.Context(), names, 200, 60*time.Second)
