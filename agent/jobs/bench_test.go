@@ -2,7 +2,6 @@ package jobs_test
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -38,30 +37,16 @@ func BenchmarkDeviceFlow(b *testing.B) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	n := b.N
-	var names, arns []string
-	for i := range n {
-		names = append(names, fmt.Sprintf("b%d", i))
-		arns = append(arns, thingArn(names[i]))
-	}
+	names := jobstest.Things("b", n)
 	fleet, err := jobstest.NewFleet(broker.URL(), "$aws/things/", "bench-devices")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer fleet.Close()
-	if _, err := svc.CreateJob(context.Background(), &jobs.CreateJobRequest{JobID: "bench", Targets: arns, Document: `{"op":"x"}`}); err != nil {
+	ctx, cancelRelease := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelRelease()
+	if err := jobstest.Release(ctx, svc, "bench", `{"op":"x"}`, names); err != nil {
 		b.Fatal(err)
-	}
-	// The rollout releases them a batch a commit: a start-next before its
-	// thing's release would find nothing.
-	for {
-		d, err := svc.DescribeJob(context.Background(), "bench")
-		if err != nil {
-			b.Fatal(err)
-		}
-		if d.Job.JobProcessDetails.NumberOfQueuedThings == n {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	b.ResetTimer()
 	took, err := fleet.Run(context.Background(), names, n, 60*time.Second)

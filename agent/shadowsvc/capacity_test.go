@@ -315,24 +315,17 @@ func queuedMemory(t *testing.T, bin, url string, n int) (rss, hwm uint64) {
 		t.Fatal(err)
 	}
 	js := jobs.New(jobs.Options{Store: st})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	done := make(chan struct{})
 	go func() { js.Run(ctx); close(done) }()
-	arns := make([]string, n)
-	for i := range arns {
-		arns[i] = fmt.Sprintf("arn:aws:iot:us-east-1:123456789012:thing/q%d", i)
-	}
-	if _, err := js.CreateJob(ctx, &jobs.CreateJobRequest{JobID: "held", Targets: arns, Document: `{"operation":"update","version":"2.0"}`}); err != nil {
-		t.Fatal(err)
-	}
-	// The rollout releases them a batch a commit.
-	waitUntil(t, "every execution queued", 60*time.Second, func() bool {
-		d, err := js.DescribeJob(ctx, "held")
-		return err == nil && d.Job.JobProcessDetails.NumberOfQueuedThings == n
-	})
+	names := jobstest.Things("q", n)
+	err = jobstest.Release(ctx, js, "held", `{"operation":"update","version":"2.0"}`, names)
 	cancel()
 	<-done
 	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	return serviceMemory(t, bin, url, path, fmt.Sprintf("jobs-%d", n), n, func(i int) string { return fmt.Sprintf("mem/q%d/jobs/get", i) })
 }
 
@@ -408,23 +401,15 @@ func jobsFlow(t *testing.T, things int) (rate, raw float64) {
 	t.Cleanup(func() { <-done })
 	run(t, l)
 	waitUntil(t, "jobs service connected", 10*time.Second, l.Connected)
-	names, arns := make([]string, things), make([]string, things)
-	for i := range names {
-		names[i] = fmt.Sprintf("j%d", i)
-		arns[i] = "arn:aws:iot:us-east-1:123456789012:thing/" + names[i]
-	}
+	names := jobstest.Things("j", things)
 	fleet, err := jobstest.NewFleet(b.URL(), "things/", "fleet")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fleet.Close()
-	if _, err := js.CreateJob(t.Context(), &jobs.CreateJobRequest{JobID: "flow", Targets: arns, Document: `{"operation":"update"}`}); err != nil {
+	if err := jobstest.Release(t.Context(), js, "flow", `{"operation":"update"}`, names); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "every execution queued", 60*time.Second, func() bool {
-		d, err := js.DescribeJob(t.Context(), "flow")
-		return err == nil && d.Job.JobProcessDetails.NumberOfQueuedThings == things
-	})
 	// A stock mosquitto queues 1000 messages for a slow subscriber: keep
 	// the requests waiting under that.
 	took, err := fleet.Run(t.Context(), names, 200, 60*time.Second)

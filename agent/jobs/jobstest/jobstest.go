@@ -12,7 +12,45 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/shadowgate/shadowgate/agent/jobs"
 )
+
+// Things names n things: prefix0, prefix1, …
+func Things(prefix string, n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s%d", prefix, i)
+	}
+	return names
+}
+
+// Release creates job jobID with document on things (by thing ARN) and
+// waits until every execution is queued: the rollout releases them a batch
+// a commit, and a start-next before its thing's release finds nothing.
+func Release(ctx context.Context, svc *jobs.Service, jobID, document string, things []string) error {
+	arns := make([]string, len(things))
+	for i, th := range things {
+		arns[i] = "arn:aws:iot:us-east-1:123456789012:thing/" + th
+	}
+	if _, err := svc.CreateJob(ctx, &jobs.CreateJobRequest{JobID: jobID, Targets: arns, Document: document}); err != nil {
+		return fmt.Errorf("create job %s: %w", jobID, err)
+	}
+	for {
+		d, err := svc.DescribeJob(ctx, jobID)
+		if err != nil {
+			return fmt.Errorf("describe job %s: %w", jobID, err)
+		}
+		if d.Job.JobProcessDetails.NumberOfQueuedThings == len(things) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("job %s: %d of %d executions queued: %w", jobID, d.Job.JobProcessDetails.NumberOfQueuedThings, len(things), ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
 
 // Fleet is one MQTT client playing many things.
 type Fleet struct {
