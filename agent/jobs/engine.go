@@ -88,7 +88,7 @@ type cachedJob struct {
 	j *job
 }
 
-const jobCacheSize = 64
+const jobCacheSize = 16 // jobs in flight at once; a record may hold 10,000 targets
 
 // get returns a copy of the job that b, the record of id, decodes to, or
 // nil.
