@@ -2,15 +2,13 @@ package jobs_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/shadowgate/shadowgate/agent/jobs"
+	"github.com/shadowgate/shadowgate/agent/jobs/jobstest"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/link/brokertest"
 	"github.com/shadowgate/shadowgate/store"
@@ -18,7 +16,7 @@ import (
 
 // BenchmarkDeviceFlow measures executions per second through the whole
 // device flow (start-next → IN_PROGRESS → SUCCEEDED) for b.N things at
-// once, each a paho client of its own thing topics, on mosquitto and a
+// at once, played by one paho client (jobstest.Fleet), on mosquitto and a
 // real bbolt file. Report: execs/s.
 func BenchmarkDeviceFlow(b *testing.B) {
 	broker := brokertest.Start(b)
@@ -39,48 +37,21 @@ func BenchmarkDeviceFlow(b *testing.B) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	n := b.N
-	var arns []string
-	for i := range n {
-		arns = append(arns, thingArn(fmt.Sprintf("b%d", i)))
+	names := jobstest.Things("b", n)
+	fleet, err := jobstest.NewFleet(broker.URL(), "$aws/things/", "bench-devices")
+	if err != nil {
+		b.Fatal(err)
 	}
-	// One client plays all the things (as a gateway would for its
-	// devices), with one subscription over every thing's answers.
-	done := make(chan string, n)
-	opts := mqtt.NewClientOptions().AddBroker(broker.URL()).SetClientID("bench-devices").SetCleanSession(true)
-	c := mqtt.NewClient(opts)
-	if tok := c.Connect(); tok.Wait() && tok.Error() != nil {
-		b.Fatal(tok.Error())
-	}
-	defer c.Disconnect(100)
-	c.Subscribe("$aws/things/+/jobs/start-next/accepted", 1, func(_ mqtt.Client, m mqtt.Message) {
-		var v struct {
-			Execution *struct {
-				JobID         string `json:"jobId"`
-				ThingName     string `json:"thingName"`
-				VersionNumber int64  `json:"versionNumber"`
-			} `json:"execution"`
-		}
-		json.Unmarshal(m.Payload(), &v)
-		if v.Execution != nil {
-			p, _ := json.Marshal(map[string]any{"status": "SUCCEEDED", "expectedVersion": v.Execution.VersionNumber})
-			c.Publish("$aws/things/"+v.Execution.ThingName+"/jobs/"+v.Execution.JobID+"/update", 1, false, p)
-		}
-	}).Wait()
-	c.Subscribe("$aws/things/+/jobs/+/update/accepted", 1, func(_ mqtt.Client, m mqtt.Message) { done <- m.Topic() }).Wait()
-	if _, err := svc.CreateJob(context.Background(), &jobs.CreateJobRequest{JobID: "bench", Targets: arns, Document: `{"op":"x"}`}); err != nil {
+	defer fleet.Close()
+	ctx, cancelRelease := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelRelease()
+	if err := jobstest.Release(ctx, svc, "bench", `{"op":"x"}`, names); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
-	t0 := time.Now()
-	for i := range n {
-		c.Publish(fmt.Sprintf("$aws/things/b%d/jobs/start-next", i), 1, false, []byte(`{}`))
+	took, err := fleet.Run(context.Background(), names, n, 60*time.Second)
+	if err != nil {
+		b.Fatalf("%v; stats %+v", err, svc.Stats())
 	}
-	for range n {
-		select {
-		case <-done:
-		case <-time.After(60 * time.Second):
-			b.Fatalf("stalled; stats %+v", svc.Stats())
-		}
-	}
-	b.ReportMetric(float64(n)/time.Since(t0).Seconds(), "execs/s")
+	b.ReportMetric(float64(n)/took.Seconds(), "execs/s")
 }

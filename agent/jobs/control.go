@@ -331,13 +331,13 @@ func (s *Service) ListJobs(_ context.Context, req *ListJobsRequest) (*ListJobsRe
 	err := s.read(func(t *txn) error {
 		var js []*job
 		err := t.tx.Jobs(func(id string, b []byte) error {
-			var j job
-			if err := json.Unmarshal(b, &j); err != nil {
+			j, err := decodeJob(b)
+			if err != nil {
 				return fmt.Errorf("stored job %s unreadable: %w", id, err)
 			}
 			if (req.Status == "" || j.Status == req.Status) && (req.TargetSelection == "" || j.TargetSelection == req.TargetSelection) &&
-				(req.ThingGroupName == "" || slices.Contains(j.Targets, s.arn("thinggroup", req.ThingGroupName)) || targetsGroup(&j, req.ThingGroupName)) {
-				js = append(js, &j)
+				(req.ThingGroupName == "" || slices.Contains(j.Targets, s.arn("thinggroup", req.ThingGroupName)) || targetsGroup(j, req.ThingGroupName)) {
+				js = append(js, j)
 			}
 			return nil
 		})

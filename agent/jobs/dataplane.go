@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -149,81 +148,4 @@ func dataError(rej *rejection) *awsapi.Error {
 		e.Fields = map[string]any{"executionState": rej.state}
 	}
 	return e
-}
-
-func dataThing(c *awsapi.Call, a awsapi.Action) (string, error) {
-	thing, e := param(c, "thingName")
-	if e != nil {
-		return "", e
-	}
-	if !c.Allows(a, thing) {
-		return "", forbidden
-	}
-	return thing, nil
-}
-
-func (s *Service) dataGetPending(ctx context.Context, c *awsapi.Call) (any, error) {
-	thing, err := dataThing(c, awsapi.ActionRead)
-	if err != nil {
-		return nil, err
-	}
-	return s.dataAnswer(ctx, request{thing: thing, op: opGetPending})
-}
-
-func (s *Service) dataDescribe(ctx context.Context, c *awsapi.Call) (any, error) {
-	id := c.Params["jobId"]
-	if id != "$next" {
-		if e := checkID(id, "jobId"); e != nil {
-			return nil, e
-		}
-	}
-	n, e := queryInt(c, "executionNumber", 0, 1<<53)
-	if e != nil {
-		return nil, e
-	}
-	doc, e := queryBool(c, "includeJobDocument")
-	if e != nil {
-		return nil, e
-	}
-	if e := unsupported(c, "namespaceId"); e != nil {
-		return nil, e
-	}
-	thing, err := dataThing(c, awsapi.ActionRead)
-	if err != nil {
-		return nil, err
-	}
-	payload, _ := json.Marshal(struct {
-		ExecutionNumber    *int64 `json:"executionNumber,omitempty"`
-		IncludeJobDocument *bool  `json:"includeJobDocument,omitempty"`
-	}{n, doc})
-	return s.dataAnswer(ctx, request{thing: thing, jobID: id, op: opDescribe, payload: payload})
-}
-
-func (s *Service) dataStartNext(ctx context.Context, c *awsapi.Call) (any, error) {
-	if c.Params["jobId"] != "$next" {
-		return nil, awsapi.Errorf(awsapi.MethodNotAllowed, "%s", awsapi.MsgMethodNotAllowed)
-	}
-	if e := unsupported(c, "namespaceId"); e != nil {
-		return nil, e
-	}
-	thing, err := dataThing(c, awsapi.ActionWrite)
-	if err != nil {
-		return nil, err
-	}
-	return s.dataAnswer(ctx, request{thing: thing, op: opStartNext, payload: c.Body})
-}
-
-func (s *Service) dataUpdate(ctx context.Context, c *awsapi.Call) (any, error) {
-	id, e := param(c, "jobId")
-	if e != nil {
-		return nil, e
-	}
-	if e := unsupported(c, "namespaceId"); e != nil {
-		return nil, e
-	}
-	thing, err := dataThing(c, awsapi.ActionWrite)
-	if err != nil {
-		return nil, err
-	}
-	return s.dataAnswer(ctx, request{thing: thing, jobID: id, op: opUpdate, payload: c.Body})
 }

@@ -1,10 +1,13 @@
 package jobs
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/shadowgate/shadowgate/store"
@@ -57,15 +60,64 @@ func (t *txn) loadJob(id string) (*job, error) {
 	if err != nil {
 		return nil, err
 	}
-	var j job
-	if err := json.Unmarshal(b, &j); err != nil {
-		return nil, fmt.Errorf("stored job %s unreadable: %w", id, err)
+	j := t.s.decoded.get(id, b)
+	if j == nil {
+		if j, err = decodeJob(b); err != nil {
+			return nil, fmt.Errorf("stored job %s unreadable: %w", id, err)
+		}
+		t.s.decoded.put(id, b, j)
 	}
-	if j.Counts == nil {
-		j.Counts = map[ExecStatus]int{}
+	t.jobs[id] = j
+	return j, nil
+}
+
+// jobCache holds the last record of each of a few jobs the service read or
+// wrote, with the job it decodes to. A job is loaded and saved by every
+// transition of its executions, and its record holds every target: the
+// cache spares the decoding, which would cost each device request time in
+// proportion to the job's targets. An entry is used only for the very bytes
+// it was made from, so what is stored is always the truth (a rolled-back
+// commit, a restart, another writer only miss).
+type jobCache struct {
+	mu sync.Mutex
+	m  map[string]cachedJob
+}
+
+type cachedJob struct {
+	b []byte
+	j *job
+}
+
+const jobCacheSize = 16 // jobs in flight at once; a record may hold 10,000 targets
+
+// get returns a copy of the job that b, the record of id, decodes to, or
+// nil.
+func (c *jobCache) get(id string, b []byte) *job {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[id]; ok && bytes.Equal(e.b, b) {
+		return e.j.clone()
 	}
-	t.jobs[id] = &j
-	return &j, nil
+	return nil
+}
+
+// put remembers that b, which the caller no longer changes, is the record
+// of j.
+func (c *jobCache) put(id string, b []byte, j *job) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= jobCacheSize {
+		c.m = map[string]cachedJob{}
+	}
+	c.m[id] = cachedJob{b: b, j: j.clone()}
+}
+
+// clone copies what a transaction changes in a job (its configuration and
+// targets, with their encoding, are fixed at creation and shared).
+func (j *job) clone() *job {
+	c := *j
+	c.Counts = maps.Clone(j.Counts)
+	return &c
 }
 
 func (t *txn) markJob(j *job) {
@@ -584,13 +636,14 @@ func (t *txn) flush() error {
 		if j == nil {
 			continue // deleted
 		}
-		b, err := json.Marshal(j)
+		b, err := encodeJob(j)
 		if err != nil {
 			return fmt.Errorf("encode job: %w", err)
 		}
 		if err := t.tx.PutJob(id, b); err != nil {
 			return err
 		}
+		t.s.decoded.put(id, b, j)
 	}
 	return nil
 }

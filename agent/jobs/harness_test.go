@@ -163,6 +163,16 @@ func (e *env) device(thing string) *device {
 // and payload.
 func (d *device) request(rest string, payload any) (string, map[string]any) {
 	d.t.Helper()
+	suffix, got, err := d.ask(rest, payload, time.Now().Add(15*time.Second), nil)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return suffix, got
+}
+
+// ask is request without failing the test (it may run on any goroutine):
+// it gives up at deadline or when stop is closed.
+func (d *device) ask(rest string, payload any, deadline time.Time, stop <-chan struct{}) (string, map[string]any, error) {
 	token := fmt.Sprintf("%s-%d", d.thing, d.seq.Add(1))
 	var b []byte
 	switch p := payload.(type) {
@@ -174,30 +184,41 @@ func (d *device) request(rest string, payload any) (string, map[string]any) {
 	}
 	topic := d.e.root + d.thing + "/jobs/" + rest
 	if err := d.l.Publish(context.Background(), topic, false, b); err != nil {
-		d.t.Fatal(err)
+		return "", nil, fmt.Errorf("publish on %s: %w", topic, err)
 	}
-	var suffix string
-	var got map[string]any
-	waitFor(d.t, "answer on "+topic, func() bool {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		for i, m := range d.msgs {
-			s, ok := strings.CutPrefix(m.Topic, topic+"/")
-			if !ok || (s != "accepted" && s != "rejected") {
-				continue
-			}
-			var v map[string]any
-			json.Unmarshal(m.Payload, &v)
-			if token != "" && v["clientToken"] != token {
-				continue
-			}
-			d.msgs = append(d.msgs[:i:i], d.msgs[i+1:]...)
-			suffix, got = s, v
-			return true
+	for {
+		if suffix, got, ok := d.take(topic, token); ok {
+			return suffix, got, nil
 		}
-		return false
-	})
-	return suffix, got
+		select {
+		case <-stop:
+			return "", nil, fmt.Errorf("stopped waiting for the answer on %s", topic)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return "", nil, fmt.Errorf("timed out waiting for the answer on %s", topic)
+		}
+	}
+}
+
+// take removes and returns the answer on topic that carries token.
+func (d *device) take(topic, token string) (string, map[string]any, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, m := range d.msgs {
+		s, ok := strings.CutPrefix(m.Topic, topic+"/")
+		if !ok || (s != "accepted" && s != "rejected") {
+			continue
+		}
+		var v map[string]any
+		json.Unmarshal(m.Payload, &v)
+		if token != "" && v["clientToken"] != token {
+			continue
+		}
+		d.msgs = append(d.msgs[:i:i], d.msgs[i+1:]...)
+		return s, v, true
+	}
+	return "", nil, false
 }
 
 // notification waits for the next message on notify or notify-next

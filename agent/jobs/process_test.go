@@ -30,16 +30,45 @@ func offline(t *testing.T, path string, fn func(s *jobs.Service)) {
 	fn(s)
 }
 
-func TestShadowsvcProcessKilledKeepsAcceptedUpdates(t *testing.T) {
-	// The real cmd/shadowsvc serves jobs from its bbolt file; an update it
-	// answered accepted survives kill -9.
-	dir := t.TempDir()
+// buildShadowsvc builds cmd/shadowsvc into dir and returns its path.
+func buildShadowsvc(t *testing.T, dir string) string {
+	t.Helper()
 	bin := filepath.Join(dir, "shadowsvc")
 	build := exec.Command("go", "build", "-o", bin, "../../cmd/shadowsvc")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build shadowsvc: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// startShadowsvc starts the binary with args; it dies with the test
+// process (and kill ends it sooner).
+func startShadowsvc(t *testing.T, bin string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kill(cmd) })
+	return cmd
+}
+
+// kill is kill -9, waited for.
+func kill(cmd *exec.Cmd) {
+	if cmd.ProcessState == nil {
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+	}
+}
+
+func TestShadowsvcProcessKilledKeepsAcceptedUpdates(t *testing.T) {
+	// The real cmd/shadowsvc serves jobs from its bbolt file; an update it
+	// answered accepted survives kill -9.
+	dir := t.TempDir()
+	bin := buildShadowsvc(t, dir)
 	e := &env{t: t, root: "$aws/things/", broker: brokertest.Start(t), path: filepath.Join(dir, "svc.db")}
 	offline(t, e.path, func(s *jobs.Service) {
 		if _, err := s.CreateJob(context.Background(), &jobs.CreateJobRequest{JobID: "fw", Targets: []string{thingArn("p1")}, Document: `{"fw":"2.0"}`}); err != nil {
@@ -47,15 +76,8 @@ func TestShadowsvcProcessKilledKeepsAcceptedUpdates(t *testing.T) {
 		}
 	})
 	run := func() *exec.Cmd {
-		cmd := exec.Command(bin, "--broker", e.broker.URL(), "--client-id", "shadowsvc-p", "--store", e.path, "--log-level", "warn")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
+		return startShadowsvc(t, bin, "--broker", e.broker.URL(), "--client-id", "shadowsvc-p", "--store", e.path, "--log-level", "warn")
 	}
-	kill := func(cmd *exec.Cmd) { cmd.Process.Signal(syscall.SIGKILL); cmd.Wait() }
 	cmd := run()
 	d := e.device("p1")
 	d.awaitService()

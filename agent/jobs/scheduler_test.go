@@ -2,12 +2,16 @@ package jobs_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/jobs"
+	"github.com/shadowgate/shadowgate/store"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -422,5 +426,61 @@ func TestRestartMidRolloutLosesNothing(t *testing.T) {
 	p := e.job("rs").JobProcessDetails
 	if p.NumberOfQueuedThings != 11 || p.NumberOfTimedOutThings != 1 {
 		t.Fatalf("counts after restart: %+v", p)
+	}
+}
+
+func TestJobRecordsReadInAnyLayout(t *testing.T) {
+	// A job's record is written with its targets last (encoded once per
+	// job); one written in another order (an older service) reads the
+	// same, and the service goes on with it.
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.svc.CreateThingGroup(ctx, &jobs.CreateThingGroupRequest{ThingGroupName: "porch"}); err != nil {
+		t.Fatal(err)
+	}
+	targets := []string{thingArn("lay-1"), groupArn("porch"), thingArn("lay-2")}
+	e.createJob(&jobs.CreateJobRequest{JobID: "lay", Targets: targets})
+	d := e.device("lay-1")
+	e.stop()
+	st, err := store.Open(e.path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Update(func(tx *store.Tx) error {
+		b, err := tx.GetJob("lay")
+		if err != nil {
+			return err
+		}
+		if !strings.HasSuffix(string(b), `"targets":["`+strings.Join(targets, `","`)+`"]}`) {
+			return fmt.Errorf("record does not end with its targets: %s", b)
+		}
+		var fields map[string]json.RawMessage // re-encoded: keys sorted
+		if err := json.Unmarshal(b, &fields); err != nil {
+			return err
+		}
+		b, _ = json.Marshal(fields)
+		return tx.PutJob("lay", b)
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	if got := e.job("lay").Targets; !slices.Equal(got, targets) {
+		t.Fatalf("targets after the rewrite: %v", got)
+	}
+	if l, err := e.svc.ListJobs(ctx, &jobs.ListJobsRequest{ThingGroupName: "porch"}); err != nil || len(l.Jobs) != 1 {
+		t.Fatalf("jobs of group porch: %+v %v", l, err)
+	}
+	if sfx, ans := d.request("start-next", map[string]any{}); sfx != "accepted" || field(ans, "execution", "jobId") != "lay" {
+		t.Fatalf("start-next: %s %v", sfx, ans)
+	}
+	if sfx, ans := d.request("lay/update", map[string]any{"status": "SUCCEEDED"}); sfx != "accepted" {
+		t.Fatalf("update: %v", ans)
+	}
+	e.restart()
+	j := e.job("lay")
+	if !slices.Equal(j.Targets, targets) || j.JobProcessDetails.NumberOfSucceededThings != 1 || j.JobProcessDetails.NumberOfQueuedThings != 1 {
+		t.Fatalf("after an update and a restart: %v %+v", j.Targets, j.JobProcessDetails)
 	}
 }

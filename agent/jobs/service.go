@@ -75,6 +75,8 @@ type Service struct {
 	// produced; a thing's device writes hold back its reads.
 	p    *pipeline.Pipeline[string]
 	kick chan struct{}
+	// decoded spares the decoding of job records (jobCache).
+	decoded jobCache
 
 	requests, rejected, malformed, throttled, timers atomic.Int64
 }

@@ -1,6 +1,7 @@
 package shadowsvc_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -16,6 +17,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/shadowgate/shadowgate/agent/jobs"
+	"github.com/shadowgate/shadowgate/agent/jobs/jobstest"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/link/brokertest"
 	"github.com/shadowgate/shadowgate/agent/shadowsvc"
@@ -28,17 +31,22 @@ type capacitySizes struct {
 	updates  int // per measurement
 	stored   []int
 	duration time.Duration // per latency measurement
+	// jobThings run the jobs device flow; queued executions are held.
+	jobThings, queued int
 }
 
 var (
-	capacitySmoke = capacitySizes{things: []int{10}, updates: 300, stored: []int{1000}, duration: 300 * time.Millisecond}
-	capacityFull  = capacitySizes{things: []int{1000, 10000}, updates: 60000, stored: []int{10000, 100000}, duration: 5 * time.Second}
+	capacitySmoke = capacitySizes{things: []int{10}, updates: 300, stored: []int{1000}, duration: 300 * time.Millisecond, jobThings: 10, queued: 1000}
+	capacityFull  = capacitySizes{things: []int{1000, 10000}, updates: 60000, stored: []int{10000, 100000}, duration: 5 * time.Second,
+		jobThings: 1000, queued: 10000}
 )
 
 // TestCapacityReport measures how far one shadowsvc goes on this machine
 // with a stock mosquitto: sustained updates per second across many things,
 // latency at 50 % and 90 % of that rate, and memory with many stored
-// shadows, each next to raw mosquitto in the same run. SHADOWGATE_BENCH=1
+// shadows, each next to raw mosquitto in the same run; and the jobs: executions
+// a second through the whole device flow, memory with many queued
+// executions. SHADOWGATE_BENCH=1
 // (make bench) runs it at full size and writes bench/SHADOWSVC.md.
 func TestCapacityReport(t *testing.T) {
 	sz, full := capacitySmoke, os.Getenv("SHADOWGATE_BENCH") == "1"
@@ -67,12 +75,19 @@ func TestCapacityReport(t *testing.T) {
 				fmt.Sprintf("%.1f ms / %.1f ms", ms(lat.pct(0.5)), ms(lat.pct(0.99))), "")
 		}
 	}
+	rate, raw := jobsFlow(t, sz.jobThings)
+	row(fmt.Sprintf("jobs: executions/s through the device flow across %d things (start-next → IN_PROGRESS → SUCCEEDED)", sz.jobThings),
+		fmt.Sprintf("%.0f/s", rate), fmt.Sprintf("%.2f× of %.0f msgs/s", rate/raw, raw))
 	mem := brokertest.StartStock(t)
+	bin := buildShadowsvc(t)
 	for _, n := range sz.stored {
-		rss, hwm := storedMemory(t, mem.URL(), n)
+		rss, hwm := storedMemory(t, bin, mem.URL(), n)
 		row(fmt.Sprintf("shadowsvc RSS with %d stored shadows, each read once (VmRSS / VmHWM)", n),
 			fmt.Sprintf("%.1f MB / %.1f MB", float64(rss)/(1<<20), float64(hwm)/(1<<20)), "")
 	}
+	rss, hwm := queuedMemory(t, bin, mem.URL(), sz.queued)
+	row(fmt.Sprintf("shadowsvc RSS with %d queued job executions, each thing's pending jobs read once (VmRSS / VmHWM)", sz.queued),
+		fmt.Sprintf("%.1f MB / %.1f MB", float64(rss)/(1<<20), float64(hwm)/(1<<20)), "")
 	fmt.Println(b.String())
 	if full {
 		os.MkdirAll("../../bench", 0o755)
@@ -253,17 +268,21 @@ func (h *capacityHarness) rawRate(n int) float64 {
 	return float64(n) / time.Since(t0).Seconds()
 }
 
-// storedMemory runs the real shadowsvc on a store holding n shadows, reads
-// every one of them through it, and returns its RSS and peak RSS.
-func storedMemory(t *testing.T, url string, n int) (rss, hwm uint64) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "shadowsvc")
+// buildShadowsvc builds cmd/shadowsvc as released (stripped).
+func buildShadowsvc(t *testing.T) string {
+	bin := filepath.Join(t.TempDir(), "shadowsvc")
 	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "../../cmd/shadowsvc")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build shadowsvc: %v\n%s", err, out)
 	}
-	path := filepath.Join(dir, "mem.db")
+	return bin
+}
+
+// storedMemory runs the real shadowsvc on a store holding n shadows, reads
+// every one of them through it, and returns its RSS and peak RSS.
+func storedMemory(t *testing.T, bin, url string, n int) (rss, hwm uint64) {
+	path := filepath.Join(t.TempDir(), "mem.db")
 	st, err := store.Open(path, store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +302,38 @@ func storedMemory(t *testing.T, url string, n int) (rss, hwm uint64) {
 		}
 	}
 	st.Close()
-	cmd := exec.Command(bin, "--broker", url, "--client-id", fmt.Sprintf("svc-mem-%d", n), "--topic-root", "mem/", "--store", path, "--log-level", "error")
+	return serviceMemory(t, bin, url, path, fmt.Sprintf("shadows-%d", n), n, func(i int) string { return fmt.Sprintf("mem/m%d/shadow/get", i) })
+}
+
+// queuedMemory runs the real shadowsvc on a store holding one job queued
+// on n things, asks every thing's pending jobs through it, and returns its
+// RSS and peak RSS.
+func queuedMemory(t *testing.T, bin, url string, n int) (rss, hwm uint64) {
+	path := filepath.Join(t.TempDir(), "queued.db")
+	st, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := jobs.New(jobs.Options{Store: st})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	done := make(chan struct{})
+	go func() { js.Run(ctx); close(done) }()
+	names := jobstest.Things("q", n)
+	err = jobstest.Release(ctx, js, "held", `{"operation":"update","version":"2.0"}`, names)
+	cancel()
+	<-done
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serviceMemory(t, bin, url, path, fmt.Sprintf("jobs-%d", n), n, func(i int) string { return fmt.Sprintf("mem/q%d/jobs/get", i) })
+}
+
+// serviceMemory runs the real shadowsvc on the store at path, publishes
+// the request of each of n things (topic(i); answered on …/accepted) with
+// 100 in flight, and returns its RSS and peak RSS.
+func serviceMemory(t *testing.T, bin, url, path, name string, n int, topic func(i int) string) (rss, hwm uint64) {
+	cmd := exec.Command(bin, "--broker", url, "--client-id", "svc-mem-"+name, "--topic-root", "mem/", "--store", path, "--log-level", "error")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -291,13 +341,14 @@ func storedMemory(t *testing.T, url string, n int) (rss, hwm uint64) {
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
 
 	got := make(chan struct{}, 1000)
-	c := connect(t, url, fmt.Sprintf("mem-reader-%d", n))
-	if tok := c.Subscribe("mem/+/shadow/get/accepted", 1, func(mqtt.Client, mqtt.Message) { got <- struct{}{} }); tok.Wait() && tok.Error() != nil {
+	c := connect(t, url, "mem-reader-"+name)
+	filters := map[string]byte{"mem/+/shadow/get/accepted": 1, "mem/+/jobs/get/accepted": 1}
+	if tok := c.SubscribeMultiple(filters, func(mqtt.Client, mqtt.Message) { got <- struct{}{} }); tok.Wait() && tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
-	// Wait for the service, then read every shadow with 100 in flight.
+	// Wait for the service, then ask for every thing with 100 in flight.
 	waitUntil(t, "shadowsvc answers", 20*time.Second, func() bool {
-		c.Publish("mem/m0/shadow/get", 1, false, []byte(`{}`))
+		c.Publish(topic(0), 1, false, []byte(`{}`))
 		select {
 		case <-got:
 			return true
@@ -312,7 +363,7 @@ func storedMemory(t *testing.T, url string, n int) (rss, hwm uint64) {
 			select {
 			case <-got:
 			case <-time.After(30 * time.Second):
-				t.Error("a GET was not answered")
+				t.Error("a request was not answered")
 				close(done)
 				return
 			}
@@ -322,7 +373,7 @@ func storedMemory(t *testing.T, url string, n int) (rss, hwm uint64) {
 	}()
 	for i := range n {
 		sem <- struct{}{}
-		c.Publish(fmt.Sprintf("mem/m%d/shadow/get", i), 1, false, []byte(`{}`))
+		c.Publish(topic(i), 1, false, []byte(`{}`))
 	}
 	<-done
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
@@ -330,6 +381,43 @@ func storedMemory(t *testing.T, url string, n int) (rss, hwm uint64) {
 		t.Fatal(err)
 	}
 	return procField(status, "VmRSS:"), procField(status, "VmHWM:")
+}
+
+// jobsFlow runs the jobs service on a stock mosquitto and a real bbolt
+// file, with one job on things things that one client plays through the
+// device flow (jobstest.Fleet); it returns executions a second and raw
+// mosquitto's messages a second on the same broker.
+func jobsFlow(t *testing.T, things int) (rate, raw float64) {
+	b := brokertest.StartStock(t)
+	st, err := store.Open(filepath.Join(t.TempDir(), "jobs.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	l, _ := link.New(link.Options{Broker: b.URL(), ClientID: "jobsvc", MinBackoff: 50 * time.Millisecond})
+	js := jobs.New(jobs.Options{Root: "things/", Link: l, Store: st})
+	done := make(chan struct{})
+	go func() { js.Run(t.Context()); close(done) }()
+	t.Cleanup(func() { <-done })
+	run(t, l)
+	waitUntil(t, "jobs service connected", 10*time.Second, l.Connected)
+	names := jobstest.Things("j", things)
+	fleet, err := jobstest.NewFleet(b.URL(), "things/", "fleet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	if err := jobstest.Release(t.Context(), js, "flow", `{"operation":"update"}`, names); err != nil {
+		t.Fatal(err)
+	}
+	// A stock mosquitto queues 1000 messages for a slow subscriber: keep
+	// the requests waiting under that.
+	took, err := fleet.Run(t.Context(), names, 200, 60*time.Second)
+	if err != nil {
+		t.Fatalf("%v; jobs stats %+v", err, js.Stats())
+	}
+	h := &capacityHarness{t: t, broker: b, things: things}
+	return float64(things) / took.Seconds(), h.rawRate(things * 4)
 }
 
 func procField(status []byte, name string) uint64 {
