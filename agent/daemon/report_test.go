@@ -255,13 +255,23 @@ type processFigures struct {
 	storePerUpdate, storePerCmd      float64 // the store's own count
 }
 
-// measureProcess runs the real shadowgated with N sim actuators on N named
-// shadows and reads its figures from /proc.
-func measureProcess(t *testing.T, sz reportSizes) processFigures {
+// perfDaemon is the real shadowgated with N sim actuators on N named
+// shadows, started and connected, every shadow created.
+type perfDaemon struct {
+	cloud   *cloud
+	cmd     *exec.Cmd
+	sock    string
+	startup time.Duration
+}
+
+// startPerfDaemon starts shadowgated with n sim actuators, one per named
+// shadow, on a stock mosquitto, and waits until every shadow has its
+// reported state. The process is stopped when the test ends.
+func startPerfDaemon(t *testing.T, n int) *perfDaemon {
 	c := newCloudWith(t, brokertest.Config{Stock: true})
 	dir := t.TempDir()
 	var acts strings.Builder
-	for i := 0; i < sz.rssActuators; i++ {
+	for i := 0; i < n; i++ {
 		fmt.Fprintf(&acts, "  l%d: {driver: sim, shadow: s%d, state: {on: false}}\n", i, i)
 	}
 	y := fmt.Sprintf("gateway: {thing: gw-perf}\ncloud: {broker: %q, keepalive: 30s}\nstore: {path: %q}\napi: {socket: %q}\nlog: {level: warn}\nactuators:\n%scommands:\n  types:\n    SET: {actuator: l0, set: {on: \"{on}\"}, args: {on: {type: bool, required: true}}}\n",
@@ -269,30 +279,38 @@ func measureProcess(t *testing.T, sz reportSizes) processFigures {
 	cfg := filepath.Join(dir, "perf.yaml")
 	os.WriteFile(cfg, []byte(y), 0o600)
 
-	n := watchdogtest.Listen(t)
+	nt := watchdogtest.Listen(t)
 	cmd := exec.Command(gatewayBin, "--config", cfg)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.Path)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+nt.Path)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	var f processFigures
-	for n.Count("READY=1") == 0 {
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	p := &perfDaemon{cloud: c, cmd: cmd, sock: filepath.Join(dir, "api.sock")}
+	for nt.Count("READY=1") == 0 {
 		if time.Since(t0) > 30*time.Second {
 			t.Fatal("no READY=1")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	f.startup = time.Since(t0)
-	last := fmt.Sprintf("s%d", sz.rssActuators-1)
+	p.startup = time.Since(t0)
+	last := fmt.Sprintf("s%d", n-1)
 	c.waitShadow(t, "gw-perf", last, "all shadows created", func(g *shadow.GetAccepted) bool {
-		return g.State.Reported[fmt.Sprintf("l%d", sz.rssActuators-1)] != nil
+		return g.State.Reported[fmt.Sprintf("l%d", n-1)] != nil
 	})
+	return p
+}
+
+// measureProcess runs the real shadowgated with N sim actuators on N named
+// shadows and reads its figures from /proc.
+func measureProcess(t *testing.T, sz reportSizes) processFigures {
+	p := startPerfDaemon(t, sz.rssActuators)
+	c, cmd, sock := p.cloud, p.cmd, p.sock
+	f := processFigures{startup: p.startup}
 	time.Sleep(time.Second)
 	f.idleRSS, f.idleHWM = procMem(t, cmd.Process.Pid)
-	sock := filepath.Join(dir, "api.sock")
 	f.goroutines = daemonStatus(t, sock).Goroutines
 
 	// Shadow updates: the operator flips one light at a time and waits for

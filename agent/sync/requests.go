@@ -87,8 +87,16 @@ func (sh *shadowSync) inFlight() int {
 	return n
 }
 
-// kick wakes the sender.
-func (s *Syncer) kick() {
+// kick marks sh (every shadow if nil) for the sender's next pass and
+// wakes it.
+func (s *Syncer) kick(sh *shadowSync) {
+	if sh != nil {
+		sh.kicked.Store(true)
+	} else {
+		for _, sh := range s.shadows {
+			sh.kicked.Store(true)
+		}
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -446,7 +454,15 @@ func (s *Syncer) sendDue(first int) time.Time {
 	}
 	for i := range s.names {
 		sh := s.shadows[s.names[(first+i)%len(s.names)]]
+		kicked := sh.kicked.Swap(false)
 		sh.mu.Lock()
+		if !kicked && now.Before(sh.due) {
+			// Nothing changed and nothing is due: skip it.
+			next = earliest(next, sh.due)
+			sh.mu.Unlock()
+			continue
+		}
+		due := now.Add(time.Hour)
 		for _, r := range []*request{sh.get, sh.upd} {
 			if r != nil && !r.sentAt.IsZero() && !now.Before(r.deadline) {
 				// No answer: send it again, same clientToken, waiting longer.
@@ -458,10 +474,10 @@ func (s *Syncer) sendDue(first int) time.Time {
 				inflight--
 			}
 		}
-		s.checkNet(sh, now, &next)
+		s.checkNet(sh, now, &due)
 		if r := sh.get; r != nil && r.sentAt.IsZero() {
 			if now.Before(r.retryAt) {
-				next = earliest(next, r.retryAt)
+				due = earliest(due, r.retryAt)
 			} else {
 				send(r)
 			}
@@ -470,7 +486,7 @@ func (s *Syncer) sendDue(first int) time.Time {
 		case sh.upd != nil && sh.upd.sentAt.IsZero():
 			send(sh.upd)
 		case sh.upd == nil && sh.synced && now.Before(sh.updHold):
-			next = earliest(next, sh.updHold)
+			due = earliest(due, sh.updHold)
 		case sh.upd == nil && sh.synced && inflight < s.o.MaxInFlight:
 			if r := s.buildUpdate(sh); r != nil {
 				sh.upd = r
@@ -478,10 +494,17 @@ func (s *Syncer) sendDue(first int) time.Time {
 			}
 		}
 		for _, r := range []*request{sh.get, sh.upd} {
-			if r != nil && !r.sentAt.IsZero() {
-				next = earliest(next, r.deadline)
+			switch {
+			case r != nil && !r.sentAt.IsZero():
+				due = earliest(due, r.deadline)
+			case (r != nil && !(r == sh.get && now.Before(r.retryAt))) || (sh.upd == nil && sh.synced && inflight >= s.o.MaxInFlight):
+				// Held back by the in-flight bound: visited again on the
+				// next pass (an answer frees a slot and wakes the sender).
+				sh.kicked.Store(true)
 			}
 		}
+		sh.due = due
+		next = earliest(next, due)
 		sh.mu.Unlock()
 	}
 	for _, o := range out {

@@ -162,6 +162,11 @@ type shadowSync struct {
 	oldMirror map[string]uint64
 	unmirror  []uint64 // outbox copies of settled reports, to remove
 	net       safetyNet
+	// The sender visits the shadow when kicked (something changed) or at
+	// due (a deadline, a retry, the safety net); otherwise it skips it, so
+	// that one shadow's round trip does not cost a pass over all of them.
+	kicked atomic.Bool
+	due    time.Time
 }
 
 // New makes a Syncer and loads the replicas from the store.
@@ -397,7 +402,7 @@ func (s *Syncer) onConnect(context.Context) {
 		sh.net = safetyNet{}
 		sh.mu.Unlock()
 	}
-	s.kick()
+	s.kick(nil)
 }
 
 func (s *Syncer) onMessage(_ context.Context, m *link.Message) {
@@ -473,7 +478,7 @@ func (s *Syncer) onDelta(sh *shadowSync, m *link.Message) {
 		s.log.Debug("ignoring stale delta", "shadow", label(sh.name), "version", d.Version)
 	}
 	s.start(sh)
-	s.kick()
+	s.kick(sh)
 }
 
 // updateAccepted is an update/accepted payload. A section is kept raw so
@@ -538,7 +543,7 @@ func (s *Syncer) onUpdateAccepted(sh *shadowSync, m *link.Message) {
 	sh.dirty = true // after every accepted update: reconcile
 	sh.mu.Unlock()
 	s.start(sh)
-	s.kick()
+	s.kick(sh)
 }
 
 func (s *Syncer) onUpdateRejected(sh *shadowSync, m *link.Message) {
@@ -551,7 +556,7 @@ func (s *Syncer) onUpdateRejected(sh *shadowSync, m *link.Message) {
 	s.cloudTime(e.Timestamp, sh.upd, e.ClientToken)
 	s.updateRefused(sh, e)
 	sh.mu.Unlock()
-	s.kick()
+	s.kick(sh)
 }
 
 // getAccepted is the part of a get/accepted payload sync reads.
@@ -590,7 +595,7 @@ func (s *Syncer) onGetAccepted(sh *shadowSync, m *link.Message) {
 	sh.dirty = true
 	sh.mu.Unlock()
 	s.start(sh)
-	s.kick()
+	s.kick(sh)
 }
 
 func (s *Syncer) onGetRejected(sh *shadowSync, m *link.Message) {
@@ -609,7 +614,7 @@ func (s *Syncer) onGetRejected(sh *shadowSync, m *link.Message) {
 		s.log.Warn("shadow get rejected; asking again", "shadow", label(sh.name), "code", e.Code, "message", e.Message)
 		s.backOff(sh.get)
 		sh.mu.Unlock()
-		s.kick()
+		s.kick(sh)
 		return
 	}
 	s.log.Info("shadow does not exist; creating it with the actuators' state", "shadow", label(sh.name))
@@ -621,7 +626,7 @@ func (s *Syncer) onGetRejected(sh *shadowSync, m *link.Message) {
 	sh.dirty = true
 	sh.mu.Unlock()
 	s.start(sh)
-	s.kick()
+	s.kick(sh)
 }
 
 // resolvePending decides each local change against the document just
