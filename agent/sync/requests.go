@@ -411,12 +411,18 @@ type outgoing struct {
 func (s *Syncer) sendDue(first int) time.Time {
 	now := time.Now()
 	next := now.Add(time.Hour)
+	// One pass over the shadows for the outbox copies to remove and the
+	// requests in flight: the count can only be too high by the time it is
+	// used (answers settle requests, only this goroutine sends them), so
+	// the bound holds.
 	var unmirror []uint64
+	inflight := 0
 	for _, name := range s.names {
 		sh := s.shadows[name]
 		sh.mu.Lock()
 		unmirror = append(unmirror, sh.unmirror...)
 		sh.unmirror = nil
+		inflight += sh.inFlight()
 		sh.mu.Unlock()
 	}
 	if len(unmirror) > 0 {
@@ -434,12 +440,6 @@ func (s *Syncer) sendDue(first int) time.Time {
 	if !s.o.Link.Connected() {
 		return next // woken again on connect
 	}
-	inflight := 0
-	for _, sh := range s.shadows {
-		sh.mu.Lock()
-		inflight += sh.inFlight()
-		sh.mu.Unlock()
-	}
 	var out []outgoing
 	send := func(r *request) {
 		if inflight >= s.o.MaxInFlight {
@@ -454,14 +454,13 @@ func (s *Syncer) sendDue(first int) time.Time {
 	}
 	for i := range s.names {
 		sh := s.shadows[s.names[(first+i)%len(s.names)]]
-		kicked := sh.kicked.Swap(false)
-		sh.mu.Lock()
-		if !kicked && now.Before(sh.due) {
-			// Nothing changed and nothing is due: skip it.
-			next = earliest(next, sh.due)
-			sh.mu.Unlock()
-			continue
+		if !sh.kicked.Swap(false) {
+			if due := time.Unix(0, sh.due.Load()); now.Before(due) {
+				next = earliest(next, due) // nothing changed, nothing due
+				continue
+			}
 		}
+		sh.mu.Lock()
 		due := now.Add(time.Hour)
 		for _, r := range []*request{sh.get, sh.upd} {
 			if r != nil && !r.sentAt.IsZero() && !now.Before(r.deadline) {
@@ -503,7 +502,7 @@ func (s *Syncer) sendDue(first int) time.Time {
 				sh.kicked.Store(true)
 			}
 		}
-		sh.due = due
+		sh.due.Store(due.UnixNano())
 		next = earliest(next, due)
 		sh.mu.Unlock()
 	}

@@ -166,7 +166,7 @@ type shadowSync struct {
 	// due (a deadline, a retry, the safety net); otherwise it skips it, so
 	// that one shadow's round trip does not cost a pass over all of them.
 	kicked atomic.Bool
-	due    time.Time
+	due    atomic.Int64 // unix nanoseconds; 0: at once
 }
 
 // New makes a Syncer and loads the replicas from the store.
