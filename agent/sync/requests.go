@@ -417,8 +417,7 @@ func (s *Syncer) sendDue(first int) time.Time {
 	// the bound holds.
 	var unmirror []uint64
 	inflight := 0
-	for _, name := range s.names {
-		sh := s.shadows[name]
+	for _, sh := range s.order {
 		sh.mu.Lock()
 		unmirror = append(unmirror, sh.unmirror...)
 		sh.unmirror = nil
@@ -452,8 +451,8 @@ func (s *Syncer) sendDue(first int) time.Time {
 		inflight++
 		out = append(out, outgoing{r.topic, r.payload})
 	}
-	for i := range s.names {
-		sh := s.shadows[s.names[(first+i)%len(s.names)]]
+	for i := range s.order {
+		sh := s.order[(first+i)%len(s.order)]
 		if !sh.kicked.Swap(false) {
 			if due := time.Unix(0, sh.due.Load()); now.Before(due) {
 				next = earliest(next, due) // nothing changed, nothing due

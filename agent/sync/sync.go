@@ -115,6 +115,7 @@ type Syncer struct {
 	log     *slog.Logger
 	shadows map[string]*shadowSync // by shadow name, "" = classic
 	names   []string               // sorted
+	order   []*shadowSync          // the shadows in names' order
 	binding map[string]binding     // actuator → shadow and key
 	seq     atomic.Uint64
 	tag     string
@@ -199,6 +200,9 @@ func New(o Options) (*Syncer, error) {
 		s.names = append(s.names, n)
 	}
 	sort.Strings(s.names)
+	for _, n := range s.names {
+		s.order = append(s.order, s.shadows[n])
+	}
 	for _, sh := range s.shadows {
 		if doc, err := o.Store.GetShadow(s.storeKey(sh)); err == nil {
 			if err := unmarshal(doc, &sh.rep); err != nil {
