@@ -101,7 +101,7 @@ func (s *Syncer) reconcile(ctx context.Context, sh *shadowSync) {
 		s.reportSide(sh, connectedKey, true)
 	}
 	sh.mu.Unlock()
-	s.kick()
+	s.kick(sh)
 	if len(changes) == 0 {
 		return
 	}
@@ -204,7 +204,7 @@ func (s *Syncer) onChange(e actuate.Event) {
 	sh.dirty = true // after every apply: reconcile
 	sh.mu.Unlock()
 	s.start(sh)
-	s.kick()
+	s.kick(sh)
 }
 
 // jsonValue is v as encoding/json decodes it (json.Number for numbers),

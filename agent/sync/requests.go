@@ -87,8 +87,16 @@ func (sh *shadowSync) inFlight() int {
 	return n
 }
 
-// kick wakes the sender.
-func (s *Syncer) kick() {
+// kick marks sh (every shadow if nil) for the sender's next pass and
+// wakes it.
+func (s *Syncer) kick(sh *shadowSync) {
+	if sh != nil {
+		sh.kicked.Store(true)
+	} else {
+		for _, sh := range s.shadows {
+			sh.kicked.Store(true)
+		}
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -403,12 +411,17 @@ type outgoing struct {
 func (s *Syncer) sendDue(first int) time.Time {
 	now := time.Now()
 	next := now.Add(time.Hour)
+	// One pass over the shadows for the outbox copies to remove and the
+	// requests in flight: the count can only be too high by the time it is
+	// used (answers settle requests, only this goroutine sends them), so
+	// the bound holds.
 	var unmirror []uint64
-	for _, name := range s.names {
-		sh := s.shadows[name]
+	inflight := 0
+	for _, sh := range s.order {
 		sh.mu.Lock()
 		unmirror = append(unmirror, sh.unmirror...)
 		sh.unmirror = nil
+		inflight += sh.inFlight()
 		sh.mu.Unlock()
 	}
 	if len(unmirror) > 0 {
@@ -426,12 +439,6 @@ func (s *Syncer) sendDue(first int) time.Time {
 	if !s.o.Link.Connected() {
 		return next // woken again on connect
 	}
-	inflight := 0
-	for _, sh := range s.shadows {
-		sh.mu.Lock()
-		inflight += sh.inFlight()
-		sh.mu.Unlock()
-	}
 	var out []outgoing
 	send := func(r *request) {
 		if inflight >= s.o.MaxInFlight {
@@ -444,9 +451,16 @@ func (s *Syncer) sendDue(first int) time.Time {
 		inflight++
 		out = append(out, outgoing{r.topic, r.payload})
 	}
-	for i := range s.names {
-		sh := s.shadows[s.names[(first+i)%len(s.names)]]
+	for i := range s.order {
+		sh := s.order[(first+i)%len(s.order)]
+		if !sh.kicked.Swap(false) {
+			if due := time.Unix(0, sh.due.Load()); now.Before(due) {
+				next = earliest(next, due) // nothing changed, nothing due
+				continue
+			}
+		}
 		sh.mu.Lock()
+		due := now.Add(time.Hour)
 		for _, r := range []*request{sh.get, sh.upd} {
 			if r != nil && !r.sentAt.IsZero() && !now.Before(r.deadline) {
 				// No answer: send it again, same clientToken, waiting longer.
@@ -458,10 +472,10 @@ func (s *Syncer) sendDue(first int) time.Time {
 				inflight--
 			}
 		}
-		s.checkNet(sh, now, &next)
+		s.checkNet(sh, now, &due)
 		if r := sh.get; r != nil && r.sentAt.IsZero() {
 			if now.Before(r.retryAt) {
-				next = earliest(next, r.retryAt)
+				due = earliest(due, r.retryAt)
 			} else {
 				send(r)
 			}
@@ -470,7 +484,7 @@ func (s *Syncer) sendDue(first int) time.Time {
 		case sh.upd != nil && sh.upd.sentAt.IsZero():
 			send(sh.upd)
 		case sh.upd == nil && sh.synced && now.Before(sh.updHold):
-			next = earliest(next, sh.updHold)
+			due = earliest(due, sh.updHold)
 		case sh.upd == nil && sh.synced && inflight < s.o.MaxInFlight:
 			if r := s.buildUpdate(sh); r != nil {
 				sh.upd = r
@@ -478,10 +492,17 @@ func (s *Syncer) sendDue(first int) time.Time {
 			}
 		}
 		for _, r := range []*request{sh.get, sh.upd} {
-			if r != nil && !r.sentAt.IsZero() {
-				next = earliest(next, r.deadline)
+			switch {
+			case r != nil && !r.sentAt.IsZero():
+				due = earliest(due, r.deadline)
+			case (r != nil && !(r == sh.get && now.Before(r.retryAt))) || (sh.upd == nil && sh.synced && inflight >= s.o.MaxInFlight):
+				// Held back by the in-flight bound: visited again on the
+				// next pass (an answer frees a slot and wakes the sender).
+				sh.kicked.Store(true)
 			}
 		}
+		sh.due.Store(due.UnixNano())
+		next = earliest(next, due)
 		sh.mu.Unlock()
 	}
 	for _, o := range out {

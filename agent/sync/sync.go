@@ -115,6 +115,7 @@ type Syncer struct {
 	log     *slog.Logger
 	shadows map[string]*shadowSync // by shadow name, "" = classic
 	names   []string               // sorted
+	order   []*shadowSync          // the shadows in names' order
 	binding map[string]binding     // actuator → shadow and key
 	seq     atomic.Uint64
 	tag     string
@@ -162,6 +163,11 @@ type shadowSync struct {
 	oldMirror map[string]uint64
 	unmirror  []uint64 // outbox copies of settled reports, to remove
 	net       safetyNet
+	// The sender visits the shadow when kicked (something changed) or at
+	// due (a deadline, a retry, the safety net); otherwise it skips it, so
+	// that one shadow's round trip does not cost a pass over all of them.
+	kicked atomic.Bool
+	due    atomic.Int64 // unix nanoseconds; 0: at once
 }
 
 // New makes a Syncer and loads the replicas from the store.
@@ -194,6 +200,9 @@ func New(o Options) (*Syncer, error) {
 		s.names = append(s.names, n)
 	}
 	sort.Strings(s.names)
+	for _, n := range s.names {
+		s.order = append(s.order, s.shadows[n])
+	}
 	for _, sh := range s.shadows {
 		if doc, err := o.Store.GetShadow(s.storeKey(sh)); err == nil {
 			if err := unmarshal(doc, &sh.rep); err != nil {
@@ -397,7 +406,7 @@ func (s *Syncer) onConnect(context.Context) {
 		sh.net = safetyNet{}
 		sh.mu.Unlock()
 	}
-	s.kick()
+	s.kick(nil)
 }
 
 func (s *Syncer) onMessage(_ context.Context, m *link.Message) {
@@ -473,7 +482,7 @@ func (s *Syncer) onDelta(sh *shadowSync, m *link.Message) {
 		s.log.Debug("ignoring stale delta", "shadow", label(sh.name), "version", d.Version)
 	}
 	s.start(sh)
-	s.kick()
+	s.kick(sh)
 }
 
 // updateAccepted is an update/accepted payload. A section is kept raw so
@@ -538,7 +547,7 @@ func (s *Syncer) onUpdateAccepted(sh *shadowSync, m *link.Message) {
 	sh.dirty = true // after every accepted update: reconcile
 	sh.mu.Unlock()
 	s.start(sh)
-	s.kick()
+	s.kick(sh)
 }
 
 func (s *Syncer) onUpdateRejected(sh *shadowSync, m *link.Message) {
@@ -551,7 +560,7 @@ func (s *Syncer) onUpdateRejected(sh *shadowSync, m *link.Message) {
 	s.cloudTime(e.Timestamp, sh.upd, e.ClientToken)
 	s.updateRefused(sh, e)
 	sh.mu.Unlock()
-	s.kick()
+	s.kick(sh)
 }
 
 // getAccepted is the part of a get/accepted payload sync reads.
@@ -590,7 +599,7 @@ func (s *Syncer) onGetAccepted(sh *shadowSync, m *link.Message) {
 	sh.dirty = true
 	sh.mu.Unlock()
 	s.start(sh)
-	s.kick()
+	s.kick(sh)
 }
 
 func (s *Syncer) onGetRejected(sh *shadowSync, m *link.Message) {
@@ -609,7 +618,7 @@ func (s *Syncer) onGetRejected(sh *shadowSync, m *link.Message) {
 		s.log.Warn("shadow get rejected; asking again", "shadow", label(sh.name), "code", e.Code, "message", e.Message)
 		s.backOff(sh.get)
 		sh.mu.Unlock()
-		s.kick()
+		s.kick(sh)
 		return
 	}
 	s.log.Info("shadow does not exist; creating it with the actuators' state", "shadow", label(sh.name))
@@ -621,7 +630,7 @@ func (s *Syncer) onGetRejected(sh *shadowSync, m *link.Message) {
 	sh.dirty = true
 	sh.mu.Unlock()
 	s.start(sh)
-	s.kick()
+	s.kick(sh)
 }
 
 // resolvePending decides each local change against the document just
