@@ -25,8 +25,20 @@
 //     backoff, also after a restart). VersionMismatch re-reads the execution
 //     and reconciles: a status that landed (its answer was lost) is settled,
 //     one that did not goes again with the version read.
-//   - An execution that ends in the cloud while it awaits a technician's
-//     approval (a forced cancel, a timeout) stops waiting.
+//   - An execution that ends in the cloud before its action starts (a
+//     forced cancel, CancelJobExecution, a timeout, a removal) never starts:
+//     it may be awaiting a technician's approval, or waiting for its
+//     actuators behind other commands; the gateway learns it from
+//     notify-next (the next execution changed), then a {jobId}/get answered
+//     with a terminal status or TerminalStateReached, or from an update
+//     refused with InvalidStateTransition, and cancels its command through
+//     the pipeline's durable cancel. One whose action has started runs to
+//     its end (hardware is moving; ROLLBACK is the way back): its end is
+//     recorded and never reported over the cloud's terminal status.
+//   - The step timer (the command type's timeout as stepTimeoutInMinutes)
+//     starts when the action starts, with an IN_PROGRESS sent from the
+//     transaction that records the start, not when the execution is taken:
+//     a wait in the gateway's queue does not time it out.
 //
 // Everything the gateway knows of an execution is its Run record in the
 // store (job_runs), shown by shadowctl jobs.
@@ -71,7 +83,7 @@ type Refuser interface {
 // Commands is what the client needs of the command pipeline.
 type Commands interface {
 	Offer(payload []byte, done func(ok bool)) bool
-	Withdraw(tid, reason string) error
+	Cancel(tid, reason string, done func(ok bool)) bool
 }
 
 // Defaults of the Options.
@@ -80,13 +92,14 @@ const (
 	maxAnswerTimeout     = time.Minute
 	minRetry             = time.Second
 	maxRetry             = 5 * time.Minute
-	// checkEvery re-reads an execution that awaits approval, in case a
-	// notify-next of its end was missed.
+	// checkEvery re-reads an execution whose action has not started
+	// (awaiting approval, or its actuators), in case a notify-next of its
+	// end was missed.
 	checkEvery = 5 * time.Minute
 )
 
 // ReasonEndedInCloud starts the reason of a command whose execution ended
-// in the cloud while it awaited approval.
+// in the cloud before its action started (it never ran).
 const ReasonEndedInCloud = "the job execution ended in the cloud"
 
 // Options configure a Client.
@@ -182,6 +195,7 @@ type req struct {
 	token    string
 	status   string // update: the status sent
 	details  map[string]string
+	step     int64 // update: the stepTimeoutInMinutes sent
 	topic    string
 	payload  []byte
 	deadline time.Time
@@ -467,7 +481,7 @@ func (c *Client) onConnect(context.Context) {
 	c.mu.wantStart = true
 	now := c.o.Now()
 	for tid, r := range c.mu.runs {
-		if !r.Unsent && !terminal(r.Status) {
+		if !r.Unsent && !terminal(r.Status) && !terminal(r.Cloud) {
 			c.mu.checkAt[tid] = now // re-read: did it end in the cloud meanwhile?
 		}
 	}
@@ -494,8 +508,8 @@ func (c *Client) onNotifyNext(_ context.Context, m *link.Message) {
 	c.mu.wantStart = true
 	now := c.o.Now()
 	for tid, r := range c.mu.runs {
-		if r.Unsent || terminal(r.Status) {
-			continue
+		if r.Unsent || terminal(r.Status) || terminal(r.Cloud) {
+			continue // its update learns it, or it is known
 		}
 		if n.Execution == nil || n.Execution.JobID != r.JobID || n.Execution.ExecutionNumber != r.ExecutionNumber {
 			c.mu.checkAt[tid] = now

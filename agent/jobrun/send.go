@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/store"
 )
@@ -138,8 +139,8 @@ func (c *Client) updateReq(tid string, r *Run) *req {
 		body.StepTimeoutInMinutes = r.StepTimeout
 	}
 	payload, _ := json.Marshal(body)
-	q := &req{kind: reqUpdate, tid: tid, token: tok, status: r.Status, details: r.Details, topic: c.t.update(r.JobID), payload: payload,
-		timeout: c.o.AnswerTimeout}
+	q := &req{kind: reqUpdate, tid: tid, token: tok, status: r.Status, details: r.Details, step: body.StepTimeoutInMinutes,
+		topic: c.t.update(r.JobID), payload: payload, timeout: c.o.AnswerTimeout}
 	c.mu.inflight[tid], c.mu.byToken[tok] = q, tid
 	return q
 }
@@ -183,9 +184,10 @@ func (c *Client) modify(tid string, fn func(tx *store.Tx, r *Run, now time.Time)
 }
 
 // landed settles r's status: the service holds it (accepted, or found so
-// on a re-read). tx is the record's transaction.
-func landed(tx *store.Tx, r *Run, sent string, details map[string]string, now time.Time, how string) error {
-	if !r.Unsent || r.Status != sent || !maps.Equal(r.Details, details) {
+// on a re-read). tx is the record's transaction; step is the
+// stepTimeoutInMinutes that went with it.
+func landed(tx *store.Tx, r *Run, sent string, details map[string]string, step int64, now time.Time, how string) error {
+	if !r.Unsent || r.Status != sent || !maps.Equal(r.Details, details) || sent == StatusInProgress && r.StepTimeout != step {
 		return nil // a newer status waits; it goes next, with the version just learnt
 	}
 	if err := unqueue(tx, r); err != nil {
@@ -225,7 +227,7 @@ func (c *Client) onUpdateAccepted(_ context.Context, m *link.Message) {
 		if st := a.ExecutionState; st != nil {
 			r.Version, r.Cloud = st.VersionNumber, st.Status
 		}
-		return landed(tx, r, q.status, q.details, now, "accepted:")
+		return landed(tx, r, q.status, q.details, q.step, now, "accepted:")
 	})
 	c.log.Info("job status accepted", "tid", q.tid, "status", q.status)
 	c.kick()
@@ -253,16 +255,20 @@ func (c *Client) onGetAccepted(_ context.Context, m *link.Message) {
 		return
 	}
 	c.clearRead(q.tid)
-	var awaiting bool
+	var waiting bool
 	c.modify(q.tid, func(tx *store.Tx, r *Run, now time.Time) error {
 		r.Version, r.Cloud = e.VersionNumber, e.Status
-		awaiting = r.Approval == "pending"
-		if r.Unsent && r.Status == StatusInProgress && e.Status == StatusInProgress && maps.Equal(r.Details, e.StatusDetails) {
-			return landed(tx, r, r.Status, r.Details, now, "the jobs service has it already:")
+		waiting = r.Started.IsZero() && r.Operation != config.ConfigUpdateOperation
+		// A step timeout does not show in the execution read: an
+		// IN_PROGRESS that carries one goes again (it restarts the timer).
+		if r.Unsent && r.Status == StatusInProgress && r.StepTimeout == 0 && e.Status == StatusInProgress && maps.Equal(r.Details, e.StatusDetails) {
+			return landed(tx, r, r.Status, r.Details, 0, now, "the jobs service has it already:")
 		}
 		return nil // the status goes (again) with this version
 	})
-	if awaiting {
+	if waiting {
+		// Not started (awaiting approval, or its actuators): read again
+		// now and then, in case the notify-next of its end is missed.
 		c.mu.Lock()
 		c.mu.checkAt[q.tid] = c.o.Now().Add(checkEvery)
 		c.mu.Unlock()
@@ -342,7 +348,7 @@ func (c *Client) updateRefused(q *req, e *errorResponse) {
 		c.clearRead(q.tid)
 		c.modify(q.tid, func(tx *store.Tx, r *Run, now time.Time) error {
 			r.Version, r.Cloud = st.VersionNumber, st.Status
-			return landed(tx, r, q.status, q.details, now, "the jobs service has it already:")
+			return landed(tx, r, q.status, q.details, q.step, now, "the jobs service has it already:")
 		})
 	case transient(e.Code):
 		c.backOff(q.tid, e, "update")
@@ -370,9 +376,10 @@ func (c *Client) getRefused(q *req, e *errorResponse) {
 
 // gone takes a permanent refusal: the status is recorded as refused and
 // dropped. When it says the execution ended in the cloud, the gateway's
-// own end is recorded and not sent, and a command still awaiting approval
-// stops waiting. A status that reached the cloud before (its answer lost)
-// is settled instead.
+// own end is recorded and not sent, and its command is canceled: one not
+// started (awaiting approval, waiting for its actuators) never starts; one
+// started runs to its end. A status that reached the cloud before (its
+// answer lost) is settled instead.
 func (c *Client) gone(tid, code, msg string, st *execState) {
 	c.clearRead(tid)
 	ended := ""
@@ -384,10 +391,11 @@ func (c *Client) gone(tid, code, msg string, st *execState) {
 	case code == codeTerminalStateReached:
 		ended = cloudEnded
 	}
-	var withdraw, refused bool
+	var cancel, refused bool
 	var status string
 	c.modify(tid, func(tx *store.Tx, r *Run, now time.Time) error {
-		withdraw, refused, status = false, false, r.Status
+		knew := terminal(r.Cloud)
+		cancel, refused, status = false, false, r.Status
 		if st != nil {
 			r.Version = st.VersionNumber
 		}
@@ -395,7 +403,7 @@ func (c *Client) gone(tid, code, msg string, st *execState) {
 			r.Cloud = ended
 		}
 		if r.Unsent && ended == r.Status {
-			return landed(tx, r, r.Status, r.Details, now, "the jobs service has it already:")
+			return landed(tx, r, r.Status, r.Details, r.StepTimeout, now, "the jobs service has it already:")
 		}
 		if r.Unsent {
 			refused = true
@@ -410,9 +418,9 @@ func (c *Client) gone(tid, code, msg string, st *execState) {
 			if r.Finished.IsZero() {
 				r.Finished = now
 			}
-		case ended != "":
-			r.event(now, "the execution ended in the cloud (%s)", ended)
-			withdraw = r.Approval == "pending"
+		case ended != "" && !knew:
+			r.event(now, "the execution ended in the cloud: %s", cloudName(ended))
+			cancel = r.Operation != config.ConfigUpdateOperation
 		}
 		return nil
 	})
@@ -422,12 +430,18 @@ func (c *Client) gone(tid, code, msg string, st *execState) {
 		c.mu.Unlock()
 		c.log.Warn("the jobs service refused a job status for good; recorded and dropped", "tid", tid, "status", status, "code", code, "message", msg)
 	}
-	if withdraw && c.cmds != nil {
-		reason := ReasonEndedInCloud + " (" + ended + ")"
-		if err := c.cmds.Withdraw(tid, reason); err != nil {
-			c.log.Info("job execution ended in the cloud; its command is past awaiting approval", "tid", tid, "err", err)
-		} else {
-			c.log.Info("job execution ended in the cloud while awaiting approval; it stops waiting", "tid", tid, "cloud", ended)
+	if cancel && c.cmds != nil {
+		reason := ReasonEndedInCloud + " before its action started; not run"
+		if ended != cloudEnded {
+			reason = ReasonEndedInCloud + " (" + ended + ") before its action started; not run"
+		}
+		c.log.Info("job execution ended in the cloud; canceling its command", "tid", tid, "cloud", ended)
+		if !c.cmds.Cancel(tid, reason, func(ok bool) {
+			if !ok {
+				c.log.Warn("cancel of an execution that ended in the cloud not written", "tid", tid)
+			}
+		}) {
+			c.log.Warn("cannot cancel the command of an execution that ended in the cloud", "tid", tid)
 		}
 	}
 }
