@@ -135,9 +135,9 @@ func (c *Client) Claims(tid string) bool {
 }
 
 // Ack turns a command ack of a job execution into its status (command.Sink):
-// RUNNING is IN_PROGRESS (with {"awaiting":"approval"} while a technician's
-// approval is awaited; the step timeout goes once the action starts, see
-// Started), SUCCESS is SUCCEEDED with the result, FAILURE is FAILED with
+// RUNNING is IN_PROGRESS (reported with {"awaiting":"approval"} while a
+// technician's approval is awaited, and when the action starts, with the
+// step timeout, see Started; start-next made it IN_PROGRESS already), SUCCESS is SUCCEEDED with the result, FAILURE is FAILED with
 // the reason, or REJECTED when the gateway refused the execution before it
 // ran (unknown operation, invalid args; a technician's rejection). It runs
 // inside the transaction that records the ack: the record and the status in
@@ -189,6 +189,12 @@ func (c *Client) Ack(tx *store.Tx, tid string, ack []byte) error {
 	if resend && (terminal(r.Cloud) || r.Refused != "") {
 		return nil // the service has ended it, or refused this for good: nothing to say again
 	}
+	// IN_PROGRESS is said when it says something the service does not
+	// know: awaiting approval, and the action's start with its step
+	// timeout (Started). Accepted (start-next made it IN_PROGRESS already)
+	// or approved, it waits for its start, unless a status is queued
+	// still: then this one replaces it.
+	quiet := status == StatusInProgress && a.Reason != command.ReasonAwaitingApproval && !r.Unsent
 	r.Refused = ""
 	r.Status, r.Details, r.StepTimeout = status, details, step
 	if terminal(status) && r.Approval == "pending" {
@@ -224,8 +230,10 @@ func (c *Client) Ack(tx *store.Tx, tid string, ack []byte) error {
 		if cloudEnded {
 			r.Finished = now
 		}
-	} else if err := c.report(tx, r); err != nil {
-		return err
+	} else if !quiet {
+		if err := c.report(tx, r); err != nil {
+			return err
+		}
 	}
 	if err := saveRun(tx, r); err != nil {
 		return err

@@ -221,6 +221,18 @@ func (c *Client) onUpdateAccepted(_ context.Context, m *link.Message) {
 	if q == nil {
 		return
 	}
+	c.mu.Lock()
+	if r := c.mu.runs[q.tid]; r != nil {
+		// A newer status waiting (the action ended while this answer was on
+		// its way) may go before this answer's record commits: with the
+		// version this answer gives, not the one it replaces.
+		if st := a.ExecutionState; st != nil {
+			r.Version = st.VersionNumber
+		} else {
+			r.Version++
+		}
+	}
+	c.mu.Unlock()
 	c.clearRead(q.tid)
 	c.modify(q.tid, func(tx *store.Tx, r *Run, now time.Time) error {
 		r.Version, r.Cloud = r.Version+1, q.status
