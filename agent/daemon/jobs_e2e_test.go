@@ -699,3 +699,33 @@ func TestJobStepTimerStartsWithTheAction(t *testing.T) {
 	c.waitExecution(t, "valve-s", "gw-step", jobs.Succeeded)
 	checkSteps(t, d, "valve-s", c.updates("gw-step", "valve-s"), 1, "SUCCEEDED")
 }
+
+// A cancel without force leaves an execution the gateway has taken alone:
+// AWS cancels only QUEUED executions, and start-next made it IN_PROGRESS.
+// It runs when its actuator is free, and reports as usual.
+func TestJobCanceledWithoutForceRunsOnceTaken(t *testing.T) {
+	c := newJobsCloud(t)
+	d := gateway(t, lockConfig(t, "gw-nf", c.broker.URL(), t.TempDir()))
+	waitFor(t, "link up", d.Link.Connected)
+	c.send(t, "gw-nf", req("UNLOCK", "blk", ""))
+	c.waitAck(t, "gw-nf", "blk", "RUNNING")
+	c.createJob(t, "lock-nf", `{"operation":"LOCK"}`, "gw-nf")
+	waitQueued(t, d, "lock-nf")
+	if _, err := c.jobs.CancelJob(context.Background(), &jobs.CancelJobRequest{JobID: "lock-nf"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := c.execution(t, "lock-nf", "gw-nf"); e == nil || e.Status != jobs.InProgress {
+		t.Fatalf("cloud %+v", e)
+	}
+	if err := d.Commands.Approve("blk"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitExecution(t, "lock-nf", "gw-nf", jobs.Succeeded)
+	var ran bool
+	for _, ch := range history(t, d, "front_door") {
+		ran = ran || ch.TID == jobrun.TID("lock-nf", 1)
+	}
+	if !ran {
+		t.Fatal("the job did not run")
+	}
+}
