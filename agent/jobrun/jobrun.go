@@ -376,6 +376,7 @@ func (c *Client) Run(ctx context.Context) {
 		c.log.Error("read the job executions in the store; jobs wait for the next start", "err", err)
 		return
 	}
+	c.cancelEnded()
 	c.expire()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()

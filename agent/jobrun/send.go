@@ -442,18 +442,46 @@ func (c *Client) gone(tid, code, msg string, st *execState) {
 		c.mu.Unlock()
 		c.log.Warn("the jobs service refused a job status for good; recorded and dropped", "tid", tid, "status", status, "code", code, "message", msg)
 	}
-	if cancel && c.cmds != nil {
-		reason := ReasonEndedInCloud + " before its action started; not run"
-		if ended != cloudEnded {
-			reason = ReasonEndedInCloud + " (" + ended + ") before its action started; not run"
+	if cancel {
+		c.cancelCommand(tid, ended)
+	}
+}
+
+// cancelCommand cancels the command of an execution that ended in the
+// cloud (ended: its status there): through the pipeline's durable cancel,
+// so that one not started never starts.
+func (c *Client) cancelCommand(tid, ended string) {
+	if c.cmds == nil {
+		return
+	}
+	reason := ReasonEndedInCloud + " before its action started; not run"
+	if ended != cloudEnded && ended != cloudNotFound {
+		reason = ReasonEndedInCloud + " (" + ended + ") before its action started; not run"
+	}
+	c.log.Info("job execution ended in the cloud; canceling its command", "tid", tid, "cloud", ended)
+	if !c.cmds.Cancel(tid, reason, func(ok bool) {
+		if !ok {
+			c.log.Warn("cancel of an execution that ended in the cloud not written", "tid", tid)
 		}
-		c.log.Info("job execution ended in the cloud; canceling its command", "tid", tid, "cloud", ended)
-		if !c.cmds.Cancel(tid, reason, func(ok bool) {
-			if !ok {
-				c.log.Warn("cancel of an execution that ended in the cloud not written", "tid", tid)
-			}
-		}) {
-			c.log.Warn("cannot cancel the command of an execution that ended in the cloud", "tid", tid)
+	}) {
+		c.log.Warn("cannot cancel the command of an execution that ended in the cloud", "tid", tid)
+	}
+}
+
+// cancelEnded cancels again, after a restart, the commands of executions
+// known to have ended in the cloud whose cancel may not have been written
+// (the gateway stopped in between): not started, not ended on the gateway.
+func (c *Client) cancelEnded() {
+	type ended struct{ tid, cloud string }
+	var todo []ended
+	c.mu.Lock()
+	for tid, r := range c.mu.runs {
+		if terminal(r.Cloud) && !terminal(r.Status) && r.Started.IsZero() && r.Operation != config.ConfigUpdateOperation {
+			todo = append(todo, ended{tid, r.Cloud})
 		}
+	}
+	c.mu.Unlock()
+	for _, e := range todo {
+		c.cancelCommand(e.tid, e.cloud)
 	}
 }
