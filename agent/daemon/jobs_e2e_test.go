@@ -212,8 +212,8 @@ func TestJobRunsOnceAndSucceeds(t *testing.T) {
 	// IN_PROGRESS with the step timeout (the action starts; start-next
 	// made it IN_PROGRESS already), then SUCCEEDED, each with
 	// expectedVersion.
+	checkSteps(t, c, d, "gw-job", "speed-40", 1, "SUCCEEDED")
 	ups := c.updates("gw-job", "speed-40")
-	checkSteps(t, d, "speed-40", ups, 1, "SUCCEEDED")
 	for _, u := range ups {
 		if _, ok := u["expectedVersion"]; !ok {
 			t.Fatalf("update without expectedVersion: %v", u)
@@ -287,8 +287,8 @@ func TestJobApprovalAndForcedCancel(t *testing.T) {
 	if !strings.Contains(details(e)["result"], `"locked":false`) {
 		t.Fatalf("details %v", details(e))
 	}
+	checkSteps(t, c, d, "gw-appr", "unlock-1", 1, "SUCCEEDED")
 	ups := c.updates("gw-appr", "unlock-1")
-	checkSteps(t, d, "unlock-1", ups, 1, "SUCCEEDED")
 	for _, u := range ups {
 		if sd, _ := u["statusDetails"].(map[string]any); u["status"] == "IN_PROGRESS" && sd["awaiting"] == nil && sd["approval"] != "approved" {
 			t.Fatalf("an IN_PROGRESS after the approval without it: %v", ups)
@@ -338,11 +338,13 @@ func TestJobApprovalAndForcedCancel(t *testing.T) {
 // with the IN_PROGRESS of the action's start, never while it awaits
 // approval. That IN_PROGRESS may never go: an action done before it is
 // sent has its final status go in its place (recorded all the same).
-func checkSteps(t *testing.T, d *daemon.Daemon, job string, ups []map[string]any, step int, final string) {
+func checkSteps(t *testing.T, c *jobsCloud, d *daemon.Daemon, thing, job string, step int, final string) {
 	t.Helper()
-	if len(ups) == 0 || ups[len(ups)-1]["status"] != final {
-		t.Fatalf("updates %v, want %s last", ups, final)
-	}
+	var ups []map[string]any
+	waitFor(t, "the operator has seen the final update of "+job, func() bool {
+		ups = c.updates(thing, job)
+		return len(ups) > 0 && ups[len(ups)-1]["status"] == final
+	})
 	for _, u := range ups {
 		sd, _ := u["statusDetails"].(map[string]any)
 		awaiting := sd["awaiting"] == "approval"
@@ -616,6 +618,7 @@ func TestJobCanceledWhileQueuedNeverRuns(t *testing.T) {
 			}
 		}
 	}
+	waitFor(t, "both counted ended in the cloud", func() bool { return d.Jobs.Stats().EndedInCloud == 2 })
 	if st := d.Jobs.Stats(); st.EndedInCloud != 2 || st.Refused != 0 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -639,7 +642,9 @@ func TestJobCanceledWhileRunningRunsToItsEnd(t *testing.T) {
 	}
 	waitFor(t, "the action's end recorded", func() bool {
 		r := run(t, d, "valve-c")
-		return r.Status == jobrun.StatusSucceeded && !r.Unsent && !r.Finished.IsZero() && r.Cloud != jobrun.StatusInProgress
+		st := d.Jobs.Stats() // counted once the record is durable
+		return r.Status == jobrun.StatusSucceeded && !r.Unsent && !r.Finished.IsZero() && r.Cloud != jobrun.StatusInProgress &&
+			st.Current == "" && st.EndedInCloud+st.Refused >= 1
 	})
 	if r := run(t, d, "valve-c"); r.Cloud != jobrun.StatusCanceled && r.Cloud != "ENDED" {
 		t.Fatalf("run %+v\nevents:\n%s", r, events(r))
@@ -655,7 +660,10 @@ func TestJobCanceledWhileRunningRunsToItsEnd(t *testing.T) {
 	if e := c.execution(t, "valve-c", "gw-cr"); e == nil || e.Status != jobs.Canceled {
 		t.Fatalf("cloud %+v", e)
 	}
-	if st := d.Jobs.Stats(); st.EndedInCloud+st.Refused != 1 || st.Succeeded != 0 {
+	// Ended in the cloud (its end not sent), or its end refused for good,
+	// or both (the step's IN_PROGRESS refused, the end not sent): never
+	// counted a success the cloud has.
+	if st := d.Jobs.Stats(); st.EndedInCloud+st.Refused < 1 || st.Succeeded != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -684,7 +692,7 @@ func TestJobStepTimerStartsWithTheAction(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.waitExecution(t, "lock-s", "gw-step", jobs.Succeeded)
-	checkSteps(t, d, "lock-s", c.updates("gw-step", "lock-s"), 1, "SUCCEEDED")
+	checkSteps(t, c, d, "gw-step", "lock-s", 1, "SUCCEEDED")
 
 	// An action that lasts (the valve takes 2.5s) runs under the step
 	// timer, on the service's clock (an hour ahead): a minute at most.
@@ -697,7 +705,7 @@ func TestJobStepTimerStartsWithTheAction(t *testing.T) {
 		t.Fatalf("step timer %d s, want at most 60", *e.ApproximateSecondsBeforeTimedOut)
 	}
 	c.waitExecution(t, "valve-s", "gw-step", jobs.Succeeded)
-	checkSteps(t, d, "valve-s", c.updates("gw-step", "valve-s"), 1, "SUCCEEDED")
+	checkSteps(t, c, d, "gw-step", "valve-s", 1, "SUCCEEDED")
 }
 
 // A cancel without force leaves an execution the gateway has taken alone:
