@@ -152,16 +152,24 @@ type Client struct {
 // state is the client's mutable state.
 type state struct {
 	gosync.Mutex
-	runs       map[string]*Run // open executions, and those with a request in flight
-	inflight   map[string]*req // by tid
-	byToken    map[string]string
-	retryAt    map[string]time.Time
-	checkAt    map[string]time.Time  // next re-read of an execution awaiting approval
-	mismatch   map[string]*execState // the state a VersionMismatch gave
-	needRead   map[string]bool       // re-read before the status goes again
-	tries      map[string]int        // transient refusals in a row
-	offered    map[string]bool       // offered to the pipeline, not yet recorded
-	start      *req                  // the start-next in flight
+	runs     map[string]*Run // open executions, and those with a request in flight
+	inflight map[string]*req // by tid
+	byToken  map[string]string
+	retryAt  map[string]time.Time
+	checkAt  map[string]time.Time  // next re-read of an execution awaiting approval
+	mismatch map[string]*execState // the state a VersionMismatch gave
+	needRead map[string]bool       // re-read before the status goes again
+	tries    map[string]int        // transient refusals in a row
+	offered  map[string]bool       // offered to the pipeline, not yet recorded
+	// known is the version an update's answer gave, until the record has
+	// it: a status waiting behind that update goes with it, not with the
+	// version the record had when it was written.
+	known map[string]int64
+	// handling: an answer taken, its record not yet written; nothing more
+	// is sent for the tid meanwhile (it would go without what the answer
+	// changes).
+	handling   map[string]bool
+	start      *req // the start-next in flight
 	wantStart  bool
 	startAt    time.Time // not before (after a transient refusal)
 	startTries int
@@ -196,6 +204,7 @@ type req struct {
 	status   string // update: the status sent
 	details  map[string]string
 	step     int64 // update: the stepTimeoutInMinutes sent
+	expected int64 // update: the expectedVersion sent
 	topic    string
 	payload  []byte
 	deadline time.Time
@@ -223,7 +232,7 @@ func New(o Options) *Client {
 		tag: hex.EncodeToString(b), hints: map[string]hint{}}
 	c.mu.runs, c.mu.inflight, c.mu.byToken = map[string]*Run{}, map[string]*req{}, map[string]string{}
 	c.mu.retryAt, c.mu.checkAt, c.mu.mismatch, c.mu.offered = map[string]time.Time{}, map[string]time.Time{}, map[string]*execState{}, map[string]bool{}
-	c.mu.needRead, c.mu.tries = map[string]bool{}, map[string]int{}
+	c.mu.needRead, c.mu.tries, c.mu.known, c.mu.handling = map[string]bool{}, map[string]int{}, map[string]int64{}, map[string]bool{}
 	handlers := map[string]link.Handler{
 		c.t.notifyNext():               c.onNotifyNext,
 		c.t.startNext() + "/accepted":  c.onStartAccepted,
@@ -336,14 +345,23 @@ func (c *Client) count(status string, cloudEnded bool) {
 func (c *Client) committed(r *Run) {
 	c.mu.Lock()
 	delete(c.mu.offered, r.TID)
+	if v, ok := c.mu.known[r.TID]; ok && r.Version >= v {
+		delete(c.mu.known, r.TID)
+	}
 	if r.Open() || c.mu.inflight[r.TID] != nil {
 		c.mu.runs[r.TID] = r
+		if _, ok := c.mu.checkAt[r.TID]; !ok && r.Started.IsZero() && !terminal(r.Status) && !terminal(r.Cloud) && r.Operation != config.ConfigUpdateOperation {
+			// Not started: re-read now and then, in case the notify-next
+			// of its end in the cloud is missed.
+			c.mu.checkAt[r.TID] = c.o.Now().Add(checkEvery)
+		}
 	} else {
 		delete(c.mu.runs, r.TID)
 		for _, m := range []map[string]time.Time{c.mu.retryAt, c.mu.checkAt} {
 			delete(m, r.TID)
 		}
 		delete(c.mu.tries, r.TID)
+		delete(c.mu.known, r.TID)
 		delete(c.mu.needRead, r.TID)
 		delete(c.mu.mismatch, r.TID)
 		c.mu.wantStart = true
@@ -539,8 +557,11 @@ func (c *Client) cloudTime(ts int64, q *req) {
 }
 
 // takeAnswer finds the request a token answers and ends it; nil for a
-// token of no request in flight (an old one, another client's).
-func (c *Client) takeAnswer(token string, kind reqKind) *req {
+// token of no request in flight (an old one, another client's). For an
+// accepted update, version is the execution's version it gives (0: not
+// said, one more than the update expected), known at once to what is sent
+// next.
+func (c *Client) takeAnswer(token string, kind reqKind, version ...int64) *req {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if kind == reqStart {
@@ -561,7 +582,24 @@ func (c *Client) takeAnswer(token string, kind reqKind) *req {
 	}
 	delete(c.mu.byToken, token)
 	delete(c.mu.inflight, tid)
+	c.mu.handling[tid] = true // until handled(q)
+	if len(version) > 0 {
+		v := version[0]
+		if v <= 0 {
+			v = q.expected + 1
+		}
+		c.mu.known[tid] = max(c.mu.known[tid], v)
+	}
 	return q
+}
+
+// handled ends the handling of an answer taken by takeAnswer: its record
+// is written (or the write failed and is retried): the tid may send again.
+func (c *Client) handled(q *req) {
+	c.mu.Lock()
+	delete(c.mu.handling, q.tid)
+	c.mu.Unlock()
+	c.kick()
 }
 
 // onStartAccepted takes the next execution: it is offered to the command

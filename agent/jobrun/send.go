@@ -79,7 +79,7 @@ func (c *Client) sendDue() time.Time {
 	tids := slices.Sorted(maps.Keys(s.runs))
 	for _, tid := range tids {
 		r := s.runs[tid]
-		if s.inflight[tid] != nil {
+		if s.inflight[tid] != nil || s.handling[tid] {
 			continue
 		}
 		if at, ok := s.retryAt[tid]; ok && now.Before(at) {
@@ -133,13 +133,13 @@ func earliest(a, b time.Time) time.Time {
 // c.mu held.
 func (c *Client) updateReq(tid string, r *Run) *req {
 	tok := c.token("upd")
-	body := updateRequest{Status: r.Status, StatusDetails: r.Details, ExpectedVersion: r.Version, ExecutionNumber: r.ExecutionNumber,
-		IncludeJobExecutionState: true, ClientToken: tok}
+	body := updateRequest{Status: r.Status, StatusDetails: r.Details, ExpectedVersion: max(r.Version, c.mu.known[tid]),
+		ExecutionNumber: r.ExecutionNumber, IncludeJobExecutionState: true, ClientToken: tok}
 	if r.Status == StatusInProgress {
 		body.StepTimeoutInMinutes = r.StepTimeout
 	}
 	payload, _ := json.Marshal(body)
-	q := &req{kind: reqUpdate, tid: tid, token: tok, status: r.Status, details: r.Details, step: body.StepTimeoutInMinutes,
+	q := &req{kind: reqUpdate, tid: tid, token: tok, status: r.Status, details: r.Details, step: body.StepTimeoutInMinutes, expected: body.ExpectedVersion,
 		topic: c.t.update(r.JobID), payload: payload, timeout: c.o.AnswerTimeout}
 	c.mu.inflight[tid], c.mu.byToken[tok] = q, tid
 	return q
@@ -216,26 +216,22 @@ func (c *Client) onUpdateAccepted(_ context.Context, m *link.Message) {
 		c.log.Warn("unreadable job update answer", "topic", m.Topic, "err", err)
 		return
 	}
-	q := c.takeAnswer(a.ClientToken, reqUpdate)
+	var v int64
+	if st := a.ExecutionState; st != nil {
+		v = st.VersionNumber
+	}
+	// A newer status waiting (the action ended while this answer was on
+	// its way) may go before this answer's record commits: with the
+	// version this answer gives.
+	q := c.takeAnswer(a.ClientToken, reqUpdate, v)
 	c.cloudTime(a.Timestamp, q)
 	if q == nil {
 		return
 	}
-	c.mu.Lock()
-	if r := c.mu.runs[q.tid]; r != nil {
-		// A newer status waiting (the action ended while this answer was on
-		// its way) may go before this answer's record commits: with the
-		// version this answer gives, not the one it replaces.
-		if st := a.ExecutionState; st != nil {
-			r.Version = st.VersionNumber
-		} else {
-			r.Version++
-		}
-	}
-	c.mu.Unlock()
+	defer c.handled(q)
 	c.clearRead(q.tid)
 	c.modify(q.tid, func(tx *store.Tx, r *Run, now time.Time) error {
-		r.Version, r.Cloud = r.Version+1, q.status
+		r.Version, r.Cloud = max(r.Version, q.expected+1), q.status
 		if st := a.ExecutionState; st != nil {
 			r.Version, r.Cloud = st.VersionNumber, st.Status
 		}
@@ -257,6 +253,7 @@ func (c *Client) onGetAccepted(_ context.Context, m *link.Message) {
 	if q == nil {
 		return
 	}
+	defer c.handled(q)
 	e := a.Execution
 	if e == nil {
 		c.gone(q.tid, codeResourceNotFound, "the jobs service describes no such execution", nil)
@@ -300,6 +297,9 @@ func (c *Client) onRejected(kind reqKind) link.Handler {
 		c.cloudTime(e.Timestamp, q)
 		if q == nil {
 			return
+		}
+		if kind != reqStart {
+			defer c.handled(q)
 		}
 		switch kind {
 		case reqStart:
