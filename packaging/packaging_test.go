@@ -117,9 +117,12 @@ func TestUnitAndPackageAgreeOnDirectories(t *testing.T) {
 	}
 	for _, c := range []struct{ unit, postinst string }{
 		// ConfigurationDirectory= is made root-owned; the package gives it
-		// the service's group.
-		{"ConfigurationDirectory=shadowgate\nConfigurationDirectoryMode=0750\n", "chown root:shadowgate /etc/shadowgate "},
-		{"ConfigurationDirectory=shadowgate\nConfigurationDirectoryMode=0750\n", "chmod 0750 /etc/shadowgate\n"},
+		// the service's group, and the config file to the service (a
+		// CONFIG_UPDATE job replaces it; the sticky bit keeps it off the
+		// keys), which ProtectSystem=strict must let it write.
+		{"ConfigurationDirectory=shadowgate\nConfigurationDirectoryMode=1770\nReadWritePaths=-/etc/shadowgate\n", "chown root:shadowgate /etc/shadowgate\n"},
+		{"ConfigurationDirectory=shadowgate\nConfigurationDirectoryMode=1770\n", "chmod 1770 /etc/shadowgate\n"},
+		{"", "chown shadowgate:shadowgate /etc/shadowgate/shadowgate.yaml\n"},
 		// StateDirectory= is chowned to User=/Group= at every start.
 		{"StateDirectory=shadowgate\nStateDirectoryMode=0750\n", "install -d -o shadowgate -g shadowgate -m 0750 /var/lib/shadowgate\n"},
 		{"RuntimeDirectory=shadowgate\nRuntimeDirectoryMode=0750\n", ""},
@@ -201,8 +204,8 @@ func TestInstallRemovePurge(t *testing.T) {
 	}
 	stat := func(p string) string { return strings.TrimSpace(run(t, "", nil, "stat", "-c", "%a %U %G", p)) }
 	for p, want := range map[string]string{
-		"/etc/shadowgate":                 "750 root shadowgate",
-		"/etc/shadowgate/shadowgate.yaml": "640 root shadowgate",
+		"/etc/shadowgate":                 "1770 root shadowgate",
+		"/etc/shadowgate/shadowgate.yaml": "640 shadowgate shadowgate",
 		"/var/lib/shadowgate":             "750 shadowgate shadowgate",
 		"/usr/bin/shadowgated":            "755 root root",
 	} {

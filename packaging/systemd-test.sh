@@ -130,6 +130,28 @@ for d in /etc/shadowgate /var/lib/shadowgate /run/shadowgate; do
   echo "      $(box "stat -c '%n %U:%G %a' $d")"
 done
 
+# 4b. CONFIG_UPDATE can write under the unit: in the service's own mount
+# namespace (ProtectSystem=strict, ReadWritePaths=/etc/shadowgate) and as its
+# user, a new file renamed over shadowgate.yaml and a .previous copy work;
+# root's files there (the keys) and the rest of /etc stay out of reach.
+pid=$(prop shadowgated MainPID)
+uid=$(box "id -u shadowgate"); gid=$(box "id -g shadowgate")
+box "chown shadowgate:shadowgate /etc/shadowgate/shadowgate.yaml; install -m 0640 -o root -g shadowgate /dev/null /etc/shadowgate/private.pem.key"
+as_service() { box "nsenter -t $pid -m -S $uid -G $gid sh -c '$*'"; }
+if out=$(as_service "set -e; cd /etc/shadowgate; cp shadowgate.yaml .shadowgate.yaml.tmp-t; mv .shadowgate.yaml.tmp-t shadowgate.yaml; cp shadowgate.yaml shadowgate.yaml.previous; rm shadowgate.yaml.previous" 2>&1); then
+  ok "the service can replace its configuration file in /etc/shadowgate (CONFIG_UPDATE)"
+else
+  fail "the service cannot replace its configuration file: $out"
+fi
+if as_service "rm -f /etc/shadowgate/private.pem.key" >/dev/null 2>&1 || ! box "test -e /etc/shadowgate/private.pem.key"; then
+  fail "the service could delete a root-owned key file in /etc/shadowgate"
+elif as_service "touch /etc/shadowgate-test" >/dev/null 2>&1; then
+  fail "the service could write /etc outside /etc/shadowgate"
+else
+  ok "root's key files in /etc/shadowgate and the rest of /etc stay read-only to the service"
+fi
+box "rm -f /etc/shadowgate/private.pem.key /etc/shadowgate-test"
+
 # 5. Reload: a good config is taken, a bad one refused visibly.
 pid=$(prop shadowgated MainPID)
 put_config "  fan: {driver: sim, state: {on: false}}"

@@ -66,8 +66,31 @@ const (
 
 // cancelIntakeOf prepares the inbox write of a cancel.
 func (p *Processor) cancelIntakeOf(r *Request, now time.Time) *intake {
+	return p.cancelIntake(r, now, ReasonCanceled)
+}
+
+// Cancel cancels the command tid as a cancel on the command topic does
+// (durable, in arrival order with the requests; one not started never
+// starts), with reason as its FAILURE reason: how a Sink stops a command
+// whose tid it claims, which a cancel on the command topic may not name (a
+// job execution that ended in the cloud). done(true) is called once the
+// cancel is durable. false for a tid that is not valid.
+func (p *Processor) Cancel(tid, reason string, done func(ok bool)) bool {
+	if !validTID(tid) {
+		return false
+	}
+	if reason == "" {
+		reason = ReasonCanceled
+	}
+	p.take(p.cancelIntake(&Request{TID: tid, Status: StatusCancel}, p.now(), reason), done)
+	return true
+}
+
+// cancelIntake prepares the inbox write of a cancel whose FAILURE says
+// reason.
+func (p *Processor) cancelIntake(r *Request, now time.Time, reason string) *intake {
 	tid := r.TID
-	canceled := p.ack(tid, StatusFailure, ReasonCanceled, nil)
+	canceled := p.ack(tid, StatusFailure, reason, nil)
 	var outcome cancelOutcome
 	var why error
 	var final []byte

@@ -70,6 +70,14 @@ type Sink interface {
 	Ack(tx *store.Tx, tid string, ack []byte) error
 }
 
+// Starter is a Sink told when a command of a tid it claims starts: inside
+// the transaction that records the start, before its first change touches
+// hardware (a job execution's step timer starts then, not while it waits
+// for its actuators).
+type Starter interface {
+	Started(tx *store.Tx, tid string) error
+}
+
 // Options configure a Processor.
 type Options struct {
 	Thing   string
@@ -531,15 +539,19 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 		if err := j.predsLanded(tx); err != nil {
 			return err
 		}
+		first := false
 		_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error {
 			if c.Done() {
 				return errRevoked // a cancel came first; touch nothing
 			}
-			if c.Started.IsZero() {
+			if first = c.Started.IsZero(); first {
 				c.Started = p.now()
 			}
 			return nil
 		})
+		if s, ok := p.o.Sink.(Starter); err == nil && first && ok && p.o.Sink.Claims(j.tid) {
+			err = s.Started(tx, j.tid)
+		}
 		return err
 	}
 	var results []actuate.Result

@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	gosync "sync"
+	"syscall"
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/config"
@@ -81,6 +83,18 @@ func writeFileAtomic(path string, data []byte) error {
 		d.Close()
 	}
 	return nil
+}
+
+// writeHint says what a write refused in the configuration directory
+// usually means on a packaged gateway.
+func writeHint(err error, file string) string {
+	switch {
+	case errors.Is(err, syscall.EROFS):
+		return " (read-only: the systemd unit needs ReadWritePaths=/etc/shadowgate, as the package's has)"
+	case errors.Is(err, fs.ErrPermission):
+		return " (the service must own its configuration file and may create files in its directory: the package makes /etc/shadowgate root:shadowgate 1770 and the file shadowgate's; after a copy as root: sudo chown shadowgate: " + file + ")"
+	}
+	return ""
 }
 
 func readMarker(file string) (*configUpdate, error) {
@@ -311,11 +325,11 @@ func (d *Daemon) runConfigUpdate(ctx context.Context, tid string, raw map[string
 		}
 		if err != nil {
 			os.Remove(markerPath(file))
-			d.finishConfigUpdate(tid, jobrun.StatusFailed, map[string]string{"reason": "write the configuration file: " + err.Error() + "; nothing was changed"})
+			d.finishConfigUpdate(tid, jobrun.StatusFailed, map[string]string{"reason": "write the configuration file: " + err.Error() + writeHint(err, file) + "; nothing was changed"})
 			return
 		}
 	} else {
-		d.finishConfigUpdate(tid, jobrun.StatusFailed, map[string]string{"reason": "write the configuration file: " + err.Error() + "; nothing was changed"})
+		d.finishConfigUpdate(tid, jobrun.StatusFailed, map[string]string{"reason": "write the configuration file: " + err.Error() + writeHint(err, file) + "; nothing was changed"})
 		return
 	}
 	d.jobs.Load().Note(tid, "new configuration written; the previous one kept as "+previousPath(file)+"; reloading")

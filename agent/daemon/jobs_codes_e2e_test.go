@@ -189,7 +189,8 @@ func TestJobPermanentRefusalDropped(t *testing.T) {
 	d := gateway(t, cfg)
 	waitFor(t, "dropped", func() bool {
 		r := lastRun(t, d.Jobs)
-		return r != nil && r.Status == jobrun.StatusSucceeded && !r.Unsent && r.Cloud == "CANCELED"
+		st := d.Jobs.Stats() // counted once the record is durable
+		return r != nil && r.Status == jobrun.StatusSucceeded && !r.Unsent && r.Cloud == "CANCELED" && st.Refused == 1 && st.Current == ""
 	})
 	r := lastRun(t, d.Jobs)
 	var refused bool
@@ -207,7 +208,7 @@ func TestJobPermanentRefusalDropped(t *testing.T) {
 	// finds nothing.
 	d.Link.Stats()
 	if got := len(s.sent()); got != n || n != 2 {
-		t.Fatalf("%d requests, want 2", got)
+		t.Fatalf("%d requests, want 2: %v", got, s.sent())
 	}
 	if d.Store.OutboxStats().Items != 0 {
 		t.Fatalf("outbox %+v", d.Store.OutboxStats())
@@ -226,7 +227,8 @@ func TestJobGoneExecutionDropped(t *testing.T) {
 	d := gateway(t, cfg)
 	waitFor(t, "dropped", func() bool {
 		r := lastRun(t, d.Jobs)
-		return r != nil && r.Status == jobrun.StatusSucceeded && !r.Unsent && r.Cloud == "NOT_FOUND"
+		st := d.Jobs.Stats() // counted once the record is durable
+		return r != nil && r.Status == jobrun.StatusSucceeded && !r.Unsent && r.Cloud == "NOT_FOUND" && st.Refused == 1 && st.Current == ""
 	})
 	if st := d.Jobs.Stats(); st.Refused != 1 {
 		t.Fatalf("stats %+v", st)

@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/shadowgate/shadowgate/agent/command"
+	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/daemon"
 	"github.com/shadowgate/shadowgate/agent/jobrun"
 	"github.com/shadowgate/shadowgate/agent/jobs"
@@ -31,6 +35,19 @@ type jobsCloud struct {
 
 	mu       sync.Mutex
 	jobsMsgs []*link.Message
+
+	// ahead moves the jobs service's clock (advance), so that a test sees
+	// its timers fire without waiting minutes.
+	ahead atomic.Int64
+}
+
+// now is the jobs service's clock.
+func (c *jobsCloud) now() time.Time { return time.Now().Add(time.Duration(c.ahead.Load())) }
+
+// advance moves the jobs service's clock by d and wakes its scheduler.
+func (c *jobsCloud) advance(d time.Duration) {
+	c.ahead.Add(int64(d))
+	c.jobs.Kick()
 }
 
 func newJobsCloud(t testing.TB) *jobsCloud { return newJobsCloudWith(t, false) }
@@ -55,7 +72,7 @@ func newJobsCloudWith(t testing.TB, apart bool) *jobsCloud {
 		c.startJobs()
 		t.Cleanup(c.stopJobs)
 	} else {
-		c.jobs = jobs.New(jobs.Options{Root: root, Link: svcLink, Store: st})
+		c.jobs = jobs.New(jobs.Options{Root: root, Link: svcLink, Store: st, Now: c.now})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { c.jobs.Run(ctx); close(done) }()
@@ -84,7 +101,7 @@ func (c *jobsCloud) startJobs() {
 		t.Fatal(err)
 	}
 	l, _ := link.New(link.Options{Broker: c.broker.URL(), ClientID: "cloud-jobs", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
-	c.jobs = jobs.New(jobs.Options{Root: root, Link: l, Store: st})
+	c.jobs = jobs.New(jobs.Options{Root: root, Link: l, Store: st, Now: c.now})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -192,12 +209,11 @@ func TestJobRunsOnceAndSucceeds(t *testing.T) {
 	if len(h) != 1 || h[0].TID != jobrun.TID("speed-40", 1) {
 		t.Fatalf("history %+v", h)
 	}
-	// IN_PROGRESS with the step timeout first, then SUCCEEDED, each with
+	// IN_PROGRESS with the step timeout (the action starts; start-next
+	// made it IN_PROGRESS already), then SUCCEEDED, each with
 	// expectedVersion.
+	checkSteps(t, c, d, "gw-job", "speed-40", 1, "SUCCEEDED")
 	ups := c.updates("gw-job", "speed-40")
-	if len(ups) < 2 || ups[0]["status"] != "IN_PROGRESS" || ups[0]["stepTimeoutInMinutes"] != float64(1) || ups[len(ups)-1]["status"] != "SUCCEEDED" {
-		t.Fatalf("updates %v", ups)
-	}
 	for _, u := range ups {
 		if _, ok := u["expectedVersion"]; !ok {
 			t.Fatalf("update without expectedVersion: %v", u)
@@ -271,15 +287,12 @@ func TestJobApprovalAndForcedCancel(t *testing.T) {
 	if !strings.Contains(details(e)["result"], `"locked":false`) {
 		t.Fatalf("details %v", details(e))
 	}
+	checkSteps(t, c, d, "gw-appr", "unlock-1", 1, "SUCCEEDED")
 	ups := c.updates("gw-appr", "unlock-1")
-	var sawApproved bool
 	for _, u := range ups {
-		if sd, _ := u["statusDetails"].(map[string]any); u["status"] == "IN_PROGRESS" && sd["approval"] == "approved" && u["stepTimeoutInMinutes"] == float64(1) {
-			sawApproved = true
+		if sd, _ := u["statusDetails"].(map[string]any); u["status"] == "IN_PROGRESS" && sd["awaiting"] == nil && sd["approval"] != "approved" {
+			t.Fatalf("an IN_PROGRESS after the approval without it: %v", ups)
 		}
-	}
-	if !sawApproved {
-		t.Fatalf("no IN_PROGRESS approved with a step timeout: %v", ups)
 	}
 
 	// Canceled with force while awaiting approval.
@@ -318,6 +331,33 @@ func TestJobApprovalAndForcedCancel(t *testing.T) {
 		if u["status"] != "IN_PROGRESS" {
 			t.Fatalf("a status after the cancel: %v", u)
 		}
+	}
+}
+
+// checkSteps checks a finished execution's updates: the step timeout goes
+// with the IN_PROGRESS of the action's start, never while it awaits
+// approval. That IN_PROGRESS may never go: an action done before it is
+// sent has its final status go in its place (recorded all the same).
+func checkSteps(t *testing.T, c *jobsCloud, d *daemon.Daemon, thing, job string, step int, final string) {
+	t.Helper()
+	var ups []map[string]any
+	waitFor(t, "the operator has seen the final update of "+job, func() bool {
+		ups = c.updates(thing, job)
+		return len(ups) > 0 && ups[len(ups)-1]["status"] == final
+	})
+	for _, u := range ups {
+		sd, _ := u["statusDetails"].(map[string]any)
+		awaiting := sd["awaiting"] == "approval"
+		if u["status"] == "IN_PROGRESS" && (awaiting != (u["stepTimeoutInMinutes"] == nil) || !awaiting && u["stepTimeoutInMinutes"] != float64(step)) {
+			t.Fatalf("IN_PROGRESS with the wrong step timeout (want %d once it runs, none awaiting approval): %v", step, ups)
+		}
+		if _, ok := u["expectedVersion"]; !ok {
+			t.Fatalf("update without expectedVersion: %v", u)
+		}
+	}
+	r := run(t, d, job)
+	if r == nil || r.Started.IsZero() || !strings.Contains(events(r), fmt.Sprintf("started: the action runs (step timeout %d min)", step)) {
+		t.Fatalf("run %+v", r)
 	}
 }
 
@@ -450,4 +490,250 @@ func BenchmarkJobExecutions(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/el.Seconds(), "execs/s")
 	b.ReportMetric(float64(d.Store.WriteStats().Commits-commits)/float64(b.N), "commits/exec")
+}
+
+// lockConfig is the test gateway's configuration with LOCK, a type on the
+// front door that needs no approval: it queues behind an UNLOCK awaiting
+// approval.
+func lockConfig(t testing.TB, thing, brokerURL, dir string) *config.Config {
+	t.Helper()
+	path := filepath.Join(dir, "shadowgate.yaml")
+	y := fmt.Sprintf(gatewayYAML+"    LOCK: {actuator: front_door, set: {locked: true}}\n", thing, brokerURL, "cloud_wins",
+		filepath.Join(dir, "state.db"), filepath.Join(dir, "api.sock"))
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := daemon.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// run is the gateway's record of job's execution, nil when it has none.
+func run(t testing.TB, d *daemon.Daemon, job string) *jobrun.Run {
+	t.Helper()
+	runs, err := d.Jobs.Runs(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range runs {
+		if r.JobID == job {
+			return r
+		}
+	}
+	return nil
+}
+
+func events(r *jobrun.Run) string {
+	var b strings.Builder
+	for _, e := range r.Events {
+		b.WriteString(e.What + "\n")
+	}
+	return b.String()
+}
+
+// waitQueued waits until the gateway holds job in its inbox, IN_PROGRESS
+// settled with the service, its action not started.
+func waitQueued(t testing.TB, d *daemon.Daemon, job string) {
+	t.Helper()
+	waitFor(t, job+" accepted and waiting for its actuator", func() bool {
+		r := run(t, d, job)
+		return r != nil && r.Status == jobrun.StatusInProgress && !r.Unsent && r.Cloud == jobrun.StatusInProgress && r.Started.IsZero()
+	})
+}
+
+// A job canceled with force (CancelJob, CancelJobExecution) while its
+// execution waits in the gateway's inbox behind a command on the same
+// actuator never runs: the gateway learns it (notify-next, then a re-read)
+// and cancels the command through the pipeline's durable cancel; nothing
+// is reported over the cloud's CANCELED, and the record says it never ran.
+func TestJobCanceledWhileQueuedNeverRuns(t *testing.T) {
+	c := newJobsCloud(t)
+	dir := t.TempDir()
+	d := gateway(t, lockConfig(t, "gw-cq", c.broker.URL(), dir))
+	waitFor(t, "link up", d.Link.Connected)
+	for i, cancel := range []func(job string) error{
+		func(job string) error {
+			_, err := c.jobs.CancelJob(context.Background(), &jobs.CancelJobRequest{JobID: job, Force: true})
+			return err
+		},
+		func(job string) error {
+			return c.jobs.CancelJobExecution(context.Background(), &jobs.CancelJobExecutionRequest{JobID: job, ThingName: "gw-cq", Force: true})
+		},
+	} {
+		blocker, job, after := fmt.Sprintf("blk-%d", i), fmt.Sprintf("lock-%d", i), fmt.Sprintf("after-%d", i)
+		// The door's lane is held by an UNLOCK awaiting approval.
+		c.send(t, "gw-cq", req("UNLOCK", blocker, ""))
+		waitFor(t, blocker+" awaiting approval", func() bool {
+			for _, a := range c.acks("gw-cq", blocker) {
+				if a.Reason == command.ReasonAwaitingApproval {
+					return true
+				}
+			}
+			return false
+		})
+		c.createJob(t, job, `{"operation":"LOCK"}`, "gw-cq")
+		waitQueued(t, d, job)
+		if err := cancel(job); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, job+" canceled on the gateway", func() bool {
+			r := run(t, d, job)
+			return r != nil && r.Status == jobrun.StatusFailed && !r.Unsent && !r.Finished.IsZero()
+		})
+		r := run(t, d, job)
+		if r.Cloud == "" || r.Cloud == jobrun.StatusInProgress || !r.Started.IsZero() || !strings.Contains(events(r), "it never ran") {
+			t.Fatalf("run %+v\nevents:\n%s", r, events(r))
+		}
+		var cmd *store.Command
+		d.Store.View(func(tx *store.Tx) (err error) { cmd, err = tx.GetCommand(jobrun.TID(job, 1)); return err })
+		if cmd == nil || cmd.Status != "FAILURE" || !cmd.Started.IsZero() || !strings.Contains(string(cmd.LastAck), jobrun.ReasonEndedInCloud) {
+			t.Fatalf("command %+v", cmd)
+		}
+		// The door's lane frees: the UNLOCK runs, then a LOCK sent after
+		// it; the canceled job, ahead of that LOCK, never ran.
+		before := len(history(t, d, "front_door"))
+		if err := d.Commands.Approve(blocker); err != nil {
+			t.Fatal(err)
+		}
+		c.waitAck(t, "gw-cq", blocker, "SUCCESS")
+		c.send(t, "gw-cq", req("LOCK", after, ""))
+		c.waitAck(t, "gw-cq", after, "SUCCESS")
+		h := history(t, d, "front_door")
+		if len(h) != before+2 {
+			t.Fatalf("%d changes of the door, want %d", len(h), before+2)
+		}
+		for _, ch := range h {
+			if ch.TID == jobrun.TID(job, 1) {
+				t.Fatalf("the canceled job changed the door: %+v", ch)
+			}
+		}
+		if e := c.execution(t, job, "gw-cq"); e == nil || e.Status != jobs.Canceled {
+			t.Fatalf("cloud %+v", e)
+		}
+		for _, u := range c.updates("gw-cq", job) {
+			if u["status"] != "IN_PROGRESS" {
+				t.Fatalf("a status after the cancel: %v", u)
+			}
+		}
+	}
+	waitFor(t, "both counted ended in the cloud", func() bool { return d.Jobs.Stats().EndedInCloud == 2 })
+	if st := d.Jobs.Stats(); st.EndedInCloud != 2 || st.Refused != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A job canceled with force while its action runs (not idempotent, the
+// valve already moving): AWS says the device can no longer update such an
+// execution, and the gateway cannot take back what hardware did. The
+// action runs to its end once, its result is recorded on the gateway, and
+// nothing is reported over the cloud's CANCELED (whether the gateway
+// learns of the cancel before its SUCCEEDED would go, or from the refusal
+// of that SUCCEEDED).
+func TestJobCanceledWhileRunningRunsToItsEnd(t *testing.T) {
+	c := newJobsCloud(t)
+	d := gateway(t, lockConfig(t, "gw-cr", c.broker.URL(), t.TempDir()))
+	waitFor(t, "link up", d.Link.Connected)
+	c.createJob(t, "valve-c", `{"operation":"OPEN_VALVE"}`, "gw-cr") // the valve takes 2.5s
+	waitFor(t, "the action started", func() bool { r := run(t, d, "valve-c"); return r != nil && !r.Started.IsZero() })
+	if _, err := c.jobs.CancelJob(context.Background(), &jobs.CancelJobRequest{JobID: "valve-c", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the action's end recorded", func() bool {
+		r := run(t, d, "valve-c")
+		st := d.Jobs.Stats() // counted once the record is durable
+		return r.Status == jobrun.StatusSucceeded && !r.Unsent && !r.Finished.IsZero() && r.Cloud != jobrun.StatusInProgress &&
+			st.Current == "" && st.EndedInCloud+st.Refused >= 1
+	})
+	if r := run(t, d, "valve-c"); r.Cloud != jobrun.StatusCanceled && r.Cloud != "ENDED" {
+		t.Fatalf("run %+v\nevents:\n%s", r, events(r))
+	}
+	if read(t, d, "valve")["open"] != true || len(history(t, d, "valve")) != 1 {
+		t.Fatalf("valve %v, %d changes", read(t, d, "valve"), len(history(t, d, "valve")))
+	}
+	var cmd *store.Command
+	d.Store.View(func(tx *store.Tx) (err error) { cmd, err = tx.GetCommand(jobrun.TID("valve-c", 1)); return err })
+	if cmd == nil || cmd.Status != "SUCCESS" {
+		t.Fatalf("command %+v", cmd)
+	}
+	if e := c.execution(t, "valve-c", "gw-cr"); e == nil || e.Status != jobs.Canceled {
+		t.Fatalf("cloud %+v", e)
+	}
+	// Ended in the cloud (its end not sent), or its end refused for good,
+	// or both (the step's IN_PROGRESS refused, the end not sent): never
+	// counted a success the cloud has.
+	if st := d.Jobs.Stats(); st.EndedInCloud+st.Refused < 1 || st.Succeeded != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// The step timer covers the action, not the wait for it: an execution
+// waiting in the gateway's inbox behind a command on its actuator has no
+// step timer on the service (an hour may pass), and gets one, the type's
+// timeout rounded up, once its action starts.
+func TestJobStepTimerStartsWithTheAction(t *testing.T) {
+	c := newJobsCloud(t)
+	d := gateway(t, lockConfig(t, "gw-step", c.broker.URL(), t.TempDir()))
+	waitFor(t, "link up", d.Link.Connected)
+	c.send(t, "gw-step", req("UNLOCK", "blk", ""))
+	c.waitAck(t, "gw-step", "blk", "RUNNING")
+	c.createJob(t, "lock-s", `{"operation":"LOCK"}`, "gw-step")
+	waitQueued(t, d, "lock-s")
+	e := c.execution(t, "lock-s", "gw-step")
+	if e == nil || e.ApproximateSecondsBeforeTimedOut != nil {
+		t.Fatalf("a step timer runs while the execution waits in the gateway's inbox: %+v", e)
+	}
+	if ups := c.updates("gw-step", "lock-s"); len(ups) != 0 {
+		t.Fatalf("updates before the action started: %v", ups)
+	}
+	c.advance(time.Hour)
+	if err := d.Commands.Approve("blk"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitExecution(t, "lock-s", "gw-step", jobs.Succeeded)
+	checkSteps(t, c, d, "gw-step", "lock-s", 1, "SUCCEEDED")
+
+	// An action that lasts (the valve takes 2.5s) runs under the step
+	// timer, on the service's clock (an hour ahead): a minute at most.
+	c.createJob(t, "valve-s", `{"operation":"OPEN_VALVE"}`, "gw-step")
+	waitFor(t, "the step timer runs on the service", func() bool {
+		e := c.execution(t, "valve-s", "gw-step")
+		return e != nil && e.Status == jobs.InProgress && e.ApproximateSecondsBeforeTimedOut != nil
+	})
+	if e := c.execution(t, "valve-s", "gw-step"); e.ApproximateSecondsBeforeTimedOut != nil && *e.ApproximateSecondsBeforeTimedOut > 60 {
+		t.Fatalf("step timer %d s, want at most 60", *e.ApproximateSecondsBeforeTimedOut)
+	}
+	c.waitExecution(t, "valve-s", "gw-step", jobs.Succeeded)
+	checkSteps(t, c, d, "gw-step", "valve-s", 1, "SUCCEEDED")
+}
+
+// A cancel without force leaves an execution the gateway has taken alone:
+// AWS cancels only QUEUED executions, and start-next made it IN_PROGRESS.
+// It runs when its actuator is free, and reports as usual.
+func TestJobCanceledWithoutForceRunsOnceTaken(t *testing.T) {
+	c := newJobsCloud(t)
+	d := gateway(t, lockConfig(t, "gw-nf", c.broker.URL(), t.TempDir()))
+	waitFor(t, "link up", d.Link.Connected)
+	c.send(t, "gw-nf", req("UNLOCK", "blk", ""))
+	c.waitAck(t, "gw-nf", "blk", "RUNNING")
+	c.createJob(t, "lock-nf", `{"operation":"LOCK"}`, "gw-nf")
+	waitQueued(t, d, "lock-nf")
+	if _, err := c.jobs.CancelJob(context.Background(), &jobs.CancelJobRequest{JobID: "lock-nf"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := c.execution(t, "lock-nf", "gw-nf"); e == nil || e.Status != jobs.InProgress {
+		t.Fatalf("cloud %+v", e)
+	}
+	if err := d.Commands.Approve("blk"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitExecution(t, "lock-nf", "gw-nf", jobs.Succeeded)
+	var ran bool
+	for _, ch := range history(t, d, "front_door") {
+		ran = ran || ch.TID == jobrun.TID("lock-nf", 1)
+	}
+	if !ran {
+		t.Fatal("the job did not run")
+	}
 }

@@ -25,8 +25,20 @@
 //     backoff, also after a restart). VersionMismatch re-reads the execution
 //     and reconciles: a status that landed (its answer was lost) is settled,
 //     one that did not goes again with the version read.
-//   - An execution that ends in the cloud while it awaits a technician's
-//     approval (a forced cancel, a timeout) stops waiting.
+//   - An execution that ends in the cloud before its action starts (a
+//     forced cancel, CancelJobExecution, a timeout, a removal) never starts:
+//     it may be awaiting a technician's approval, or waiting for its
+//     actuators behind other commands; the gateway learns it from
+//     notify-next (the next execution changed), then a {jobId}/get answered
+//     with a terminal status or TerminalStateReached, or from an update
+//     refused with InvalidStateTransition, and cancels its command through
+//     the pipeline's durable cancel. One whose action has started runs to
+//     its end (hardware is moving; ROLLBACK is the way back): its end is
+//     recorded and never reported over the cloud's terminal status.
+//   - The step timer (the command type's timeout as stepTimeoutInMinutes)
+//     starts when the action starts, with an IN_PROGRESS sent from the
+//     transaction that records the start, not when the execution is taken:
+//     a wait in the gateway's queue does not time it out.
 //
 // Everything the gateway knows of an execution is its Run record in the
 // store (job_runs), shown by shadowctl jobs.
@@ -71,7 +83,7 @@ type Refuser interface {
 // Commands is what the client needs of the command pipeline.
 type Commands interface {
 	Offer(payload []byte, done func(ok bool)) bool
-	Withdraw(tid, reason string) error
+	Cancel(tid, reason string, done func(ok bool)) bool
 }
 
 // Defaults of the Options.
@@ -80,13 +92,14 @@ const (
 	maxAnswerTimeout     = time.Minute
 	minRetry             = time.Second
 	maxRetry             = 5 * time.Minute
-	// checkEvery re-reads an execution that awaits approval, in case a
-	// notify-next of its end was missed.
+	// checkEvery re-reads an execution whose action has not started
+	// (awaiting approval, or its actuators), in case a notify-next of its
+	// end was missed.
 	checkEvery = 5 * time.Minute
 )
 
 // ReasonEndedInCloud starts the reason of a command whose execution ended
-// in the cloud while it awaited approval.
+// in the cloud before its action started (it never ran).
 const ReasonEndedInCloud = "the job execution ended in the cloud"
 
 // Options configure a Client.
@@ -139,16 +152,24 @@ type Client struct {
 // state is the client's mutable state.
 type state struct {
 	gosync.Mutex
-	runs       map[string]*Run // open executions, and those with a request in flight
-	inflight   map[string]*req // by tid
-	byToken    map[string]string
-	retryAt    map[string]time.Time
-	checkAt    map[string]time.Time  // next re-read of an execution awaiting approval
-	mismatch   map[string]*execState // the state a VersionMismatch gave
-	needRead   map[string]bool       // re-read before the status goes again
-	tries      map[string]int        // transient refusals in a row
-	offered    map[string]bool       // offered to the pipeline, not yet recorded
-	start      *req                  // the start-next in flight
+	runs     map[string]*Run // open executions, and those with a request in flight
+	inflight map[string]*req // by tid
+	byToken  map[string]string
+	retryAt  map[string]time.Time
+	checkAt  map[string]time.Time  // next re-read of an execution awaiting approval
+	mismatch map[string]*execState // the state a VersionMismatch gave
+	needRead map[string]bool       // re-read before the status goes again
+	tries    map[string]int        // transient refusals in a row
+	offered  map[string]bool       // offered to the pipeline, not yet recorded
+	// known is the version an update's answer gave, until the record has
+	// it: a status waiting behind that update goes with it, not with the
+	// version the record had when it was written.
+	known map[string]int64
+	// handling: an answer taken, its record not yet written; nothing more
+	// is sent for the tid meanwhile (it would go without what the answer
+	// changes).
+	handling   map[string]bool
+	start      *req // the start-next in flight
 	wantStart  bool
 	startAt    time.Time // not before (after a transient refusal)
 	startTries int
@@ -182,6 +203,8 @@ type req struct {
 	token    string
 	status   string // update: the status sent
 	details  map[string]string
+	step     int64 // update: the stepTimeoutInMinutes sent
+	expected int64 // update: the expectedVersion sent
 	topic    string
 	payload  []byte
 	deadline time.Time
@@ -209,7 +232,7 @@ func New(o Options) *Client {
 		tag: hex.EncodeToString(b), hints: map[string]hint{}}
 	c.mu.runs, c.mu.inflight, c.mu.byToken = map[string]*Run{}, map[string]*req{}, map[string]string{}
 	c.mu.retryAt, c.mu.checkAt, c.mu.mismatch, c.mu.offered = map[string]time.Time{}, map[string]time.Time{}, map[string]*execState{}, map[string]bool{}
-	c.mu.needRead, c.mu.tries = map[string]bool{}, map[string]int{}
+	c.mu.needRead, c.mu.tries, c.mu.known, c.mu.handling = map[string]bool{}, map[string]int{}, map[string]int64{}, map[string]bool{}
 	handlers := map[string]link.Handler{
 		c.t.notifyNext():               c.onNotifyNext,
 		c.t.startNext() + "/accepted":  c.onStartAccepted,
@@ -322,14 +345,23 @@ func (c *Client) count(status string, cloudEnded bool) {
 func (c *Client) committed(r *Run) {
 	c.mu.Lock()
 	delete(c.mu.offered, r.TID)
+	if v, ok := c.mu.known[r.TID]; ok && r.Version >= v {
+		delete(c.mu.known, r.TID)
+	}
 	if r.Open() || c.mu.inflight[r.TID] != nil {
 		c.mu.runs[r.TID] = r
+		if _, ok := c.mu.checkAt[r.TID]; !ok && r.Started.IsZero() && !terminal(r.Status) && !terminal(r.Cloud) && r.Operation != config.ConfigUpdateOperation {
+			// Not started: re-read now and then, in case the notify-next
+			// of its end in the cloud is missed.
+			c.mu.checkAt[r.TID] = c.o.Now().Add(checkEvery)
+		}
 	} else {
 		delete(c.mu.runs, r.TID)
 		for _, m := range []map[string]time.Time{c.mu.retryAt, c.mu.checkAt} {
 			delete(m, r.TID)
 		}
 		delete(c.mu.tries, r.TID)
+		delete(c.mu.known, r.TID)
 		delete(c.mu.needRead, r.TID)
 		delete(c.mu.mismatch, r.TID)
 		c.mu.wantStart = true
@@ -362,6 +394,7 @@ func (c *Client) Run(ctx context.Context) {
 		c.log.Error("read the job executions in the store; jobs wait for the next start", "err", err)
 		return
 	}
+	c.cancelEnded()
 	c.expire()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -467,7 +500,7 @@ func (c *Client) onConnect(context.Context) {
 	c.mu.wantStart = true
 	now := c.o.Now()
 	for tid, r := range c.mu.runs {
-		if !r.Unsent && !terminal(r.Status) {
+		if !r.Unsent && !terminal(r.Status) && !terminal(r.Cloud) {
 			c.mu.checkAt[tid] = now // re-read: did it end in the cloud meanwhile?
 		}
 	}
@@ -494,8 +527,8 @@ func (c *Client) onNotifyNext(_ context.Context, m *link.Message) {
 	c.mu.wantStart = true
 	now := c.o.Now()
 	for tid, r := range c.mu.runs {
-		if r.Unsent || terminal(r.Status) {
-			continue
+		if r.Unsent || terminal(r.Status) || terminal(r.Cloud) {
+			continue // its update learns it, or it is known
 		}
 		if n.Execution == nil || n.Execution.JobID != r.JobID || n.Execution.ExecutionNumber != r.ExecutionNumber {
 			c.mu.checkAt[tid] = now
@@ -524,8 +557,11 @@ func (c *Client) cloudTime(ts int64, q *req) {
 }
 
 // takeAnswer finds the request a token answers and ends it; nil for a
-// token of no request in flight (an old one, another client's).
-func (c *Client) takeAnswer(token string, kind reqKind) *req {
+// token of no request in flight (an old one, another client's). For an
+// accepted update, version is the execution's version it gives (0: not
+// said, one more than the update expected), known at once to what is sent
+// next.
+func (c *Client) takeAnswer(token string, kind reqKind, version ...int64) *req {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if kind == reqStart {
@@ -546,7 +582,24 @@ func (c *Client) takeAnswer(token string, kind reqKind) *req {
 	}
 	delete(c.mu.byToken, token)
 	delete(c.mu.inflight, tid)
+	c.mu.handling[tid] = true // until handled(q)
+	if len(version) > 0 {
+		v := version[0]
+		if v <= 0 {
+			v = q.expected + 1
+		}
+		c.mu.known[tid] = max(c.mu.known[tid], v)
+	}
 	return q
+}
+
+// handled ends the handling of an answer taken by takeAnswer: its record
+// is written (or the write failed and is retried): the tid may send again.
+func (c *Client) handled(q *req) {
+	c.mu.Lock()
+	delete(c.mu.handling, q.tid)
+	c.mu.Unlock()
+	c.kick()
 }
 
 // onStartAccepted takes the next execution: it is offered to the command

@@ -59,7 +59,9 @@ func TestDetailValue(t *testing.T) {
 	}
 }
 
-// What each ack becomes: the status table of the README.
+// What each ack becomes: the status table of the README. The step timeout
+// is no ack's: it goes once the action starts (Started), the type's
+// timeout rounded up to whole minutes.
 func TestStatusOf(t *testing.T) {
 	cfg := &config.Config{Commands: config.Commands{Types: map[string]*config.CommandType{
 		"SLOW": {Timeout: config.Duration(90e9)}, "FAST": {Timeout: config.Duration(1e9)},
@@ -70,24 +72,28 @@ func TestStatusOf(t *testing.T) {
 		ack     command.Ack
 		status  string
 		details string
-		step    int64
 	}{
-		{Run{Operation: "SLOW"}, command.Ack{Status: "RUNNING"}, StatusInProgress, "", 2},
-		{Run{Operation: "FAST"}, command.Ack{Status: "RUNNING", Reason: command.ReasonAwaitingApproval}, StatusInProgress, "awaiting=approval", 0},
-		{Run{Operation: "FAST", Approval: "pending"}, command.Ack{Status: "RUNNING"}, StatusInProgress, "approval=approved", 1},
-		{Run{Operation: "ROLLBACK"}, command.Ack{Status: "RUNNING"}, StatusInProgress, "", 1},
-		{Run{Status: StatusInProgress}, command.Ack{Status: "SUCCESS", Result: map[string]any{"m": map[string]any{"on": true}}}, StatusSucceeded, `result={"m":{"on":true}}`, 0},
-		{Run{Status: StatusInProgress}, command.Ack{Status: "FAILURE", Reason: "timeout"}, StatusFailed, "reason=timeout", 0},
-		{Run{Status: StatusInProgress}, command.Ack{Status: "FAILURE", Reason: command.ReasonRejected}, StatusRejected, "reason=" + command.ReasonRejected, 0},
-		{Run{}, command.Ack{Status: "FAILURE", Reason: `unknown command type "X"`}, StatusRejected, `reason=unknown command type "X"`, 0},
+		{Run{Operation: "SLOW"}, command.Ack{Status: "RUNNING"}, StatusInProgress, ""},
+		{Run{Operation: "FAST"}, command.Ack{Status: "RUNNING", Reason: command.ReasonAwaitingApproval}, StatusInProgress, "awaiting=approval"},
+		{Run{Operation: "FAST", Approval: "pending"}, command.Ack{Status: "RUNNING"}, StatusInProgress, "approval=approved"},
+		{Run{Operation: "ROLLBACK"}, command.Ack{Status: "RUNNING"}, StatusInProgress, ""},
+		{Run{Status: StatusInProgress}, command.Ack{Status: "SUCCESS", Result: map[string]any{"m": map[string]any{"on": true}}}, StatusSucceeded, `result={"m":{"on":true}}`},
+		{Run{Status: StatusInProgress}, command.Ack{Status: "FAILURE", Reason: "timeout"}, StatusFailed, "reason=timeout"},
+		{Run{Status: StatusInProgress}, command.Ack{Status: "FAILURE", Reason: command.ReasonRejected}, StatusRejected, "reason=" + command.ReasonRejected},
+		{Run{}, command.Ack{Status: "FAILURE", Reason: `unknown command type "X"`}, StatusRejected, `reason=unknown command type "X"`},
 	} {
-		status, details, step := c.statusOf(&tc.run, &tc.ack)
+		status, details := c.statusOf(&tc.run, &tc.ack)
 		var d []string
 		for k, v := range details {
 			d = append(d, k+"="+v)
 		}
-		if status != tc.status || strings.Join(d, ",") != tc.details || step != tc.step {
-			t.Errorf("%+v %+v: %s %v %d, want %s %s %d", tc.run, tc.ack, status, details, step, tc.status, tc.details, tc.step)
+		if status != tc.status || strings.Join(d, ",") != tc.details {
+			t.Errorf("%+v %+v: %s %v, want %s %s", tc.run, tc.ack, status, details, tc.status, tc.details)
+		}
+	}
+	for op, want := range map[string]int64{"SLOW": 2, "FAST": 1, "ROLLBACK": 1} {
+		if got := c.stepMinutes(op); got != want {
+			t.Errorf("step timeout of %s: %d min, want %d", op, got, want)
 		}
 	}
 }

@@ -27,10 +27,14 @@ type Run struct {
 	Received        time.Time `json:"received"`
 	// Status and Details are the status the gateway reports (IN_PROGRESS,
 	// SUCCEEDED, FAILED, REJECTED) and its statusDetails; StepTimeout the
-	// stepTimeoutInMinutes sent with IN_PROGRESS.
+	// stepTimeoutInMinutes sent with IN_PROGRESS once the action started.
 	Status      string            `json:"status"`
 	Details     map[string]string `json:"statusDetails,omitempty"`
 	StepTimeout int64             `json:"stepTimeoutInMinutes,omitempty"`
+	// Started is when the action started (its first change recorded,
+	// before it touched hardware); zero while it waits (for approval, for
+	// its actuators) or if it never ran.
+	Started time.Time `json:"started,omitzero"`
 	// Unsent: the jobs service has not accepted Status yet; it waits in the
 	// outbox (item Seq) and is sent until it is answered.
 	Unsent bool   `json:"unsent,omitempty"`
@@ -131,9 +135,9 @@ func (c *Client) Claims(tid string) bool {
 }
 
 // Ack turns a command ack of a job execution into its status (command.Sink):
-// RUNNING is IN_PROGRESS (with {"awaiting":"approval"} while a technician's
-// approval is awaited, with the type's timeout as stepTimeoutInMinutes once
-// it runs), SUCCESS is SUCCEEDED with the result, FAILURE is FAILED with
+// RUNNING is IN_PROGRESS (reported with {"awaiting":"approval"} while a
+// technician's approval is awaited, and when the action starts, with the
+// step timeout, see Started; start-next made it IN_PROGRESS already), SUCCESS is SUCCEEDED with the result, FAILURE is FAILED with
 // the reason, or REJECTED when the gateway refused the execution before it
 // ran (unknown operation, invalid args; a technician's rejection). It runs
 // inside the transaction that records the ack: the record and the status in
@@ -155,7 +159,22 @@ func (c *Client) Ack(tx *store.Tx, tid string, ack []byte) error {
 	case err != nil:
 		return err
 	}
-	status, details, step := c.statusOf(r, &a)
+	if a.Status == command.StatusRunning && a.Reason == command.ReasonCancelTooLate {
+		// The cloud ended it, the gateway's cancel found the action
+		// running: it runs to its end, which is recorded, not reported.
+		r.event(now, "the cancel came too late: the action had started (hardware is moving); it runs to its end, recorded here and not reported over the cloud's %s", cloudName(r.Cloud))
+		if err := saveRun(tx, r); err != nil {
+			return err
+		}
+		saved := *r
+		tx.OnCommit(func() { c.committed(&saved) })
+		return nil
+	}
+	status, details := c.statusOf(r, &a)
+	step := int64(0)
+	if status == StatusInProgress {
+		step = r.StepTimeout // set once the action started; kept while it runs
+	}
 	switch {
 	case status == "":
 		return nil
@@ -170,6 +189,12 @@ func (c *Client) Ack(tx *store.Tx, tid string, ack []byte) error {
 	if resend && (terminal(r.Cloud) || r.Refused != "") {
 		return nil // the service has ended it, or refused this for good: nothing to say again
 	}
+	// IN_PROGRESS is said when it says something the service does not
+	// know: awaiting approval, and the action's start with its step
+	// timeout (Started). Accepted (start-next made it IN_PROGRESS already)
+	// or approved, it waits for its start, unless a status is queued
+	// still: then this one replaces it.
+	quiet := status == StatusInProgress && a.Reason != command.ReasonAwaitingApproval && !r.Unsent
 	r.Refused = ""
 	r.Status, r.Details, r.StepTimeout = status, details, step
 	if terminal(status) && r.Approval == "pending" {
@@ -181,26 +206,34 @@ func (c *Client) Ack(tx *store.Tx, tid string, ack []byte) error {
 		r.event(now, "awaiting a technician's approval: shadowctl approve %s", r.JobID)
 	case a.Status == command.StatusRunning && r.Approval == "pending":
 		r.Approval = "approved"
-		r.event(now, "approved; running")
+		r.event(now, "approved")
 	case a.Status == command.StatusRunning:
-		r.event(now, "accepted by the gateway; running")
+		r.event(now, "accepted by the gateway (in its inbox; it starts when its actuators are free)")
 	case resend:
 		r.event(now, "the jobs service lists it as pending still: reporting %s again", status)
 	default:
 		r.event(now, "%s: %s", status, describe(details))
 	}
 	var cloudEnded bool
-	if terminal(r.Cloud) && terminal(status) {
+	if terminal(r.Cloud) && (terminal(status) || status == StatusInProgress) {
 		// The cloud ended it first (canceled, timed out, removed): the
-		// gateway's own end is recorded, not sent.
-		cloudEnded = true
-		r.event(now, "not reported: the jobs service had ended the execution as %s", r.Cloud)
+		// gateway's own status is recorded, never sent over the cloud's.
+		cloudEnded = terminal(status)
+		if a.Status == command.StatusFailure && strings.HasPrefix(a.Reason, ReasonEndedInCloud) {
+			r.event(now, "canceled on the gateway before its action started: it never ran")
+		} else {
+			r.event(now, "not reported: the jobs service had ended the execution as %s", cloudName(r.Cloud))
+		}
 		if err := unqueue(tx, r); err != nil {
 			return err
 		}
-		r.Finished = now
-	} else if err := c.report(tx, r); err != nil {
-		return err
+		if cloudEnded {
+			r.Finished = now
+		}
+	} else if !quiet {
+		if err := c.report(tx, r); err != nil {
+			return err
+		}
 	}
 	if err := saveRun(tx, r); err != nil {
 		return err
@@ -213,6 +246,53 @@ func (c *Client) Ack(tx *store.Tx, tid string, ack []byte) error {
 		}
 	})
 	return nil
+}
+
+// Started starts an execution's step timer (command.Starter): its command
+// is about to make its first change, in this transaction. IN_PROGRESS goes
+// again with the command type's timeout as stepTimeoutInMinutes (AWS: an
+// update to IN_PROGRESS with a new stepTimeoutInMinutes starts the step
+// timer afresh), so that the service times out the action, not the wait
+// for approval or for the actuators.
+func (c *Client) Started(tx *store.Tx, tid string) error {
+	now := c.o.Now()
+	r, err := loadRun(tx, tid)
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrCorrupt):
+		return nil // nothing to time; the action must not wait for a record
+	case err != nil:
+		return err
+	case !r.Started.IsZero() || terminal(r.Status):
+		return nil
+	}
+	r.Started = now.UTC()
+	if terminal(r.Cloud) {
+		// Ended in the cloud, its cancel not through yet: the start won.
+		r.event(now, "started, although the jobs service had ended the execution as %s: it runs to its end, recorded here and not reported", cloudName(r.Cloud))
+	} else {
+		r.StepTimeout = c.stepMinutes(r.Operation)
+		r.event(now, "started: the action runs (step timeout %d min)", r.StepTimeout)
+		if err := c.report(tx, r); err != nil {
+			return err
+		}
+	}
+	if err := saveRun(tx, r); err != nil {
+		return err
+	}
+	saved := *r
+	tx.OnCommit(func() { c.committed(&saved) })
+	return nil
+}
+
+// cloudName is how a Run.Cloud reads in its history.
+func cloudName(s string) string {
+	switch s {
+	case cloudEnded:
+		return "ended (a terminal status it did not name)"
+	case cloudNotFound:
+		return "gone (no such execution)"
+	}
+	return s
 }
 
 // newRun makes the record of an execution first seen in this transaction.
@@ -232,22 +312,22 @@ func (c *Client) newRun(tid string, now time.Time) (*Run, error) {
 }
 
 // statusOf is the job status an ack says, "" for none.
-func (c *Client) statusOf(r *Run, a *command.Ack) (status string, details map[string]string, step int64) {
+func (c *Client) statusOf(r *Run, a *command.Ack) (status string, details map[string]string) {
 	switch a.Status {
 	case command.StatusRunning:
 		if a.Reason == command.ReasonAwaitingApproval {
-			return StatusInProgress, map[string]string{"awaiting": "approval"}, 0
+			return StatusInProgress, map[string]string{"awaiting": "approval"}
 		}
 		if r.Approval == "pending" || r.Approval == "approved" {
 			details = map[string]string{"approval": "approved"}
 		}
-		return StatusInProgress, details, c.stepMinutes(r.Operation)
+		return StatusInProgress, details
 	case command.StatusSuccess:
 		if len(a.Result) == 0 {
-			return StatusSucceeded, nil, 0
+			return StatusSucceeded, nil
 		}
 		b, _ := json.Marshal(a.Result)
-		return StatusSucceeded, map[string]string{"result": detailValue(string(b))}, 0
+		return StatusSucceeded, map[string]string{"result": detailValue(string(b))}
 	case command.StatusFailure:
 		reason := detailValue(a.Reason)
 		if reason == "" {
@@ -255,11 +335,11 @@ func (c *Client) statusOf(r *Run, a *command.Ack) (status string, details map[st
 		}
 		if a.Reason == command.ReasonRejected || r.Status == "" {
 			// Refused before it ran: the gateway rejects the execution.
-			return StatusRejected, map[string]string{"reason": reason}, 0
+			return StatusRejected, map[string]string{"reason": reason}
 		}
-		return StatusFailed, map[string]string{"reason": reason}, 0
+		return StatusFailed, map[string]string{"reason": reason}
 	}
-	return "", nil, 0
+	return "", nil
 }
 
 // stepMinutes is the command type's timeout in whole minutes, rounded up,

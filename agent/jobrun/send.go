@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/store"
 )
@@ -78,7 +79,7 @@ func (c *Client) sendDue() time.Time {
 	tids := slices.Sorted(maps.Keys(s.runs))
 	for _, tid := range tids {
 		r := s.runs[tid]
-		if s.inflight[tid] != nil {
+		if s.inflight[tid] != nil || s.handling[tid] {
 			continue
 		}
 		if at, ok := s.retryAt[tid]; ok && now.Before(at) {
@@ -132,14 +133,14 @@ func earliest(a, b time.Time) time.Time {
 // c.mu held.
 func (c *Client) updateReq(tid string, r *Run) *req {
 	tok := c.token("upd")
-	body := updateRequest{Status: r.Status, StatusDetails: r.Details, ExpectedVersion: r.Version, ExecutionNumber: r.ExecutionNumber,
-		IncludeJobExecutionState: true, ClientToken: tok}
+	body := updateRequest{Status: r.Status, StatusDetails: r.Details, ExpectedVersion: max(r.Version, c.mu.known[tid]),
+		ExecutionNumber: r.ExecutionNumber, IncludeJobExecutionState: true, ClientToken: tok}
 	if r.Status == StatusInProgress {
 		body.StepTimeoutInMinutes = r.StepTimeout
 	}
 	payload, _ := json.Marshal(body)
-	q := &req{kind: reqUpdate, tid: tid, token: tok, status: r.Status, details: r.Details, topic: c.t.update(r.JobID), payload: payload,
-		timeout: c.o.AnswerTimeout}
+	q := &req{kind: reqUpdate, tid: tid, token: tok, status: r.Status, details: r.Details, step: body.StepTimeoutInMinutes, expected: body.ExpectedVersion,
+		topic: c.t.update(r.JobID), payload: payload, timeout: c.o.AnswerTimeout}
 	c.mu.inflight[tid], c.mu.byToken[tok] = q, tid
 	return q
 }
@@ -183,9 +184,10 @@ func (c *Client) modify(tid string, fn func(tx *store.Tx, r *Run, now time.Time)
 }
 
 // landed settles r's status: the service holds it (accepted, or found so
-// on a re-read). tx is the record's transaction.
-func landed(tx *store.Tx, r *Run, sent string, details map[string]string, now time.Time, how string) error {
-	if !r.Unsent || r.Status != sent || !maps.Equal(r.Details, details) {
+// on a re-read). tx is the record's transaction; step is the
+// stepTimeoutInMinutes that went with it.
+func landed(tx *store.Tx, r *Run, sent string, details map[string]string, step int64, now time.Time, how string) error {
+	if !r.Unsent || r.Status != sent || !maps.Equal(r.Details, details) || sent == StatusInProgress && r.StepTimeout != step {
 		return nil // a newer status waits; it goes next, with the version just learnt
 	}
 	if err := unqueue(tx, r); err != nil {
@@ -214,18 +216,26 @@ func (c *Client) onUpdateAccepted(_ context.Context, m *link.Message) {
 		c.log.Warn("unreadable job update answer", "topic", m.Topic, "err", err)
 		return
 	}
-	q := c.takeAnswer(a.ClientToken, reqUpdate)
+	var v int64
+	if st := a.ExecutionState; st != nil {
+		v = st.VersionNumber
+	}
+	// A newer status waiting (the action ended while this answer was on
+	// its way) may go before this answer's record commits: with the
+	// version this answer gives.
+	q := c.takeAnswer(a.ClientToken, reqUpdate, v)
 	c.cloudTime(a.Timestamp, q)
 	if q == nil {
 		return
 	}
+	defer c.handled(q)
 	c.clearRead(q.tid)
 	c.modify(q.tid, func(tx *store.Tx, r *Run, now time.Time) error {
-		r.Version, r.Cloud = r.Version+1, q.status
+		r.Version, r.Cloud = max(r.Version, q.expected+1), q.status
 		if st := a.ExecutionState; st != nil {
 			r.Version, r.Cloud = st.VersionNumber, st.Status
 		}
-		return landed(tx, r, q.status, q.details, now, "accepted:")
+		return landed(tx, r, q.status, q.details, q.step, now, "accepted:")
 	})
 	c.log.Info("job status accepted", "tid", q.tid, "status", q.status)
 	c.kick()
@@ -243,6 +253,7 @@ func (c *Client) onGetAccepted(_ context.Context, m *link.Message) {
 	if q == nil {
 		return
 	}
+	defer c.handled(q)
 	e := a.Execution
 	if e == nil {
 		c.gone(q.tid, codeResourceNotFound, "the jobs service describes no such execution", nil)
@@ -253,16 +264,20 @@ func (c *Client) onGetAccepted(_ context.Context, m *link.Message) {
 		return
 	}
 	c.clearRead(q.tid)
-	var awaiting bool
+	var waiting bool
 	c.modify(q.tid, func(tx *store.Tx, r *Run, now time.Time) error {
 		r.Version, r.Cloud = e.VersionNumber, e.Status
-		awaiting = r.Approval == "pending"
-		if r.Unsent && r.Status == StatusInProgress && e.Status == StatusInProgress && maps.Equal(r.Details, e.StatusDetails) {
-			return landed(tx, r, r.Status, r.Details, now, "the jobs service has it already:")
+		waiting = r.Started.IsZero() && r.Operation != config.ConfigUpdateOperation
+		// A step timeout does not show in the execution read: an
+		// IN_PROGRESS that carries one goes again (it restarts the timer).
+		if r.Unsent && r.Status == StatusInProgress && r.StepTimeout == 0 && e.Status == StatusInProgress && maps.Equal(r.Details, e.StatusDetails) {
+			return landed(tx, r, r.Status, r.Details, 0, now, "the jobs service has it already:")
 		}
 		return nil // the status goes (again) with this version
 	})
-	if awaiting {
+	if waiting {
+		// Not started (awaiting approval, or its actuators): read again
+		// now and then, in case the notify-next of its end is missed.
 		c.mu.Lock()
 		c.mu.checkAt[q.tid] = c.o.Now().Add(checkEvery)
 		c.mu.Unlock()
@@ -282,6 +297,9 @@ func (c *Client) onRejected(kind reqKind) link.Handler {
 		c.cloudTime(e.Timestamp, q)
 		if q == nil {
 			return
+		}
+		if kind != reqStart {
+			defer c.handled(q)
 		}
 		switch kind {
 		case reqStart:
@@ -342,7 +360,7 @@ func (c *Client) updateRefused(q *req, e *errorResponse) {
 		c.clearRead(q.tid)
 		c.modify(q.tid, func(tx *store.Tx, r *Run, now time.Time) error {
 			r.Version, r.Cloud = st.VersionNumber, st.Status
-			return landed(tx, r, q.status, q.details, now, "the jobs service has it already:")
+			return landed(tx, r, q.status, q.details, q.step, now, "the jobs service has it already:")
 		})
 	case transient(e.Code):
 		c.backOff(q.tid, e, "update")
@@ -370,9 +388,10 @@ func (c *Client) getRefused(q *req, e *errorResponse) {
 
 // gone takes a permanent refusal: the status is recorded as refused and
 // dropped. When it says the execution ended in the cloud, the gateway's
-// own end is recorded and not sent, and a command still awaiting approval
-// stops waiting. A status that reached the cloud before (its answer lost)
-// is settled instead.
+// own end is recorded and not sent, and its command is canceled: one not
+// started (awaiting approval, waiting for its actuators) never starts; one
+// started runs to its end. A status that reached the cloud before (its
+// answer lost) is settled instead.
 func (c *Client) gone(tid, code, msg string, st *execState) {
 	c.clearRead(tid)
 	ended := ""
@@ -384,10 +403,11 @@ func (c *Client) gone(tid, code, msg string, st *execState) {
 	case code == codeTerminalStateReached:
 		ended = cloudEnded
 	}
-	var withdraw, refused bool
+	var cancel, refused bool
 	var status string
 	c.modify(tid, func(tx *store.Tx, r *Run, now time.Time) error {
-		withdraw, refused, status = false, false, r.Status
+		knew := terminal(r.Cloud)
+		cancel, refused, status = false, false, r.Status
 		if st != nil {
 			r.Version = st.VersionNumber
 		}
@@ -395,7 +415,7 @@ func (c *Client) gone(tid, code, msg string, st *execState) {
 			r.Cloud = ended
 		}
 		if r.Unsent && ended == r.Status {
-			return landed(tx, r, r.Status, r.Details, now, "the jobs service has it already:")
+			return landed(tx, r, r.Status, r.Details, r.StepTimeout, now, "the jobs service has it already:")
 		}
 		if r.Unsent {
 			refused = true
@@ -410,9 +430,9 @@ func (c *Client) gone(tid, code, msg string, st *execState) {
 			if r.Finished.IsZero() {
 				r.Finished = now
 			}
-		case ended != "":
-			r.event(now, "the execution ended in the cloud (%s)", ended)
-			withdraw = r.Approval == "pending"
+		case ended != "" && !knew:
+			r.event(now, "the execution ended in the cloud: %s", cloudName(ended))
+			cancel = r.Operation != config.ConfigUpdateOperation
 		}
 		return nil
 	})
@@ -422,12 +442,46 @@ func (c *Client) gone(tid, code, msg string, st *execState) {
 		c.mu.Unlock()
 		c.log.Warn("the jobs service refused a job status for good; recorded and dropped", "tid", tid, "status", status, "code", code, "message", msg)
 	}
-	if withdraw && c.cmds != nil {
-		reason := ReasonEndedInCloud + " (" + ended + ")"
-		if err := c.cmds.Withdraw(tid, reason); err != nil {
-			c.log.Info("job execution ended in the cloud; its command is past awaiting approval", "tid", tid, "err", err)
-		} else {
-			c.log.Info("job execution ended in the cloud while awaiting approval; it stops waiting", "tid", tid, "cloud", ended)
+	if cancel {
+		c.cancelCommand(tid, ended)
+	}
+}
+
+// cancelCommand cancels the command of an execution that ended in the
+// cloud (ended: its status there): through the pipeline's durable cancel,
+// so that one not started never starts.
+func (c *Client) cancelCommand(tid, ended string) {
+	if c.cmds == nil {
+		return
+	}
+	reason := ReasonEndedInCloud + " before its action started; not run"
+	if ended != cloudEnded && ended != cloudNotFound {
+		reason = ReasonEndedInCloud + " (" + ended + ") before its action started; not run"
+	}
+	c.log.Info("job execution ended in the cloud; canceling its command", "tid", tid, "cloud", ended)
+	if !c.cmds.Cancel(tid, reason, func(ok bool) {
+		if !ok {
+			c.log.Warn("cancel of an execution that ended in the cloud not written", "tid", tid)
 		}
+	}) {
+		c.log.Warn("cannot cancel the command of an execution that ended in the cloud", "tid", tid)
+	}
+}
+
+// cancelEnded cancels again, after a restart, the commands of executions
+// known to have ended in the cloud whose cancel may not have been written
+// (the gateway stopped in between): not started, not ended on the gateway.
+func (c *Client) cancelEnded() {
+	type ended struct{ tid, cloud string }
+	var todo []ended
+	c.mu.Lock()
+	for tid, r := range c.mu.runs {
+		if terminal(r.Cloud) && !terminal(r.Status) && r.Started.IsZero() && r.Operation != config.ConfigUpdateOperation {
+			todo = append(todo, ended{tid, r.Cloud})
+		}
+	}
+	c.mu.Unlock()
+	for _, e := range todo {
+		c.cancelCommand(e.tid, e.cloud)
 	}
 }
