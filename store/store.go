@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -121,12 +122,21 @@ func Open(path string, opts Options) (s *Store, err error) {
 			s, err = nil, corrupt(path, fmt.Errorf("%v", r))
 		}
 	}()
-	// The free page list is written on every commit (one page). bbolt's
-	// NoFreelistSync would save that page, but it rebuilds the list at open
-	// in a goroutine of its own that panics on a damaged file: a crash loop
-	// instead of the clear refusal below.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	// The free page list is not written with every commit (NoFreelistSync:
+	// one page, 4 KB, less wear per commit); bbolt rebuilds it at open by
+	// walking the file, as the check in init does anyway. That walk runs
+	// in a goroutine of its own, where a fault on a damaged page would kill
+	// the process: so the file is locked and verified (plain file I/O)
+	// before bbolt maps it, in the OpenFile hook, and a damaged file ends
+	// in the clear refusal below, never in a crash loop.
+	var damaged *verifyError
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
+		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+			return lockAndVerify(name, flag, mode, opts.LockTimeout)
+		}})
 	switch {
+	case errors.As(err, &damaged):
+		return nil, corrupt(path, damaged.err)
 	case errors.Is(err, bolterrors.ErrTimeout):
 		return nil, fmt.Errorf("open store %s: %w (is another shadowgated running? waited %s)", path, ErrLocked, opts.LockTimeout)
 	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
@@ -138,16 +148,55 @@ func Open(path string, opts Options) (s *Store, err error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	if err := verify(path); err != nil {
-		db.Close()
-		return nil, corrupt(path, err)
-	}
 	s = &Store{db: db, path: path, opts: opts, log: opts.Logger}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// verifyError is a damage verify found, from the OpenFile hook.
+type verifyError struct{ err error }
+
+func (e *verifyError) Error() string { return e.err.Error() }
+
+// lockAndVerify opens the store file for bbolt, takes its lock (bbolt's own
+// flock, which then finds it held by the same open file) and verifies a
+// file that has content, all before bbolt reads a page of it.
+func lockAndVerify(name string, flag int, mode os.FileMode, timeout time.Duration) (*os.File, error) {
+	f, err := os.OpenFile(name, flag, mode)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock: %w", err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, bolterrors.ErrTimeout
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if fi.Size() > 0 {
+		if err := verify(f); err != nil {
+			f.Close()
+			return nil, &verifyError{err}
+		}
+	}
+	return f, nil
 }
 
 var errEmptyFile = errors.New("the file is empty (0 bytes), as a power cut can leave it; its data is lost")

@@ -9,7 +9,7 @@ import (
 	"os"
 )
 
-// verify checks the structure of a bbolt file by reading it with plain file
+// verify checks the structure of an open bbolt file by reading it with plain file
 // I/O, before bbolt walks it through its memory map: every page a tree
 // refers to lies inside the file, is what its parent says it is, and is
 // referred to once; every element's key and value lie inside their page;
@@ -24,12 +24,7 @@ import (
 //
 // The layout is bbolt's on-disk format (go.etcd.io/bbolt/internal/common),
 // version 2, in the machine's byte order like bbolt itself.
-func verify(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+func verify(f *os.File) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return err
