@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -310,16 +311,52 @@ func (s *Store) Submit(fn func(tx *Tx) error) (wait func() error) {
 	s.queue = append(s.queue, req)
 	s.cmu.Unlock()
 	return func() error {
-		s.lead()
+		select {
+		case err := <-req.done:
+			// Another writer's commit took it: lead none (a commit led
+			// now would carry only what came after, alone).
+			return err
+		default:
+		}
+		s.lead(req)
 		return <-req.done
 	}
 }
 
-// lead commits the queue unless another caller is already doing so; the
-// leader keeps committing until the queue is empty, so nothing queued
-// before it returns is left behind.
-func (s *Store) lead() {
+// SubmitWithin is Submit for a write that may wait for company: it commits
+// with the next commit any other writer leads, and only when none has
+// within d of its wait being called does wait lead a commit of its own. A
+// write that is not urgent (the removal of messages the broker has
+// acknowledged, the final status of a command whose lane has another one
+// about to record its start) so shares an fsync and the pages it
+// rewrites with the write that follows it, instead of costing a commit of
+// its own, and it is never delayed by more than d. Order is as for Submit.
+func (s *Store) SubmitWithin(d time.Duration, fn func(tx *Tx) error) (wait func() error) {
+	req := &commitReq{fn: fn, done: make(chan error, 1)}
 	s.cmu.Lock()
+	s.queue = append(s.queue, req)
+	s.cmu.Unlock()
+	return func() error {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case err := <-req.done:
+			return err
+		case <-t.C:
+		}
+		s.lead(req)
+		return <-req.done
+	}
+}
+
+// lead marks req as waited for and commits the queue unless another caller
+// is already doing so. The leader keeps committing while a write someone
+// waits for is queued, so no waiter is left behind; writes nobody waits
+// for yet (submitted, or waiting for company) stay for the next commit
+// instead of a commit of their own right after this one.
+func (s *Store) lead(req *commitReq) {
+	s.cmu.Lock()
+	req.waited = true
 	if s.leading {
 		s.cmu.Unlock()
 		return
@@ -328,21 +365,22 @@ func (s *Store) lead() {
 	s.cmu.Unlock()
 	for {
 		s.cmu.Lock()
-		batch := s.queue
-		s.queue = nil
-		if len(batch) == 0 {
+		if !slices.ContainsFunc(s.queue, func(r *commitReq) bool { return r.waited }) {
 			s.leading = false
 			s.cmu.Unlock()
 			return
 		}
+		batch := s.queue
+		s.queue = nil
 		s.cmu.Unlock()
 		s.commit(batch)
 	}
 }
 
 type commitReq struct {
-	fn   func(tx *Tx) error
-	done chan error
+	waited bool // its wait is called (and, with SubmitWithin, gave up waiting for company); under cmu
+	fn     func(tx *Tx) error
+	done   chan error
 }
 
 // commit runs a group of writers in one transaction.

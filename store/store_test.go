@@ -708,3 +708,64 @@ func TestCommitWritesNoFreelistPage(t *testing.T) {
 	}
 	s.Close()
 }
+
+// A write submitted with SubmitWithin waits for company: it lands with the
+// next commit another writer leads, costing no commit of its own, and
+// alone only when none came within its bound. A leader does not commit on
+// its own, right after its own commit, writes nobody waits for yet.
+func TestSubmitWithinSharesCommits(t *testing.T) {
+	s := open(t, store.Options{})
+	enqueue := func(p string) func(tx *store.Tx) error {
+		return func(tx *store.Tx) error {
+			_, err := tx.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "t", Payload: []byte(p), QoS: 1})
+			return err
+		}
+	}
+	w0 := s.WriteStats()
+	lazy := s.SubmitWithin(time.Hour, enqueue("lazy"))
+	done := make(chan error, 1)
+	go func() { done <- lazy() }()
+	if err := s.Update(enqueue("urgent")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := s.WriteStats().Commits - w0.Commits; n != 1 {
+		t.Fatalf("%d commits for a write waiting for company and the one it waited for; want 1", n)
+	}
+	if items, _ := s.Peek(10); len(items) != 2 || string(items[0].Payload) != "lazy" {
+		t.Fatalf("the order of submission is lost: %v", items)
+	}
+
+	// Nobody else writes: it lands alone, once its bound has passed.
+	w1 := s.WriteStats()
+	if err := s.SubmitWithin(time.Millisecond, enqueue("alone"))(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.WriteStats().Commits - w1.Commits; n != 1 {
+		t.Fatalf("%d commits for a lone write waiting for company; want 1", n)
+	}
+
+	// A write submitted (not yet waited for) during a commit goes with the
+	// next one, not in a commit of its own that the leader makes at once.
+	w2 := s.WriteStats()
+	var later func() error
+	if err := s.Update(func(tx *store.Tx) error {
+		if later == nil {
+			later = s.Submit(enqueue("later"))
+		}
+		return enqueue("first")(tx)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.WriteStats().Commits - w2.Commits; n != 1 {
+		t.Fatalf("the leader made %d commits; want 1 (its own)", n)
+	}
+	if err := later(); err != nil {
+		t.Fatal(err)
+	}
+	if items, _ := s.Peek(10); len(items) != 5 || string(items[4].Payload) != "later" {
+		t.Fatalf("a write submitted and waited for did not land: %v", items)
+	}
+}

@@ -132,6 +132,9 @@ type Processor struct {
 	}
 
 	received, malformed, tooLarge, executed atomic.Int64
+	// executing counts the commands between the start of their action and
+	// the submission of their final status.
+	executing atomic.Int64
 }
 
 type job struct {
@@ -403,6 +406,25 @@ func (p *Processor) startRunnable(ctx context.Context) (held time.Duration) {
 	return 0
 }
 
+// runningLocked says whether a command is executing (a commit of its is
+// near).
+func (p *Processor) runningLocked() bool { return p.executing.Load() > 0 }
+
+// successorWaits says whether another command waits behind j on one of its
+// lanes, ready to start once j leaves them.
+func (p *Processor) successorWaits(j *job) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range j.lanes {
+		for _, tid := range p.lanes[l] {
+			if o := p.active[tid]; o != nil && o != j && !o.awaiting.Load() && p.canceling[tid] == 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // release takes a job out of its lanes; finishing, it stays in settling
 // until its final status is durable.
 func (p *Processor) release(j *job, finishing bool) {
@@ -544,6 +566,8 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 	}
 	var results []actuate.Result
 	var err error
+	p.executing.Add(1)
+	defer p.executing.Add(-1)
 	for {
 		// The action finishes even when the daemon is asked to stop
 		// (SIGTERM finishes the running action); only its own timeout cuts
@@ -737,7 +761,13 @@ func (p *Processor) finish(ctx context.Context, j *job, status, reason string, r
 		j.final.set(tx)
 		return nil
 	}
-	wait := p.o.Store.Submit(write)
+	submit := p.o.Store.Submit
+	if p.successorWaits(j) {
+		// The next command on these lanes records its start in a moment:
+		// this status goes in that commit.
+		submit = func(fn func(tx *store.Tx) error) func() error { return p.o.Store.SubmitWithin(finalWithin, fn) }
+	}
+	wait := submit(write)
 	return func() {
 		backoff := retryMin
 		for failures := 0; ; {
