@@ -332,7 +332,7 @@ func (s *Store) Submit(fn func(tx *Tx) error) (wait func() error) {
 // rewrites with the write that follows it, instead of costing a commit of
 // its own, and it is never delayed by more than d. Order is as for Submit.
 func (s *Store) SubmitWithin(d time.Duration, fn func(tx *Tx) error) (wait func() error) {
-	req := &commitReq{fn: fn, done: make(chan error, 1)}
+	req := &commitReq{fn: fn, done: make(chan error, 1), lazy: true}
 	s.cmu.Lock()
 	s.queue = append(s.queue, req)
 	s.cmu.Unlock()
@@ -350,10 +350,12 @@ func (s *Store) SubmitWithin(d time.Duration, fn func(tx *Tx) error) (wait func(
 }
 
 // lead marks req as waited for and commits the queue unless another caller
-// is already doing so. The leader keeps committing while a write someone
-// waits for is queued, so no waiter is left behind; writes nobody waits
-// for yet (submitted, or waiting for company) stay for the next commit
-// instead of a commit of their own right after this one.
+// is already doing so. The leader keeps committing while a write is queued
+// that is not waiting for company (SubmitWithin), so no waiter is left
+// behind and a writer that submits while the previous commit runs (a
+// pipeline) finds its commit under way; writes waiting for company stay
+// for the next commit instead of a commit of their own right after this
+// one.
 func (s *Store) lead(req *commitReq) {
 	s.cmu.Lock()
 	req.waited = true
@@ -365,7 +367,7 @@ func (s *Store) lead(req *commitReq) {
 	s.cmu.Unlock()
 	for {
 		s.cmu.Lock()
-		if !slices.ContainsFunc(s.queue, func(r *commitReq) bool { return r.waited }) {
+		if !slices.ContainsFunc(s.queue, func(r *commitReq) bool { return !r.lazy || r.waited }) {
 			s.leading = false
 			s.cmu.Unlock()
 			return
@@ -378,7 +380,8 @@ func (s *Store) lead(req *commitReq) {
 }
 
 type commitReq struct {
-	waited bool // its wait is called (and, with SubmitWithin, gave up waiting for company); under cmu
+	lazy   bool // SubmitWithin's: it waits for company
+	waited bool // its wait is called (and, when lazy, gave up waiting for company); under cmu
 	fn     func(tx *Tx) error
 	done   chan error
 }

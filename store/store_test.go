@@ -747,13 +747,14 @@ func TestSubmitWithinSharesCommits(t *testing.T) {
 		t.Fatalf("%d commits for a lone write waiting for company; want 1", n)
 	}
 
-	// A write submitted (not yet waited for) during a commit goes with the
-	// next one, not in a commit of its own that the leader makes at once.
+	// A write waiting for company, submitted during a commit, goes with
+	// the next one, not in a commit of its own that the leader makes at
+	// once.
 	w2 := s.WriteStats()
 	var later func() error
 	if err := s.Update(func(tx *store.Tx) error {
 		if later == nil {
-			later = s.Submit(enqueue("later"))
+			later = s.SubmitWithin(time.Hour, enqueue("later"))
 		}
 		return enqueue("first")(tx)
 	}); err != nil {
@@ -762,10 +763,11 @@ func TestSubmitWithinSharesCommits(t *testing.T) {
 	if n := s.WriteStats().Commits - w2.Commits; n != 1 {
 		t.Fatalf("the leader made %d commits; want 1 (its own)", n)
 	}
-	if err := later(); err != nil {
+	go later()
+	if err := s.Update(enqueue("next")); err != nil {
 		t.Fatal(err)
 	}
-	if items, _ := s.Peek(10); len(items) != 5 || string(items[4].Payload) != "later" {
-		t.Fatalf("a write submitted and waited for did not land: %v", items)
+	if items, _ := s.Peek(10); len(items) != 6 || string(items[4].Payload) != "later" || string(items[5].Payload) != "next" {
+		t.Fatalf("a write waiting for company did not land with the next commit: %v", items)
 	}
 }
