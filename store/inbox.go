@@ -247,17 +247,18 @@ func (t *Tx) UpdateCommand(tid string, fn func(c *Command) error) (*Command, err
 	return c, t.putCommand(c)
 }
 
-// fileDone stamps a command that just finished with the store's uptime
-// and files it for expiry by it; the uptime is saved in the same
-// transaction, so that after a crash the uptime is never behind a record.
+// fileDone stamps a command that just finished with the store's uptime,
+// by which it expires; the uptime is saved in the same transaction, so
+// that after a crash the uptime is never behind a record. (Schema 6 also
+// filed it in an index by that uptime, inbox_done: two more pages, 8 KB,
+// written with every command, for a pass that runs every ten minutes;
+// the pass reads the inbox instead, see ExpireCommands.)
 func (t *Tx) fileDone(c *Command) error {
 	c.FinishedUptime = t.s.Uptime()
-	if err := t.tx.Bucket(bucketInboxDone).Put(doneKey(c.FinishedUptime, c.TID), nil); err != nil {
-		return err
-	}
 	return t.SaveUptime()
 }
 
+// doneKey is schema 4–6's inbox_done key (migrations only).
 func doneKey(up time.Duration, tid string) []byte {
 	k := make([]byte, 8, 8+len(tid))
 	binary.BigEndian.PutUint64(k, uint64(max(up, 0)))
@@ -320,24 +321,34 @@ func (t *Tx) Commands(n int) ([]*Command, error) {
 // less the retention: the age of a record is measured on a clock that
 // only runs while the gateway does and never jumps, so no step of the
 // wall clock, forward or back, shortens or lengthens the dedupe window.
+// It reads the whole inbox; Store.ExpiredCommands with ExpireCommandsIn
+// do the reading in a read transaction, without holding up writers.
 func (t *Tx) ExpireCommands(before time.Duration) (int, error) {
-	if before <= 0 {
-		return 0, nil
-	}
-	done := t.tx.Bucket(bucketInboxDone)
+	return t.ExpireCommandsIn(t.expired(before), before)
+}
+
+// ExpiredCommands returns the tids of the commands that ExpireCommands
+// would delete, read without holding up writers.
+func (s *Store) ExpiredCommands(before time.Duration) ([]string, error) {
+	var out []string
+	err := s.View(func(tx *Tx) error { out = tx.expired(before); return nil })
+	return out, err
+}
+
+// ExpireCommandsIn deletes those of tids that are finished commands that
+// finished before before (judged again: one may have changed since they
+// were read), and returns how many went.
+func (t *Tx) ExpireCommandsIn(tids []string, before time.Duration) (int, error) {
 	inbox := t.tx.Bucket(bucketInbox)
-	limit := u64(uint64(before))
 	var n int
-	c := done.Cursor()
-	var items, gone int64
-	for k, _ := c.First(); k != nil && bytes.Compare(k[:8], limit) < 0; k, _ = c.First() {
-		if v := inbox.Get(k[8:]); v != nil {
-			items, gone = items+1, gone+int64(len(k)-8+len(v))
-			if err := inbox.Delete(k[8:]); err != nil {
-				return n, err
-			}
+	var gone int64
+	for _, tid := range tids {
+		v := inbox.Get([]byte(tid))
+		if v == nil || !finishedBefore(v, before) {
+			continue
 		}
-		if err := done.Delete(k); err != nil {
+		gone += int64(len(tid) + len(v))
+		if err := inbox.Delete([]byte(tid)); err != nil {
 			return n, err
 		}
 		n++
@@ -345,7 +356,40 @@ func (t *Tx) ExpireCommands(before time.Duration) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	return n, t.inboxGrow(-items, -gone)
+	return n, t.inboxGrow(-int64(n), -gone)
+}
+
+func (t *Tx) expired(before time.Duration) []string {
+	if before <= 0 {
+		return nil
+	}
+	var out []string
+	t.tx.Bucket(bucketInbox).ForEach(func(k, v []byte) error {
+		if finishedBefore(v, before) {
+			out = append(out, string(k))
+		}
+		return nil
+	})
+	return out
+}
+
+var finalStatus = [][]byte{[]byte(`"status":"` + StatusSuccess + `"`), []byte(`"status":"` + StatusFailure + `"`)}
+
+// finishedBefore says whether the stored command v finished before the
+// store's uptime was before. A record that cannot be read is never
+// expired (nothing is deleted that cannot be told finished).
+func finishedBefore(v []byte, before time.Duration) bool {
+	if !bytes.Contains(v, finalStatus[0]) && !bytes.Contains(v, finalStatus[1]) {
+		return false // cheaply: not finished
+	}
+	var c struct {
+		Status         string        `json:"status"`
+		FinishedUptime time.Duration `json:"finished_uptime"`
+	}
+	if json.Unmarshal(v, &c) != nil {
+		return false
+	}
+	return (c.Status == StatusSuccess || c.Status == StatusFailure) && c.FinishedUptime < before
 }
 
 func decodeCommand(v []byte) (*Command, error) {

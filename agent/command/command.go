@@ -300,12 +300,18 @@ func (p *Processor) poke() {
 // uptime (clock.go), and saves the uptime.
 func (p *Processor) expire() {
 	var n int
-	err := p.o.Store.Update(func(tx *store.Tx) (err error) {
-		if n, err = tx.ExpireCommands(p.o.Store.Uptime() - p.o.Config.Commands.Retention.D()); err != nil {
-			return err
-		}
-		return tx.SaveUptime()
-	})
+	cut := p.o.Store.Uptime() - p.o.Config.Commands.Retention.D()
+	// Found in a read transaction (the whole inbox is read), deleted in a
+	// write one: writers are not held up by the reading.
+	tids, err := p.o.Store.ExpiredCommands(cut)
+	if err == nil {
+		err = p.o.Store.Update(func(tx *store.Tx) (err error) {
+			if n, err = tx.ExpireCommandsIn(tids, cut); err != nil {
+				return err
+			}
+			return tx.SaveUptime()
+		})
+	}
 	if err != nil {
 		p.log.Error("expire finished commands", "err", err)
 	} else if n > 0 {
