@@ -167,6 +167,9 @@ func (t *Tx) PutCanceled(c *Command) error {
 }
 
 func (t *Tx) putNew(c *Command, headroom bool) (*Command, error) {
+	if c.TID == "" || c.TID[0] == 0 {
+		return nil, fmt.Errorf("store command: tid %q is empty or begins with a NUL byte", c.TID)
+	}
 	b := t.tx.Bucket(bucketInbox)
 	if v := b.Get([]byte(c.TID)); v != nil {
 		old, err := decodeCommand(v)
@@ -213,7 +216,55 @@ func (t *Tx) GetCommand(tid string) (*Command, error) {
 	if v == nil {
 		return nil, fmt.Errorf("command %q: %w", tid, ErrNotFound)
 	}
-	return decodeCommand(v)
+	c, err := decodeCommand(v)
+	if err != nil {
+		return nil, err
+	}
+	t.withStarted(c)
+	return c, nil
+}
+
+// An unfinished command's entry in inbox_order is its tid, or, once it has
+// started (schema 7), 0x00, the start (8 bytes BE unix nanoseconds) and
+// the tid: the start goes into that small bucket, not into a rewrite of
+// the command's record in the large inbox (a leaf and its branches, up to
+// 12 KB, with every command); the record gets it with its final status.
+func orderTID(v []byte) (tid []byte, started time.Time) {
+	if len(v) > 9 && v[0] == 0 {
+		return v[9:], time.Unix(0, int64(binary.BigEndian.Uint64(v[1:9])))
+	}
+	return v, time.Time{}
+}
+
+// withStarted fills in the start of an unfinished command kept in
+// inbox_order.
+func (t *Tx) withStarted(c *Command) {
+	if c.Done() || !c.Started.IsZero() {
+		return
+	}
+	if v := t.tx.Bucket(bucketInboxOrder).Get(u64(c.Seq)); v != nil {
+		if tid, at := orderTID(v); string(tid) == c.TID {
+			c.Started = at
+		}
+	}
+}
+
+// MarkStarted records that the unfinished command tid began executing at
+// at (its Started), unless it has already; it fails for a finished one.
+func (t *Tx) MarkStarted(tid string, at time.Time) error {
+	c, err := t.GetCommand(tid)
+	if err != nil {
+		return err
+	}
+	if c.Done() {
+		return fmt.Errorf("mark command %q started: it is finished (%s)", tid, c.Status)
+	}
+	if !c.Started.IsZero() {
+		return nil
+	}
+	v := make([]byte, 9, 9+len(tid))
+	binary.BigEndian.PutUint64(v[1:], uint64(at.UnixNano()))
+	return t.tx.Bucket(bucketInboxOrder).Put(u64(c.Seq), append(v, tid...))
 }
 
 // UpdateCommand changes a stored command through fn. Finishing it (status
@@ -286,7 +337,8 @@ func (t *Tx) putCommand(c *Command) error {
 // order.
 func (t *Tx) Unfinished() ([]*Command, error) {
 	var out []*Command
-	err := t.tx.Bucket(bucketInboxOrder).ForEach(func(_, tid []byte) error {
+	err := t.tx.Bucket(bucketInboxOrder).ForEach(func(_, v []byte) error {
+		tid, _ := orderTID(v)
 		c, err := t.GetCommand(string(tid))
 		if err != nil {
 			return err
@@ -305,6 +357,7 @@ func (t *Tx) Commands(n int) ([]*Command, error) {
 		if err != nil {
 			return err
 		}
+		t.withStarted(c)
 		out = append(out, c)
 		return nil
 	})

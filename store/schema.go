@@ -18,7 +18,8 @@ import (
 //	outbox       seq (8 bytes BE) → encoded OutItem
 //	outbox_keys  coalescing key → seq of the queued item with that key
 //	inbox        tid → Command JSON
-//	inbox_order  seq (8 bytes BE) → tid, arrival order of commands
+//	inbox_order  seq (8 bytes BE) → tid, arrival order of the unfinished commands; once one
+//	             has started, 0x00 + start (8 bytes BE unix nanos) + tid (inbox.go)
 //	changes      actuator + 0x00 + id (8 bytes BE) → Change JSON (history.go)
 //	journal      group id → journal entry JSON (multi-actuator changes in flight)
 //	job_runs     tid → the gateway's record of a job execution it ran (agent/jobrun's JSON; jobruns.go)
@@ -49,7 +50,9 @@ import (
 // command's record carries the uptime it finished at, and the expiry pass
 // reads the inbox; the index cost two pages (8 KB) with every command.
 // The migration copies each index key's uptime into its record (they were
-// equal except for the records schema 5 re-filed at uptime 0).
+// equal except for the records schema 5 re-filed at uptime 0). Schema 7
+// also keeps a command's start in its inbox_order entry instead of
+// rewriting its record (schema 6 entries, a plain tid, read as before).
 const SchemaVersion = 7
 
 var (

@@ -559,16 +559,14 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 		if err := j.predsLanded(tx); err != nil {
 			return err
 		}
-		_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error {
-			if c.Done() {
-				return errRevoked // a cancel came first; touch nothing
-			}
-			if c.Started.IsZero() {
-				c.Started = p.now()
-			}
-			return nil
-		})
-		return err
+		c, err := tx.GetCommand(j.tid)
+		if err != nil {
+			return err
+		}
+		if c.Done() {
+			return errRevoked // a cancel came first; touch nothing
+		}
+		return tx.MarkStarted(j.tid, p.now())
 	}
 	var results []actuate.Result
 	var err error
