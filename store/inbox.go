@@ -167,6 +167,9 @@ func (t *Tx) PutCanceled(c *Command) error {
 }
 
 func (t *Tx) putNew(c *Command, headroom bool) (*Command, error) {
+	if c.TID == "" || c.TID[0] == 0 {
+		return nil, fmt.Errorf("store command: tid %q is empty or begins with a NUL byte", c.TID)
+	}
 	b := t.tx.Bucket(bucketInbox)
 	if v := b.Get([]byte(c.TID)); v != nil {
 		old, err := decodeCommand(v)
@@ -213,7 +216,55 @@ func (t *Tx) GetCommand(tid string) (*Command, error) {
 	if v == nil {
 		return nil, fmt.Errorf("command %q: %w", tid, ErrNotFound)
 	}
-	return decodeCommand(v)
+	c, err := decodeCommand(v)
+	if err != nil {
+		return nil, err
+	}
+	t.withStarted(c)
+	return c, nil
+}
+
+// An unfinished command's entry in inbox_order is its tid, or, once it has
+// started (schema 7), 0x00, the start (8 bytes BE unix nanoseconds) and
+// the tid: the start goes into that small bucket, not into a rewrite of
+// the command's record in the large inbox (a leaf and its branches, up to
+// 12 KB, with every command); the record gets it with its final status.
+func orderTID(v []byte) (tid []byte, started time.Time) {
+	if len(v) > 9 && v[0] == 0 {
+		return v[9:], time.Unix(0, int64(binary.BigEndian.Uint64(v[1:9])))
+	}
+	return v, time.Time{}
+}
+
+// withStarted fills in the start of an unfinished command kept in
+// inbox_order.
+func (t *Tx) withStarted(c *Command) {
+	if c.Done() || !c.Started.IsZero() {
+		return
+	}
+	if v := t.tx.Bucket(bucketInboxOrder).Get(u64(c.Seq)); v != nil {
+		if tid, at := orderTID(v); string(tid) == c.TID {
+			c.Started = at
+		}
+	}
+}
+
+// MarkStarted records that the unfinished command tid began executing at
+// at (its Started), unless it has already; it fails for a finished one.
+func (t *Tx) MarkStarted(tid string, at time.Time) error {
+	c, err := t.GetCommand(tid)
+	if err != nil {
+		return err
+	}
+	if c.Done() {
+		return fmt.Errorf("mark command %q started: it is finished (%s)", tid, c.Status)
+	}
+	if !c.Started.IsZero() {
+		return nil
+	}
+	v := make([]byte, 9, 9+len(tid))
+	binary.BigEndian.PutUint64(v[1:], uint64(at.UnixNano()))
+	return t.tx.Bucket(bucketInboxOrder).Put(u64(c.Seq), append(v, tid...))
 }
 
 // UpdateCommand changes a stored command through fn. Finishing it (status
@@ -247,17 +298,18 @@ func (t *Tx) UpdateCommand(tid string, fn func(c *Command) error) (*Command, err
 	return c, t.putCommand(c)
 }
 
-// fileDone stamps a command that just finished with the store's uptime
-// and files it for expiry by it; the uptime is saved in the same
-// transaction, so that after a crash the uptime is never behind a record.
+// fileDone stamps a command that just finished with the store's uptime,
+// by which it expires; the uptime is saved in the same transaction, so
+// that after a crash the uptime is never behind a record. (Schema 6 also
+// filed it in an index by that uptime, inbox_done: two more pages, 8 KB,
+// written with every command, for a pass that runs every ten minutes;
+// the pass reads the inbox instead, see ExpireCommands.)
 func (t *Tx) fileDone(c *Command) error {
 	c.FinishedUptime = t.s.Uptime()
-	if err := t.tx.Bucket(bucketInboxDone).Put(doneKey(c.FinishedUptime, c.TID), nil); err != nil {
-		return err
-	}
 	return t.SaveUptime()
 }
 
+// doneKey is schema 4–6's inbox_done key (migrations only).
 func doneKey(up time.Duration, tid string) []byte {
 	k := make([]byte, 8, 8+len(tid))
 	binary.BigEndian.PutUint64(k, uint64(max(up, 0)))
@@ -285,7 +337,8 @@ func (t *Tx) putCommand(c *Command) error {
 // order.
 func (t *Tx) Unfinished() ([]*Command, error) {
 	var out []*Command
-	err := t.tx.Bucket(bucketInboxOrder).ForEach(func(_, tid []byte) error {
+	err := t.tx.Bucket(bucketInboxOrder).ForEach(func(_, v []byte) error {
+		tid, _ := orderTID(v)
 		c, err := t.GetCommand(string(tid))
 		if err != nil {
 			return err
@@ -304,6 +357,7 @@ func (t *Tx) Commands(n int) ([]*Command, error) {
 		if err != nil {
 			return err
 		}
+		t.withStarted(c)
 		out = append(out, c)
 		return nil
 	})
@@ -320,24 +374,34 @@ func (t *Tx) Commands(n int) ([]*Command, error) {
 // less the retention: the age of a record is measured on a clock that
 // only runs while the gateway does and never jumps, so no step of the
 // wall clock, forward or back, shortens or lengthens the dedupe window.
+// It reads the whole inbox; Store.ExpiredCommands with ExpireCommandsIn
+// do the reading in a read transaction, without holding up writers.
 func (t *Tx) ExpireCommands(before time.Duration) (int, error) {
-	if before <= 0 {
-		return 0, nil
-	}
-	done := t.tx.Bucket(bucketInboxDone)
+	return t.ExpireCommandsIn(t.expired(before), before)
+}
+
+// ExpiredCommands returns the tids of the commands that ExpireCommands
+// would delete, read without holding up writers.
+func (s *Store) ExpiredCommands(before time.Duration) ([]string, error) {
+	var out []string
+	err := s.View(func(tx *Tx) error { out = tx.expired(before); return nil })
+	return out, err
+}
+
+// ExpireCommandsIn deletes those of tids that are finished commands that
+// finished before before (judged again: one may have changed since they
+// were read), and returns how many went.
+func (t *Tx) ExpireCommandsIn(tids []string, before time.Duration) (int, error) {
 	inbox := t.tx.Bucket(bucketInbox)
-	limit := u64(uint64(before))
 	var n int
-	c := done.Cursor()
-	var items, gone int64
-	for k, _ := c.First(); k != nil && bytes.Compare(k[:8], limit) < 0; k, _ = c.First() {
-		if v := inbox.Get(k[8:]); v != nil {
-			items, gone = items+1, gone+int64(len(k)-8+len(v))
-			if err := inbox.Delete(k[8:]); err != nil {
-				return n, err
-			}
+	var gone int64
+	for _, tid := range tids {
+		v := inbox.Get([]byte(tid))
+		if v == nil || !finishedBefore(v, before) {
+			continue
 		}
-		if err := done.Delete(k); err != nil {
+		gone += int64(len(tid) + len(v))
+		if err := inbox.Delete([]byte(tid)); err != nil {
 			return n, err
 		}
 		n++
@@ -345,7 +409,40 @@ func (t *Tx) ExpireCommands(before time.Duration) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	return n, t.inboxGrow(-items, -gone)
+	return n, t.inboxGrow(-int64(n), -gone)
+}
+
+func (t *Tx) expired(before time.Duration) []string {
+	if before <= 0 {
+		return nil
+	}
+	var out []string
+	t.tx.Bucket(bucketInbox).ForEach(func(k, v []byte) error {
+		if finishedBefore(v, before) {
+			out = append(out, string(k))
+		}
+		return nil
+	})
+	return out
+}
+
+var finalStatus = [][]byte{[]byte(`"status":"` + StatusSuccess + `"`), []byte(`"status":"` + StatusFailure + `"`)}
+
+// finishedBefore says whether the stored command v finished before the
+// store's uptime was before. A record that cannot be read is never
+// expired (nothing is deleted that cannot be told finished).
+func finishedBefore(v []byte, before time.Duration) bool {
+	if !bytes.Contains(v, finalStatus[0]) && !bytes.Contains(v, finalStatus[1]) {
+		return false // cheaply: not finished
+	}
+	var c struct {
+		Status         string        `json:"status"`
+		FinishedUptime time.Duration `json:"finished_uptime"`
+	}
+	if json.Unmarshal(v, &c) != nil {
+		return false
+	}
+	return (c.Status == StatusSuccess || c.Status == StatusFailure) && c.FinishedUptime < before
 }
 
 func decodeCommand(v []byte) (*Command, error) {

@@ -189,3 +189,68 @@ func TestInboxMigrationCountsAndShrinks(t *testing.T) {
 		return nil
 	})
 }
+
+// A command's start is kept beside its place in the arrival order, not by
+// rewriting its record in the (large) inbox: one small bucket's leaf, not
+// the inbox's leaf and branches, with every command. It survives a
+// restart, shows in the command, and goes into the record with the final
+// status.
+func TestStartKeptInArrivalOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tid := range []string{"a", "b"} {
+		if err := putCmd(s, &store.Command{TID: tid, Cmd: "GO", Request: json.RawMessage(`{}`), Status: store.StatusRunning}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := time.Unix(1700000000, 123456789)
+	if err := s.Update(func(tx *store.Tx) error { return tx.MarkStarted("b", at) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(func(tx *store.Tx) error { return tx.MarkStarted("b", at.Add(time.Hour)) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket([]byte("inbox")).Get([]byte("b")); strings.Contains(string(v), "started") {
+			t.Errorf("the start was written into the record: %s", v)
+		}
+		return nil
+	})
+	db.Close()
+	s, err = store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.View(func(tx *store.Tx) error {
+		u, err := tx.Unfinished()
+		if err != nil || len(u) != 2 || u[0].TID != "a" || !u[0].Started.IsZero() || u[1].TID != "b" || !u[1].Started.Equal(at) {
+			t.Fatalf("unfinished after a restart: %+v, %v", u, err)
+		}
+		return nil
+	})
+	if err := s.Update(func(tx *store.Tx) error {
+		_, err := tx.UpdateCommand("b", func(c *store.Command) error { c.Status = store.StatusSuccess; return nil })
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.View(func(tx *store.Tx) error {
+		c, err := tx.GetCommand("b")
+		if err != nil || !c.Started.Equal(at) {
+			t.Errorf("finished: %+v, %v; want its start in the record", c, err)
+		}
+		if u, _ := tx.Unfinished(); len(u) != 1 || u[0].TID != "a" {
+			t.Errorf("unfinished: %+v", u)
+		}
+		return nil
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -17,9 +18,8 @@ import (
 //	outbox       seq (8 bytes BE) → encoded OutItem
 //	outbox_keys  coalescing key → seq of the queued item with that key
 //	inbox        tid → Command JSON
-//	inbox_order  seq (8 bytes BE) → tid, arrival order of commands
-//	inbox_done   finished uptime (8 bytes BE nanos of the store's uptime) + tid → nil, for expiry
-//	             (meta "clock/uptime" is the uptime saved, uptime.go)
+//	inbox_order  seq (8 bytes BE) → tid, arrival order of the unfinished commands; once one
+//	             has started, 0x00 + start (8 bytes BE unix nanos) + tid (inbox.go)
 //	changes      actuator + 0x00 + id (8 bytes BE) → Change JSON (history.go)
 //	journal      group id → journal entry JSON (multi-actuator changes in flight)
 //	job_runs     tid → the gateway's record of a job execution it ran (agent/jobrun's JSON; jobruns.go)
@@ -45,8 +45,15 @@ import (
 // changed); version 5 keys inbox_done by the store's uptime instead of the
 // wall-clock time a command finished (a clock that jumps made records
 // expire at once or never).
-// Version 6 added job_runs (nothing else changed).
-const SchemaVersion = 6
+// Version 6 added job_runs (nothing else changed). Version 7 drops
+// inbox_done (the finished commands by uptime, for expiry): a finished
+// command's record carries the uptime it finished at, and the expiry pass
+// reads the inbox; the index cost two pages (8 KB) with every command.
+// The migration copies each index key's uptime into its record (they were
+// equal except for the records schema 5 re-filed at uptime 0). Schema 7
+// also keeps a command's start in its inbox_order entry instead of
+// rewriting its record (schema 6 entries, a plain tid, read as before).
+const SchemaVersion = 7
 
 var (
 	bucketMeta       = []byte("meta")
@@ -55,7 +62,7 @@ var (
 	bucketOutboxKeys = []byte("outbox_keys")
 	bucketInbox      = []byte("inbox")
 	bucketInboxOrder = []byte("inbox_order")
-	bucketInboxDone  = []byte("inbox_done")
+	bucketInboxDone  = []byte("inbox_done") // schema 3–6
 	bucketChanges    = []byte("changes")
 	bucketJournal    = []byte("journal")
 	bucketJobRuns    = []byte("job_runs")
@@ -77,7 +84,7 @@ var (
 		bucketThingMemberships}
 
 	allBuckets = append([][]byte{bucketMeta, bucketShadows, bucketOutbox, bucketOutboxKeys, bucketInbox,
-		bucketInboxOrder, bucketInboxDone, bucketChanges, bucketJournal, bucketJobRuns}, jobBuckets...)
+		bucketInboxOrder, bucketChanges, bucketJournal, bucketJobRuns}, jobBuckets...)
 
 	// schema 1's history buckets
 	bucketHistoryV1    = []byte("history")
@@ -102,6 +109,62 @@ var migrations = []func(tx *bolt.Tx) error{
 	3: createBuckets(jobBuckets),
 	4: rekeyInboxDone,
 	5: createBuckets([][]byte{bucketJobRuns}),
+	6: dropInboxDone,
+}
+
+// dropInboxDone stamps every finished command with the uptime its
+// inbox_done key files it at, and drops inbox_done.
+func dropInboxDone(tx *bolt.Tx) error {
+	done := tx.Bucket(bucketInboxDone)
+	if done == nil {
+		return nil
+	}
+	inbox := tx.Bucket(bucketInbox)
+	type stamp struct {
+		tid string
+		up  time.Duration
+	}
+	var stamps []stamp
+	if err := done.ForEach(func(k, _ []byte) error {
+		if len(k) < 8 {
+			return fmt.Errorf("inbox_done key of %d bytes", len(k))
+		}
+		stamps = append(stamps, stamp{string(k[8:]), time.Duration(binary.BigEndian.Uint64(k[:8]))})
+		return nil
+	}); err != nil {
+		return err
+	}
+	meta := tx.Bucket(bucketMeta)
+	size := int64(0)
+	if b := meta.Get([]byte(keyInboxBytes)); len(b) == 8 {
+		size = int64(binary.BigEndian.Uint64(b))
+	}
+	for _, st := range stamps {
+		v := inbox.Get([]byte(st.tid))
+		if v == nil {
+			continue
+		}
+		c, err := decodeCommand(v)
+		if err != nil {
+			return fmt.Errorf("inbox %q: %w", st.tid, err)
+		}
+		if c.FinishedUptime == st.up {
+			continue
+		}
+		c.FinishedUptime = st.up
+		nv, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		if err := inbox.Put([]byte(st.tid), nv); err != nil {
+			return err
+		}
+		size += int64(len(nv) - len(v))
+	}
+	if err := meta.Put([]byte(keyInboxBytes), u64(uint64(max(size, 0)))); err != nil {
+		return err
+	}
+	return tx.DeleteBucket(bucketInboxDone)
 }
 
 // rekeyInboxDone files every finished command for expiry at uptime 0, the

@@ -13,8 +13,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -121,12 +123,21 @@ func Open(path string, opts Options) (s *Store, err error) {
 			s, err = nil, corrupt(path, fmt.Errorf("%v", r))
 		}
 	}()
-	// The free page list is written on every commit (one page). bbolt's
-	// NoFreelistSync would save that page, but it rebuilds the list at open
-	// in a goroutine of its own that panics on a damaged file: a crash loop
-	// instead of the clear refusal below.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	// The free page list is not written with every commit (NoFreelistSync:
+	// one page, 4 KB, less wear per commit); bbolt rebuilds it at open by
+	// walking the file, as the check in init does anyway. That walk runs
+	// in a goroutine of its own, where a fault on a damaged page would kill
+	// the process: so the file is locked and verified (plain file I/O)
+	// before bbolt maps it, in the OpenFile hook, and a damaged file ends
+	// in the clear refusal below, never in a crash loop.
+	var damaged *verifyError
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
+		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+			return lockAndVerify(name, flag, mode, opts.LockTimeout)
+		}})
 	switch {
+	case errors.As(err, &damaged):
+		return nil, corrupt(path, damaged.err)
 	case errors.Is(err, bolterrors.ErrTimeout):
 		return nil, fmt.Errorf("open store %s: %w (is another shadowgated running? waited %s)", path, ErrLocked, opts.LockTimeout)
 	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
@@ -138,16 +149,55 @@ func Open(path string, opts Options) (s *Store, err error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	if err := verify(path); err != nil {
-		db.Close()
-		return nil, corrupt(path, err)
-	}
 	s = &Store{db: db, path: path, opts: opts, log: opts.Logger}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// verifyError is a damage verify found, from the OpenFile hook.
+type verifyError struct{ err error }
+
+func (e *verifyError) Error() string { return e.err.Error() }
+
+// lockAndVerify opens the store file for bbolt, takes its lock (bbolt's own
+// flock, which then finds it held by the same open file) and verifies a
+// file that has content, all before bbolt reads a page of it.
+func lockAndVerify(name string, flag int, mode os.FileMode, timeout time.Duration) (*os.File, error) {
+	f, err := os.OpenFile(name, flag, mode)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock: %w", err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, bolterrors.ErrTimeout
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if fi.Size() > 0 {
+		if err := verify(f); err != nil {
+			f.Close()
+			return nil, &verifyError{err}
+		}
+	}
+	return f, nil
 }
 
 var errEmptyFile = errors.New("the file is empty (0 bytes), as a power cut can leave it; its data is lost")
@@ -261,16 +311,54 @@ func (s *Store) Submit(fn func(tx *Tx) error) (wait func() error) {
 	s.queue = append(s.queue, req)
 	s.cmu.Unlock()
 	return func() error {
-		s.lead()
+		select {
+		case err := <-req.done:
+			// Another writer's commit took it: lead none (a commit led
+			// now would carry only what came after, alone).
+			return err
+		default:
+		}
+		s.lead(req)
 		return <-req.done
 	}
 }
 
-// lead commits the queue unless another caller is already doing so; the
-// leader keeps committing until the queue is empty, so nothing queued
-// before it returns is left behind.
-func (s *Store) lead() {
+// SubmitWithin is Submit for a write that may wait for company: it commits
+// with the next commit any other writer leads, and only when none has
+// within d of its wait being called does wait lead a commit of its own. A
+// write that is not urgent (the removal of messages the broker has
+// acknowledged, the final status of a command whose lane has another one
+// about to record its start) so shares an fsync and the pages it
+// rewrites with the write that follows it, instead of costing a commit of
+// its own, and it is never delayed by more than d. Order is as for Submit.
+func (s *Store) SubmitWithin(d time.Duration, fn func(tx *Tx) error) (wait func() error) {
+	req := &commitReq{fn: fn, done: make(chan error, 1), lazy: true}
 	s.cmu.Lock()
+	s.queue = append(s.queue, req)
+	s.cmu.Unlock()
+	return func() error {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case err := <-req.done:
+			return err
+		case <-t.C:
+		}
+		s.lead(req)
+		return <-req.done
+	}
+}
+
+// lead marks req as waited for and commits the queue unless another caller
+// is already doing so. The leader keeps committing while a write is queued
+// that is not waiting for company (SubmitWithin), so no waiter is left
+// behind and a writer that submits while the previous commit runs (a
+// pipeline) finds its commit under way; writes waiting for company stay
+// for the next commit instead of a commit of their own right after this
+// one.
+func (s *Store) lead(req *commitReq) {
+	s.cmu.Lock()
+	req.waited = true
 	if s.leading {
 		s.cmu.Unlock()
 		return
@@ -279,21 +367,23 @@ func (s *Store) lead() {
 	s.cmu.Unlock()
 	for {
 		s.cmu.Lock()
-		batch := s.queue
-		s.queue = nil
-		if len(batch) == 0 {
+		if !slices.ContainsFunc(s.queue, func(r *commitReq) bool { return !r.lazy || r.waited }) {
 			s.leading = false
 			s.cmu.Unlock()
 			return
 		}
+		batch := s.queue
+		s.queue = nil
 		s.cmu.Unlock()
 		s.commit(batch)
 	}
 }
 
 type commitReq struct {
-	fn   func(tx *Tx) error
-	done chan error
+	lazy   bool // SubmitWithin's: it waits for company
+	waited bool // its wait is called (and, when lazy, gave up waiting for company); under cmu
+	fn     func(tx *Tx) error
+	done   chan error
 }
 
 // commit runs a group of writers in one transaction.

@@ -660,3 +660,114 @@ func TestSubmitOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A commit writes no free-list page (bbolt's NoFreelistSync; the list is
+// rebuilt at open from the verified file): a small write costs its leaf
+// and the meta page, not also a page of free-page ids. Pages freed before a
+// restart are used again after it.
+func TestCommitWritesNoFreelistPage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.WriteStats()
+	seq, err := s.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "a", Payload: []byte("x"), QoS: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(seq); err != nil {
+		t.Fatal(err)
+	}
+	after := s.WriteStats()
+	// The outbox is small enough to live in the root's leaf: that leaf and
+	// the meta page per commit.
+	if got, want := after.Bytes-before.Bytes, int64(2*2*4096); got != want {
+		t.Fatalf("two small commits wrote %d bytes; want %d (leaf and meta page each)", got, want)
+	}
+	for round := 0; round < 3; round++ {
+		for i := 0; i < 200; i++ {
+			if err := s.Update(func(tx *store.Tx) error {
+				_, err := tx.RecordChange(&store.Change{Actuator: "a", After: map[string]any{"n": i}, Source: store.SourceLocal, Time: time.Now()})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := os.Stat(path)
+		if s, err = store.Open(path, store.Options{}); err != nil {
+			t.Fatalf("reopen: %v", err)
+		}
+		t.Logf("round %d: file %d KB", round, fi.Size()/1024)
+		if round > 0 && fi.Size() > 1<<20 {
+			t.Fatalf("the file grows across restarts (%d bytes): freed pages are not used again", fi.Size())
+		}
+	}
+	s.Close()
+}
+
+// A write submitted with SubmitWithin waits for company: it lands with the
+// next commit another writer leads, costing no commit of its own, and
+// alone only when none came within its bound. A leader does not commit on
+// its own, right after its own commit, writes nobody waits for yet.
+func TestSubmitWithinSharesCommits(t *testing.T) {
+	s := open(t, store.Options{})
+	enqueue := func(p string) func(tx *store.Tx) error {
+		return func(tx *store.Tx) error {
+			_, err := tx.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "t", Payload: []byte(p), QoS: 1})
+			return err
+		}
+	}
+	w0 := s.WriteStats()
+	lazy := s.SubmitWithin(time.Hour, enqueue("lazy"))
+	done := make(chan error, 1)
+	go func() { done <- lazy() }()
+	if err := s.Update(enqueue("urgent")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := s.WriteStats().Commits - w0.Commits; n != 1 {
+		t.Fatalf("%d commits for a write waiting for company and the one it waited for; want 1", n)
+	}
+	if items, _ := s.Peek(10); len(items) != 2 || string(items[0].Payload) != "lazy" {
+		t.Fatalf("the order of submission is lost: %v", items)
+	}
+
+	// Nobody else writes: it lands alone, once its bound has passed.
+	w1 := s.WriteStats()
+	if err := s.SubmitWithin(time.Millisecond, enqueue("alone"))(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.WriteStats().Commits - w1.Commits; n != 1 {
+		t.Fatalf("%d commits for a lone write waiting for company; want 1", n)
+	}
+
+	// A write waiting for company, submitted during a commit, goes with
+	// the next one, not in a commit of its own that the leader makes at
+	// once.
+	w2 := s.WriteStats()
+	var later func() error
+	if err := s.Update(func(tx *store.Tx) error {
+		if later == nil {
+			later = s.SubmitWithin(time.Hour, enqueue("later"))
+		}
+		return enqueue("first")(tx)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.WriteStats().Commits - w2.Commits; n != 1 {
+		t.Fatalf("the leader made %d commits; want 1 (its own)", n)
+	}
+	go later()
+	if err := s.Update(enqueue("next")); err != nil {
+		t.Fatal(err)
+	}
+	if items, _ := s.Peek(10); len(items) != 6 || string(items[4].Payload) != "later" || string(items[5].Payload) != "next" {
+		t.Fatalf("a write waiting for company did not land with the next commit: %v", items)
+	}
+}

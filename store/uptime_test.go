@@ -101,9 +101,14 @@ func TestInboxDoneMigratesFromVersion4(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Update(func(tx *bolt.Tx) error {
-		done := tx.Bucket([]byte("inbox_done"))
+		// Schema 4 filed each finished command in inbox_done by the
+		// wall-clock time it finished (schema 7 has no such index).
+		done, _ := tx.CreateBucketIfNotExists([]byte("inbox_done"))
 		var keys [][]byte
 		done.ForEach(func(k, _ []byte) error { keys = append(keys, append([]byte(nil), k...)); return nil })
+		if len(keys) == 0 {
+			keys = append(keys, append(make([]byte, 8), "old"...))
+		}
 		for _, k := range keys {
 			done.Delete(k)
 			done.Put(append(binary.BigEndian.AppendUint64(nil, uint64(time.Now().Add(-time.Hour).UnixNano())), k[8:]...), nil)
@@ -130,6 +135,89 @@ func TestInboxDoneMigratesFromVersion4(t *testing.T) {
 	s.View(func(tx *store.Tx) error {
 		if v := tx.SchemaVersion(); v != store.SchemaVersion {
 			t.Errorf("schema %d", v)
+		}
+		return nil
+	})
+}
+
+// A schema 6 file (finished commands also filed in inbox_done by uptime)
+// keeps every command and ack: each finished one expires by the uptime its
+// index key said, and the index is gone. A command finishing afterwards
+// writes no index.
+func TestInboxDoneDroppedFromVersion6(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	finish(t, s, "early", time.Now())
+	finish(t, s, "late", time.Now())
+	if err := putCmd(s, &store.Command{TID: "queued", Cmd: "GO", Request: json.RawMessage(`{"cmd":"GO","tid":"queued"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]*store.Command{}
+	s.View(func(tx *store.Tx) error {
+		for _, tid := range []string{"early", "late", "queued"} {
+			before[tid], _ = tx.GetCommand(tid)
+		}
+		return nil
+	})
+	stats := s.InboxStats()
+	s.Close()
+	// Schema 6's index: "early" at uptime 0, "late" at an hour.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error {
+		done, _ := tx.CreateBucketIfNotExists([]byte("inbox_done"))
+		done.Put(append(binary.BigEndian.AppendUint64(nil, 0), "early"...), nil)
+		done.Put(append(binary.BigEndian.AppendUint64(nil, uint64(time.Hour)), "late"...), nil)
+		return nil
+	})
+	db.Close()
+	setSchema(t, path, 6)
+	s, err = store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.View(func(tx *store.Tx) error {
+		if v := tx.SchemaVersion(); v != store.SchemaVersion {
+			t.Errorf("schema %d", v)
+		}
+		for tid, old := range before {
+			c, err := tx.GetCommand(tid)
+			if err != nil {
+				t.Fatalf("%s after the migration: %v", tid, err)
+			}
+			if c.Status != old.Status || string(c.LastAck) != string(old.LastAck) || string(c.Request) != string(old.Request) || c.Seq != old.Seq {
+				t.Errorf("%s changed: %+v, was %+v", tid, c, old)
+			}
+		}
+		return nil
+	})
+	if st := s.InboxStats(); st.Items != stats.Items {
+		t.Errorf("inbox counts %d items after the migration, %d before", st.Items, stats.Items)
+	}
+	var n int
+	s.Update(func(tx *store.Tx) (err error) { n, err = tx.ExpireCommands(time.Minute); return err })
+	if n != 1 {
+		t.Fatalf("%d expired before a minute of uptime; want 1 (early, filed at 0)", n)
+	}
+	s.Update(func(tx *store.Tx) (err error) { n, err = tx.ExpireCommands(2 * time.Hour); return err })
+	if n != 1 || count(t, s) != 1 {
+		t.Fatalf("%d expired before two hours, %d left; want late gone and the queued one kept", n, count(t, s))
+	}
+	finish(t, s, "after", time.Now())
+	s.Close()
+	db, err = bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket([]byte("inbox_done")) != nil {
+			t.Error("inbox_done is still there")
 		}
 		return nil
 	})

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,7 +10,7 @@ import (
 	"os"
 )
 
-// verify checks the structure of a bbolt file by reading it with plain file
+// verify checks the structure of an open bbolt file by reading it with plain file
 // I/O, before bbolt walks it through its memory map: every page a tree
 // refers to lies inside the file, is what its parent says it is, and is
 // referred to once; every element's key and value lie inside their page;
@@ -24,12 +25,7 @@ import (
 //
 // The layout is bbolt's on-disk format (go.etcd.io/bbolt/internal/common),
 // version 2, in the machine's byte order like bbolt itself.
-func verify(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+func verify(f *os.File) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return err
@@ -199,70 +195,118 @@ func (v *verifier) freelist(id uint64) error {
 
 // tree checks the bucket tree rooted at page id.
 func (v *verifier) tree(id uint64, depth int) error {
+	_, err := v.subtree(id, depth, nil, nil)
+	return err
+}
+
+// subtree checks the tree rooted at page id, whose keys must lie in
+// [lo, hi) (nil: unbounded), and returns its largest key. bbolt checks the
+// same order when it rebuilds its free list at open (NoFreelistSync), and
+// there it panics on the first key out of order while its checker goes on
+// reading in a goroutine of its own: the file must be refused here first.
+func (v *verifier) subtree(id uint64, depth int, lo, hi []byte) ([]byte, error) {
 	if depth > maxTreeDepth {
-		return fmt.Errorf("page %d is more than %d levels deep", id, maxTreeDepth)
+		return nil, fmt.Errorf("page %d is more than %d levels deep", id, maxTreeDepth)
 	}
 	b, err := v.page(id, "a tree")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return v.nodes(b, id, depth)
+	return v.nodes(b, id, depth, lo, hi)
+}
+
+// inOrder checks the key of element i of page id: after prev (strictly,
+// except for the first element, which may equal its lower bound) and
+// before hi.
+func inOrder(id uint64, i int, key, prev, hi []byte) error {
+	if prev != nil {
+		if c := bytes.Compare(prev, key); c > 0 || (c == 0 && i > 0) {
+			return fmt.Errorf("page %d element %d: key out of order", id, i)
+		}
+	}
+	if hi != nil && bytes.Compare(key, hi) >= 0 {
+		return fmt.Errorf("page %d element %d: key beyond its parent's range", id, i)
+	}
+	return nil
 }
 
 // nodes checks the elements of one page (b is the page with its overflow,
-// or an inline bucket's page inside a value).
-func (v *verifier) nodes(b []byte, id uint64, depth int) error {
+// or an inline bucket's page inside a value), whose keys must lie in
+// [lo, hi), and returns the largest key under it.
+func (v *verifier) nodes(b []byte, id uint64, depth int, lo, hi []byte) ([]byte, error) {
 	flags, count := ne.Uint16(b[8:]), int(ne.Uint16(b[10:]))
 	if flags != branchFlag && flags != leafFlag {
-		return fmt.Errorf("page %d has flags %#x where a tree page belongs", id, flags)
+		return nil, fmt.Errorf("page %d has flags %#x where a tree page belongs", id, flags)
 	}
 	if pageHeaderSize+count*elementSize > len(b) {
-		return fmt.Errorf("page %d claims %d elements, more than it holds", id, count)
+		return nil, fmt.Errorf("page %d claims %d elements, more than it holds", id, count)
 	}
+	prev, last := lo, []byte(nil)
 	for i := range count {
 		off := pageHeaderSize + i*elementSize
 		e := b[off : off+elementSize]
 		if flags == branchFlag {
 			pos, ksize := uint64(ne.Uint32(e[0:])), uint64(ne.Uint32(e[4:]))
 			if uint64(off)+pos+ksize > uint64(len(b)) {
-				return fmt.Errorf("page %d element %d: key outside the page", id, i)
+				return nil, fmt.Errorf("page %d element %d: key outside the page", id, i)
 			}
-			if err := v.tree(ne.Uint64(e[8:]), depth+1); err != nil {
-				return err
+			key := b[uint64(off)+pos : uint64(off)+pos+ksize]
+			if err := inOrder(id, i, key, prev, hi); err != nil {
+				return nil, err
 			}
+			next := hi
+			if i+1 < count {
+				no := pageHeaderSize + (i+1)*elementSize
+				ne2 := b[no : no+elementSize]
+				npos, nsize := uint64(ne.Uint32(ne2[0:])), uint64(ne.Uint32(ne2[4:]))
+				if uint64(no)+npos+nsize > uint64(len(b)) {
+					return nil, fmt.Errorf("page %d element %d: key outside the page", id, i+1)
+				}
+				next = b[uint64(no)+npos : uint64(no)+npos+nsize]
+			}
+			max, err := v.subtree(ne.Uint64(e[8:]), depth+1, key, next)
+			if err != nil {
+				return nil, err
+			}
+			prev, last = max, max
 			continue
 		}
 		eflags, pos, ksize, vsize := ne.Uint32(e[0:]), uint64(ne.Uint32(e[4:])), uint64(ne.Uint32(e[8:])), uint64(ne.Uint32(e[12:]))
 		end := uint64(off) + pos + ksize + vsize
 		if end > uint64(len(b)) {
-			return fmt.Errorf("page %d element %d: key or value outside the page", id, i)
+			return nil, fmt.Errorf("page %d element %d: key or value outside the page", id, i)
 		}
+		key := b[uint64(off)+pos : uint64(off)+pos+ksize]
+		if err := inOrder(id, i, key, prev, hi); err != nil {
+			return nil, err
+		}
+		prev, last = key, key
 		if eflags&bucketLeafFlag == 0 {
 			continue
 		}
 		val := b[uint64(off)+pos+ksize : end]
 		if len(val) < 16 {
-			return fmt.Errorf("page %d element %d: bucket header of %d bytes", id, i, len(val))
+			return nil, fmt.Errorf("page %d element %d: bucket header of %d bytes", id, i, len(val))
 		}
 		if root := ne.Uint64(val); root != 0 {
 			if err := v.tree(root, depth+1); err != nil {
-				return err
+				return nil, err
 			}
 			continue
 		}
 		inline := val[16:]
 		if len(inline) < pageHeaderSize {
-			return fmt.Errorf("page %d element %d: inline bucket of %d bytes", id, i, len(inline))
+			return nil, fmt.Errorf("page %d element %d: inline bucket of %d bytes", id, i, len(inline))
 		}
 		if depth+1 > maxTreeDepth {
-			return fmt.Errorf("page %d: buckets nested more than %d deep", id, maxTreeDepth)
+			return nil, fmt.Errorf("page %d: buckets nested more than %d deep", id, maxTreeDepth)
 		}
 		if ne.Uint16(inline[8:]) != leafFlag {
-			return fmt.Errorf("page %d element %d: inline bucket is not a leaf", id, i)
+			return nil, fmt.Errorf("page %d element %d: inline bucket is not a leaf", id, i)
 		}
-		if err := v.nodes(inline, id, depth+1); err != nil {
-			return err
+		if _, err := v.nodes(inline, id, depth+1, nil, nil); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return last, nil
 }

@@ -140,6 +140,9 @@ type Processor struct {
 	}
 
 	received, malformed, tooLarge, executed atomic.Int64
+	// executing counts the commands between the start of their action and
+	// the submission of their final status.
+	executing atomic.Int64
 }
 
 type job struct {
@@ -305,12 +308,18 @@ func (p *Processor) poke() {
 // uptime (clock.go), and saves the uptime.
 func (p *Processor) expire() {
 	var n int
-	err := p.o.Store.Update(func(tx *store.Tx) (err error) {
-		if n, err = tx.ExpireCommands(p.o.Store.Uptime() - p.o.Config.Commands.Retention.D()); err != nil {
-			return err
-		}
-		return tx.SaveUptime()
-	})
+	cut := p.o.Store.Uptime() - p.o.Config.Commands.Retention.D()
+	// Found in a read transaction (the whole inbox is read), deleted in a
+	// write one: writers are not held up by the reading.
+	tids, err := p.o.Store.ExpiredCommands(cut)
+	if err == nil {
+		err = p.o.Store.Update(func(tx *store.Tx) (err error) {
+			if n, err = tx.ExpireCommandsIn(tids, cut); err != nil {
+				return err
+			}
+			return tx.SaveUptime()
+		})
+	}
 	if err != nil {
 		p.log.Error("expire finished commands", "err", err)
 	} else if n > 0 {
@@ -409,6 +418,25 @@ func (p *Processor) startRunnable(ctx context.Context) (held time.Duration) {
 		}()
 	}
 	return 0
+}
+
+// runningLocked says whether a command is executing (a commit of its is
+// near).
+func (p *Processor) runningLocked() bool { return p.executing.Load() > 0 }
+
+// successorWaits says whether another command waits behind j on one of its
+// lanes, ready to start once j leaves them.
+func (p *Processor) successorWaits(j *job) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range j.lanes {
+		for _, tid := range p.lanes[l] {
+			if o := p.active[tid]; o != nil && o != j && !o.awaiting.Load() && p.canceling[tid] == 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // release takes a job out of its lanes; finishing, it stays in settling
@@ -539,23 +567,28 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 		if err := j.predsLanded(tx); err != nil {
 			return err
 		}
-		first := false
-		_, err := tx.UpdateCommand(j.tid, func(c *store.Command) error {
-			if c.Done() {
-				return errRevoked // a cancel came first; touch nothing
-			}
-			if first = c.Started.IsZero(); first {
-				c.Started = p.now()
-			}
-			return nil
-		})
-		if s, ok := p.o.Sink.(Starter); err == nil && first && ok && p.o.Sink.Claims(j.tid) {
-			err = s.Started(tx, j.tid)
+		c, err := tx.GetCommand(j.tid)
+		if err != nil {
+			return err
 		}
-		return err
+		if c.Done() {
+			return errRevoked // a cancel came first; touch nothing
+		}
+		if !c.Started.IsZero() {
+			return nil // recorded by an earlier change of this command
+		}
+		if err := tx.MarkStarted(j.tid, p.now()); err != nil {
+			return err
+		}
+		if s, ok := p.o.Sink.(Starter); ok && p.o.Sink.Claims(j.tid) {
+			return s.Started(tx, j.tid)
+		}
+		return nil
 	}
 	var results []actuate.Result
 	var err error
+	p.executing.Add(1)
+	defer p.executing.Add(-1)
 	for {
 		// The action finishes even when the daemon is asked to stop
 		// (SIGTERM finishes the running action); only its own timeout cuts
@@ -749,7 +782,13 @@ func (p *Processor) finish(ctx context.Context, j *job, status, reason string, r
 		j.final.set(tx)
 		return nil
 	}
-	wait := p.o.Store.Submit(write)
+	submit := p.o.Store.Submit
+	if p.successorWaits(j) {
+		// The next command on these lanes records its start in a moment:
+		// this status goes in that commit.
+		submit = func(fn func(tx *store.Tx) error) func() error { return p.o.Store.SubmitWithin(finalWithin, fn) }
+	}
+	wait := submit(write)
 	return func() {
 		backoff := retryMin
 		for failures := 0; ; {

@@ -24,6 +24,15 @@ const (
 	retryMax = 5 * time.Second
 )
 
+// How long a write waits for company in the store's next commit (see
+// store.SubmitWithin) when one is near: a request's inbox write while a
+// command runs, a final status while the next command on its actuators
+// waits to record its start. Bounded so that an ack is never late by more.
+const (
+	intakeWithin = 5 * time.Millisecond
+	finalWithin  = 10 * time.Millisecond
+)
+
 // errEarlierPending fails a write that must land after an earlier one that
 // is not durable (it failed, or is still being retried): it runs again once
 // the earlier one is.
@@ -137,10 +146,17 @@ func (p *Processor) take(in *intake, done func(ok bool)) {
 }
 
 // submitLocked submits a new attempt of pr's write, to land after prev.
+// While a command runs, a commit of its own is near (its start, its final
+// status): the write waits up to intakeWithin to share it, so that a
+// request costs no fsync of its own.
 func (p *Processor) submitLocked(pr *pendingRequest, prev *mark) {
 	att := &mark{}
 	pr.att = att
-	pr.wait = p.o.Store.Submit(func(tx *store.Tx) error {
+	submit := p.o.Store.Submit
+	if p.runningLocked() {
+		submit = func(fn func(tx *store.Tx) error) func() error { return p.o.Store.SubmitWithin(intakeWithin, fn) }
+	}
+	pr.wait = submit(func(tx *store.Tx) error {
 		if !prev.landed(tx) {
 			return errEarlierPending
 		}

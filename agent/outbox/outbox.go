@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -40,11 +41,12 @@ type Drainer struct {
 	kick   chan struct{}
 	sent   atomic.Int64
 
-	// The last window's removal, committing while the next window goes
-	// out (and sharing a commit with other writers when it can); its items
-	// are skipped until it ends. Only Run's goroutine touches these.
+	// The removals of acknowledged windows not yet durable, oldest first,
+	// committing while the next windows go out (and sharing a commit with
+	// other writers); their items are skipped until they end. Only Run's
+	// goroutine touches these.
 	removing map[uint64]bool
-	removal  chan error
+	removals []*removal
 	// Tracker, when set, is told when each window is published.
 	Tracker *watchdog.Tracker
 }
@@ -53,6 +55,19 @@ type Drainer struct {
 // a window share one fsync, so a larger window drains a backlog faster
 // (100,000 messages: 512 costs ~200 fsyncs, 64 ~1,600).
 const DefaultWindow = 512
+
+// RemoveWithin bounds how long the removal of acknowledged messages waits
+// for a commit another writer makes (a command's next step, the next
+// request), so as not to cost an fsync and its pages of its own. A crash
+// meanwhile sends those messages again, as a crash between PUBACK and
+// removal always could (at least once); acks carry their tid, and a
+// requester takes one twice as once.
+const RemoveWithin = 50 * time.Millisecond
+
+type removal struct {
+	seqs []uint64
+	done chan error
+}
 
 // New makes a drainer; window is how many messages may await PUBACK at once
 // (0: DefaultWindow).
@@ -83,7 +98,7 @@ func (d *Drainer) Run(ctx context.Context) {
 	// A slow poll catches anything a missed kick left behind.
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
-	defer d.settle()
+	defer d.reap(true)
 	for {
 		for d.pub.Connected() {
 			d.Tracker.Begin()
@@ -99,14 +114,15 @@ func (d *Drainer) Run(ctx context.Context) {
 				break
 			}
 		}
-		if err := d.settle(); err != nil {
-			d.log.Warn("outbox remove sent messages; they will be sent again", "err", err)
-		}
+		d.reap(false)
 		select {
 		case <-ctx.Done():
 			return
 		case <-d.kick:
 		case <-tick.C:
+			if len(d.removals) == 0 && len(d.removing) > 0 {
+				d.remove(nil) // the removal failed: try it again
+			}
 		}
 	}
 }
@@ -143,9 +159,7 @@ func (d *Drainer) drainOnce(ctx context.Context) (int, error) {
 		done = append(done, items[i].Seq)
 	}
 	if len(done) > 0 {
-		if err := d.settle(); err != nil {
-			return 0, err
-		}
+		d.reap(false)
 		d.remove(done)
 		d.sent.Add(int64(len(done)))
 	}
@@ -172,32 +186,67 @@ func (d *Drainer) next() ([]store.OutItem, error) {
 	}
 }
 
-// remove starts committing the removal of acknowledged items. A crash
-// before it is durable sends them again (at least once, as a crash between
-// PUBACK and removal always could).
+// remove starts committing the removal of acknowledged items, with every
+// earlier one whose removal is not known durable yet (one that failed is
+// tried again, never sent again while the drainer runs): a removal that
+// lands takes all before it along, so the outbox never loses an earlier ack
+// and keeps a later one (after a crash that one would arrive last). While
+// fewer than a window's items wait for their removal, it waits up to
+// RemoveWithin for company (see there); past that (a backlog draining) it
+// commits at once, taking the waiting ones along.
 func (d *Drainer) remove(seqs []uint64) {
-	d.removing = make(map[uint64]bool, len(seqs))
+	if d.removing == nil {
+		d.removing = map[uint64]bool{}
+	}
 	for _, seq := range seqs {
 		d.removing[seq] = true
 	}
-	wait := d.store.Submit(func(tx *store.Tx) error {
-		for _, seq := range seqs {
+	all := slices.Sorted(maps.Keys(d.removing))
+	if len(all) == 0 {
+		return
+	}
+	fn := func(tx *store.Tx) error {
+		for _, seq := range all {
 			if err := tx.Remove(seq); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
-	d.removal = make(chan error, 1)
-	go func() { d.removal <- wait() }()
+	}
+	var wait func() error
+	if len(all) < d.window {
+		wait = d.store.SubmitWithin(RemoveWithin, fn)
+	} else {
+		wait = d.store.Submit(fn)
+	}
+	r := &removal{seqs: all, done: make(chan error, 1)}
+	d.removals = append(d.removals, r)
+	go func() { r.done <- wait() }()
 }
 
-// settle waits for the last removal to be durable.
-func (d *Drainer) settle() error {
-	if d.removal == nil {
-		return nil
+// reap forgets the removals that ended (all of them, waiting, with block).
+// What a failed one was to remove stays for the next removal.
+func (d *Drainer) reap(block bool) {
+	for len(d.removals) > 0 {
+		r := d.removals[0]
+		var err error
+		if block {
+			err = <-r.done
+		} else {
+			select {
+			case err = <-r.done:
+			default:
+				return
+			}
+		}
+		if err != nil {
+			d.log.Warn("outbox remove sent messages; trying again", "count", len(r.seqs), "err", err)
+		} else {
+			for _, seq := range r.seqs {
+				delete(d.removing, seq)
+			}
+		}
+		d.removals[0] = nil
+		d.removals = d.removals[1:]
 	}
-	err := <-d.removal
-	d.removal, d.removing = nil, nil
-	return err
 }

@@ -663,6 +663,10 @@ func (s *Syncer) resolvePending(sh *shadowSync) {
 	}
 }
 
+// persistWithin bounds how long a replica write waits for company in the
+// store's next commit (store.SubmitWithin).
+const persistWithin = 50 * time.Millisecond
+
 // persist saves the replica (unchanged bytes are not rewritten) without
 // waiting for the disk: writes land in the order submitted, and a crash
 // before this one lands fetches the shadow again anyway. sh.mu held. It is
@@ -676,7 +680,9 @@ func (s *Syncer) persist(sh *shadowSync) {
 		return
 	}
 	key := s.storeKey(sh)
-	wait := s.o.Store.Submit(func(tx *store.Tx) error { _, err := tx.PutShadow(key, b); return err })
+	// Not urgent: it waits up to persistWithin to share a commit (and its
+	// pages) with another writer, a command's next step say.
+	wait := s.o.Store.SubmitWithin(persistWithin, func(tx *store.Tx) error { _, err := tx.PutShadow(key, b); return err })
 	if !s.track() {
 		if err := wait(); err != nil {
 			s.log.Error("save shadow replica", "shadow", label(sh.name), "err", err)
