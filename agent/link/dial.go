@@ -23,7 +23,7 @@ import (
 // packet per segment received and nothing on the broker's side.
 
 // dialer opens the link's connections for tcp:// and tls:// brokers with
-// quick acknowledgements; for other schemes, or behind a proxy, it returns
+// quick acknowledgements and buffered reads (bufconn.go); for other schemes, or behind a proxy, it returns
 // nil and paho dials as usual.
 func dialer(u *url.URL, timeout time.Duration) mqtt.OpenConnectionFunc {
 	if os.Getenv("all_proxy") != "" || os.Getenv("ALL_PROXY") != "" {
@@ -47,7 +47,7 @@ func dialer(u *url.URL, timeout time.Duration) mqtt.OpenConnectionFunc {
 		}
 		conn := quickAck(c)
 		if !secure {
-			return conn, nil
+			return bufferReads(conn), nil
 		}
 		cfg := &tls.Config{}
 		if o.TLSConfig != nil {
@@ -61,6 +61,6 @@ func dialer(u *url.URL, timeout time.Duration) mqtt.OpenConnectionFunc {
 			tc.Close()
 			return nil, fmt.Errorf("tls handshake with %s: %w", uri.Host, err)
 		}
-		return tc, nil
+		return bufferReads(tc), nil
 	}
 }
