@@ -111,7 +111,7 @@ func TestShadowEncodesAsBefore(t *testing.T) {
 		for name, pair := range map[string][2][]byte{
 			"accepted":  {res.Accepted(), must(json.Marshal(acceptedMessage(res.req, res.next.Version, res.ts)))},
 			"documents": {res.Documents(), must(json.Marshal(documentsMessage(res.prev, res.next, res.req.ClientToken, res.ts)))},
-			"stored":    {must(sh.MarshalJSON()), must(json.Marshal(stored{sh.State, sh.Metadata, sh.Version, sh.Timestamp, sh.Deleted}))},
+			"stored":    {must(sh.MarshalJSON()), must(json.Marshal(stored(sh)))},
 		} {
 			if !bytes.Equal(pair[0], pair[1]) {
 				t.Errorf("%d %s:\n got %s\nwant %s", i, name, pair[0], pair[1])
