@@ -76,7 +76,9 @@ func TestCapacityReport(t *testing.T) {
 		"The service runs in a process of its own; the load generator (two paho clients: one publishes the updates, "+
 		"one receives the update/accepted answers) in another. CPU is each process's CPU time during the "+
 		"measurement over its wall time, in cores: the three share at most %d.0, so the service "+
-		"gets what mosquitto and the generator leave; its updates per CPU-second is what one core of its own would carry.\n\n",
+		"gets what mosquitto and the generator leave; its updates per CPU-second is what one core of its own would carry. "+
+		"At a fixed rate, requests queue at the broker when other work takes the cores, and a stock mosquitto drops what passes 1000 queued for the service: "+
+		"such a row says how many went unanswered, and its CPU figures include the 10 s waited for them.\n\n",
 		map[bool]string{true: "make bench", false: "smoke run"}[full], time.Now().UTC().Format(time.DateOnly), runtime.NumCPU(), runtime.NumCPU())
 	b.WriteString("| measure | measured | ÷ raw mosquitto | CPU, cores: service / mosquitto / generator |\n| --- | --- | --- | --- |\n")
 	row := func(name, measured, ratio, cpu string) {
