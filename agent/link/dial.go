@@ -23,8 +23,9 @@ import (
 // packet per segment received and nothing on the broker's side.
 
 // dialer opens the link's connections for tcp:// and tls:// brokers with
-// quick acknowledgements; for other schemes, or behind a proxy, it returns
-// nil and paho dials as usual.
+// quick acknowledgements, buffered reads and coalesced writes (bufconn.go);
+// for other schemes, or behind a proxy, it returns nil and paho dials as
+// usual.
 func dialer(u *url.URL, timeout time.Duration) mqtt.OpenConnectionFunc {
 	if os.Getenv("all_proxy") != "" || os.Getenv("ALL_PROXY") != "" {
 		return nil
@@ -47,7 +48,7 @@ func dialer(u *url.URL, timeout time.Duration) mqtt.OpenConnectionFunc {
 		}
 		conn := quickAck(c)
 		if !secure {
-			return conn, nil
+			return newBufferedConn(conn), nil
 		}
 		cfg := &tls.Config{}
 		if o.TLSConfig != nil {
@@ -61,6 +62,6 @@ func dialer(u *url.URL, timeout time.Duration) mqtt.OpenConnectionFunc {
 			tc.Close()
 			return nil, fmt.Errorf("tls handshake with %s: %w", uri.Host, err)
 		}
-		return tc, nil
+		return newBufferedConn(tc), nil
 	}
 }

@@ -517,6 +517,10 @@ type Pending struct {
 // connection the message went out on is lost first.
 func (p Pending) Wait(ctx context.Context) error { return wait(ctx, p.tok, p.down) }
 
+// Done is closed when the publish ended (PUBACK or error; Wait then returns
+// at once), so that a caller can skip setting a deadline for it.
+func (p Pending) Done() <-chan struct{} { return p.tok.Done() }
+
 // PublishAsync sends payload with QoS 1 without waiting, so that a caller
 // can keep a window of messages in flight; messages go out in call order.
 func (l *Link) PublishAsync(topic string, retain bool, payload []byte) (Pending, error) {

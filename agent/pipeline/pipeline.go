@@ -270,12 +270,19 @@ func (p *Pipeline[K]) reap(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case pd := <-p.tracked:
-			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			if err := pd.Wait(wctx); err != nil && ctx.Err() == nil {
+			var err error
+			select {
+			case <-pd.Done(): // the usual case under load: no deadline to set up
+				err = pd.Wait(ctx)
+			default:
+				wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				err = pd.Wait(wctx)
+				cancel()
+			}
+			if err != nil && ctx.Err() == nil {
 				p.lost.Add(1)
 				p.log.Debug(p.o.What+" not acknowledged", "err", err)
 			}
-			cancel()
 		}
 	}
 }

@@ -119,7 +119,7 @@ func ParseUpdate(payload []byte) (*UpdateRequest, error) {
 		req.ClearState = true
 		return req, nil
 	}
-	keys, state, err := objectKeys(rawState)
+	keys, state, err := stateKeys(rawState)
 	if err != nil {
 		return nil, reject(400, MsgStateNotObject, token)
 	}
@@ -244,6 +244,28 @@ func version(top map[string]json.RawMessage, token string) (*int64, error) {
 		return nil, reject(400, MsgInvalidVersion, token)
 	}
 	return &ver, nil
+}
+
+// stateKeys is objectKeys for an update's state. Only a state that will be
+// rejected needs its keys in document order (the first offending one is
+// named); one that only holds desired and reported objects or nulls is
+// answered the same in any order, so it is decoded once, not walked again.
+func stateKeys(raw json.RawMessage) ([]string, map[string]any, error) {
+	var m map[string]any
+	if err := unmarshal(raw, &m); err != nil || m == nil {
+		return nil, nil, errors.New("not an object")
+	}
+	keys := make([]string, 0, 2)
+	for k, v := range m {
+		if k != "desired" && k != "reported" {
+			return objectKeys(raw)
+		}
+		if _, ok := v.(map[string]any); !ok && v != nil {
+			return objectKeys(raw)
+		}
+		keys = append(keys, k)
+	}
+	return keys, m, nil
 }
 
 // objectKeys decodes a JSON object and returns its keys in document order

@@ -192,7 +192,7 @@ type stored struct {
 
 // MarshalJSON is the form a Shadow is stored in.
 func (s *Shadow) MarshalJSON() ([]byte, error) {
-	return json.Marshal(stored{s.State, s.Metadata, s.Version, s.Timestamp, s.Deleted})
+	return stored{s.State, s.Metadata, s.Version, s.Timestamp, s.Deleted}.appendJSON(make([]byte, 0, 512)), nil
 }
 
 // UnmarshalJSON reads a stored Shadow, keeping numbers exact.
@@ -206,6 +206,9 @@ func (s *Shadow) UnmarshalJSON(b []byte) error {
 }
 
 func mustJSON(v any) []byte {
+	if a, ok := v.(appender); ok {
+		return a.appendJSON(make([]byte, 0, 512))
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		// Every value here came out of encoding/json; failing to encode it

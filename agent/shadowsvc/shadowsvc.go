@@ -24,7 +24,6 @@ package shadowsvc
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -250,7 +249,7 @@ func (s *Service) apply(tx *store.Tx, r *request, now time.Time) error {
 	doc, err := tx.GetShadow(key)
 	switch {
 	case err == nil:
-		if err := json.Unmarshal(doc, &sh); err != nil {
+		if err := sh.UnmarshalJSON(doc); err != nil {
 			s.log.Error("stored shadow unreadable", "thing", key.Thing, "shadow", key.Name, "err", err)
 			r.out = []shadow.Message{internalError(r.topic, now)}
 			return nil
@@ -268,7 +267,7 @@ func (s *Service) apply(tx *store.Tx, r *request, now time.Time) error {
 	}
 	out, changed := shadow.Handle(&sh, r.topic, payload, now)
 	if changed {
-		b, err := json.Marshal(&sh)
+		b, err := sh.MarshalJSON()
 		if err != nil {
 			return fmt.Errorf("encode shadow %s/%s: %w", key.Thing, key.Name, err)
 		}

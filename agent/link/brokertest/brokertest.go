@@ -106,6 +106,15 @@ func (b *Broker) URL() string {
 // Addr is host:port.
 func (b *Broker) Addr() string { return fmt.Sprintf("127.0.0.1:%d", b.port) }
 
+// Pid is the running mosquitto's process id (0 when stopped), so that a
+// benchmark can read the CPU time the broker took.
+func (b *Broker) Pid() int {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return 0
+	}
+	return b.cmd.Process.Pid
+}
+
 func (b *Broker) start() {
 	b.t.Helper()
 	cmd := exec.Command(Path(b.t), "-c", filepath.Join(b.dir, "mosquitto.conf"))
