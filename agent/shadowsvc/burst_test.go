@@ -21,13 +21,15 @@ import (
 // brokers are the three a service meets: mosquitto as installed, mosquitto
 // tuned (no in-flight limit: the broker sends as fast as it can), and the
 // embedded broker of the demo.
+// dropped says whether the broker logged dropping messages for a client
+// (a stock mosquitto drops what passes 1000 queued for a slow subscriber).
 var brokers = []struct {
 	name  string
-	start func(t *testing.T) string
+	start func(t *testing.T) (url string, dropped func(client string) bool)
 }{
-	{"mosquitto-stock", func(t *testing.T) string { return brokertest.StartStock(t).URL() }},
-	{"mosquitto-tuned", func(t *testing.T) string { return brokertest.Start(t).URL() }},
-	{"embedded", func(t *testing.T) string {
+	{"mosquitto-stock", func(t *testing.T) (string, func(string) bool) { return mosquitto(brokertest.StartStock(t)) }},
+	{"mosquitto-tuned", func(t *testing.T) (string, func(string) bool) { return mosquitto(brokertest.Start(t)) }},
+	{"embedded", func(t *testing.T) (string, func(string) bool) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -39,8 +41,14 @@ var brokers = []struct {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { srv.Close() })
-		return "tcp://" + addr
+		return "tcp://" + addr, func(string) bool { return false }
 	}},
+}
+
+func mosquitto(b *brokertest.Broker) (string, func(string) bool) {
+	return b.URL(), func(client string) bool {
+		return strings.Contains(b.Log(), "Outgoing messages are being dropped for client "+client+".")
+	}
 }
 
 // responses collects the answers to one thing's requests by clientToken.
@@ -83,7 +91,7 @@ func TestBurstNeverDeadlocks(t *testing.T) {
 	const n = 10000
 	for _, b := range brokers {
 		t.Run(b.name, func(t *testing.T) {
-			url := b.start(t)
+			url, dropped := b.start(t)
 			st, err := store.Open(filepath.Join(t.TempDir(), "svc.db"), store.Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -136,12 +144,31 @@ func TestBurstNeverDeadlocks(t *testing.T) {
 				return answered
 			})
 			// Every request that reached the service was answered, accepted
-			// or refused for load.
+			// or refused for load: the service has nothing waiting, and the
+			// broker acknowledged every answer. The app heard them all,
+			// unless the broker says it dropped some of them for the app (a
+			// stock mosquitto past 1000 queued, when the machine is busy
+			// and the app slow): then the answers it did hear must agree
+			// with the document.
+			lossy, seen := false, ""
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("last seen: %s", seen)
+				}
+			})
 			waitUntil(t, "every request answered", 60*time.Second, func() bool {
 				r.mu.Lock()
 				defer r.mu.Unlock()
 				st := svc.Stats()
-				return st.Waiting == 0 && int64(len(r.accepted)+len(r.rejected)) >= st.Requests-int64(gets)
+				seen = fmt.Sprintf("%d accepted + %d refused heard, %d GETs; service %+v; app link %+v", len(r.accepted), len(r.rejected), gets, st, app.Stats())
+				if st.Waiting != 0 || st.Lost != 0 {
+					return false
+				}
+				if int64(len(r.accepted)+len(r.rejected)) >= st.Requests-int64(gets) {
+					return true
+				}
+				lossy = dropped("app")
+				return lossy
 			})
 			r.mu.Lock()
 			defer r.mu.Unlock()
@@ -167,10 +194,15 @@ func TestBurstNeverDeadlocks(t *testing.T) {
 			if err := json.Unmarshal(r.get, &doc); err != nil {
 				t.Fatal(err)
 			}
+			if lossy && doc.Version > lastVersion {
+				lastVersion, last = doc.Version, doc.State.Desired.N // its answer was among the dropped
+			}
 			if doc.Version != lastVersion || doc.State.Desired.N != last {
 				t.Fatalf("GET shows n=%d at version %d; the last accepted update was n=%d at version %d", doc.State.Desired.N, doc.Version, last, lastVersion)
 			}
-			if int64(len(r.accepted)) != lastVersion {
+			if lossy {
+				t.Logf("the broker dropped answers for the app: %d of %d requests' answers heard", len(r.accepted)+len(r.rejected), svc.Stats().Requests)
+			} else if int64(len(r.accepted)) != lastVersion {
 				t.Fatalf("%d updates accepted, version %d", len(r.accepted), lastVersion)
 			}
 			t.Logf("%d accepted, %d answered 429; stats %+v", len(r.accepted), len(r.rejected), svc.Stats())
