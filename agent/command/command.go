@@ -481,6 +481,11 @@ func (p *Processor) settled(j *job) {
 		}
 	}
 	p.mu.Unlock()
+	// Its own writes are done: it needs its predecessors no more. Kept,
+	// they would chain every command of a busy lane to the one before it
+	// (each starts while the last one's final status is still settling),
+	// and none would be freed while the lane stays busy.
+	j.preds = nil
 	close(j.landed)
 }
 
