@@ -323,7 +323,11 @@ func gateway(t testing.TB, cfg *config.Config) *daemon.Daemon {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *daemon.Daemon, 1)
 	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// The configuration's level, as shadowgated sets it (a benchmark's
+	// `log: {level: error}` is not paid for at info).
+	var lv slog.Level
+	lv.UnmarshalText([]byte(cfg.Log.Level))
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: lv}))
 	go func() { done <- daemon.Run(ctx, cfg, log, daemon.Hooks{Ready: func(d *daemon.Daemon) { ready <- d }}) }()
 	var d *daemon.Daemon
 	select {
