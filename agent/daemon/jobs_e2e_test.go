@@ -533,6 +533,21 @@ func events(r *jobrun.Run) string {
 	return b.String()
 }
 
+// queuedBehind starts a gateway whose door's lane is held by an UNLOCK
+// awaiting approval (tid blk), and a job to LOCK it, which the gateway
+// takes and holds in its inbox.
+func queuedBehind(t *testing.T, thing, job string) (*jobsCloud, *daemon.Daemon) {
+	t.Helper()
+	c := newJobsCloud(t)
+	d := gateway(t, lockConfig(t, thing, c.broker.URL(), t.TempDir()))
+	waitFor(t, "link up", d.Link.Connected)
+	c.send(t, thing, req("UNLOCK", "blk", ""))
+	c.waitAck(t, thing, "blk", "RUNNING")
+	c.createJob(t, job, `{"operation":"LOCK"}`, thing)
+	waitQueued(t, d, job)
+	return c, d
+}
+
 // waitQueued waits until the gateway holds job in its inbox, IN_PROGRESS
 // settled with the service, its action not started.
 func waitQueued(t testing.TB, d *daemon.Daemon, job string) {
@@ -673,13 +688,7 @@ func TestJobCanceledWhileRunningRunsToItsEnd(t *testing.T) {
 // step timer on the service (an hour may pass), and gets one, the type's
 // timeout rounded up, once its action starts.
 func TestJobStepTimerStartsWithTheAction(t *testing.T) {
-	c := newJobsCloud(t)
-	d := gateway(t, lockConfig(t, "gw-step", c.broker.URL(), t.TempDir()))
-	waitFor(t, "link up", d.Link.Connected)
-	c.send(t, "gw-step", req("UNLOCK", "blk", ""))
-	c.waitAck(t, "gw-step", "blk", "RUNNING")
-	c.createJob(t, "lock-s", `{"operation":"LOCK"}`, "gw-step")
-	waitQueued(t, d, "lock-s")
+	c, d := queuedBehind(t, "gw-step", "lock-s")
 	e := c.execution(t, "lock-s", "gw-step")
 	if e == nil || e.ApproximateSecondsBeforeTimedOut != nil {
 		t.Fatalf("a step timer runs while the execution waits in the gateway's inbox: %+v", e)
@@ -712,13 +721,7 @@ func TestJobStepTimerStartsWithTheAction(t *testing.T) {
 // AWS cancels only QUEUED executions, and start-next made it IN_PROGRESS.
 // It runs when its actuator is free, and reports as usual.
 func TestJobCanceledWithoutForceRunsOnceTaken(t *testing.T) {
-	c := newJobsCloud(t)
-	d := gateway(t, lockConfig(t, "gw-nf", c.broker.URL(), t.TempDir()))
-	waitFor(t, "link up", d.Link.Connected)
-	c.send(t, "gw-nf", req("UNLOCK", "blk", ""))
-	c.waitAck(t, "gw-nf", "blk", "RUNNING")
-	c.createJob(t, "lock-nf", `{"operation":"LOCK"}`, "gw-nf")
-	waitQueued(t, d, "lock-nf")
+	c, d := queuedBehind(t, "gw-nf", "lock-nf")
 	if _, err := c.jobs.CancelJob(context.Background(), &jobs.CancelJobRequest{JobID: "lock-nf"}); err != nil {
 		t.Fatal(err)
 	}

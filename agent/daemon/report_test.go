@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -388,49 +387,32 @@ func sdWear(perUpdate, perCmd float64) string {
 		daily/1e9, perUpdate*86400/1e9, perCmd*1000/1e9, life/1e12, years, years/4)
 }
 
-// procRSSParts reads RssAnon and RssFile: the process's own memory and the
-// pages of files it maps (the binary).
-func procRSSParts(t *testing.T, pid int) (anon, file int64) {
+// procStatus reads the sizes /proc/PID/status gives in kB, in bytes.
+func procStatus(t *testing.T, pid int) map[string]int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := map[string]int64{}
 	for _, l := range strings.Split(string(data), "\n") {
-		fields := strings.Fields(l)
-		if len(fields) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(fields[1], 10, 64)
-		switch fields[0] {
-		case "RssAnon:":
-			anon = kb << 10
-		case "RssFile:":
-			file = kb << 10
+		if fields := strings.Fields(l); len(fields) == 3 && fields[2] == "kB" {
+			kb, _ := strconv.ParseInt(fields[1], 10, 64)
+			out[strings.TrimSuffix(fields[0], ":")] = kb << 10
 		}
 	}
-	return anon, file
+	return out
+}
+
+// procRSSParts reads RssAnon and RssFile: the process's own memory and the
+// pages of files it maps (the binary).
+func procRSSParts(t *testing.T, pid int) (anon, file int64) {
+	st := procStatus(t, pid)
+	return st["RssAnon"], st["RssFile"]
 }
 
 func procMem(t *testing.T, pid int) (rss, hwm int64) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 {
-			kb, _ := strconv.ParseInt(fields[1], 10, 64)
-			switch fields[0] {
-			case "VmRSS:":
-				rss = kb << 10
-			case "VmHWM:":
-				hwm = kb << 10
-			}
-		}
-	}
-	return rss, hwm
+	st := procStatus(t, pid)
+	return st["VmRSS"], st["VmHWM"]
 }
 
 func procWrites(t *testing.T, pid int) int64 {
