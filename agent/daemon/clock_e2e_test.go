@@ -1,15 +1,7 @@
 package daemon_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -255,7 +247,7 @@ func TestTLSBeforeTheCertificateUntilTheClockMoves(t *testing.T) {
 	t.Setenv("WATCHDOG_USEC", "2000000") // a STATUS line every second
 	dir := t.TempDir()
 	tomorrow := time.Now().Add(24 * time.Hour).Truncate(time.Second)
-	cert, key := testServerCert(t, dir, tomorrow, tomorrow.Add(72*time.Hour))
+	cert, key := brokertest.ServerCert(t, dir, tomorrow, tomorrow.Add(72*time.Hour))
 	b := brokertest.StartWith(t, brokertest.Config{TLSCert: cert, TLSKey: key})
 	_, cfgPath := gatewayConfig(t, thing, b.URL(), dir, "cloud_wins")
 	y, _ := os.ReadFile(cfgPath)
@@ -283,24 +275,4 @@ func TestTLSBeforeTheCertificateUntilTheClockMoves(t *testing.T) {
 		st := p.status(t).Clock
 		return st != nil && st.Source == clock.SourceSystem && st.LastStep != nil && st.LastStep.By > 47*time.Hour
 	})
-}
-
-// testServerCert writes a self-signed certificate for 127.0.0.1 valid from
-// notBefore to notAfter (it is its own CA).
-func testServerCert(t *testing.T, dir string, notBefore, notAfter time.Time) (cert, key string) {
-	t.Helper()
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "broker.test"},
-		NotBefore: notBefore, NotAfter: notAfter, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, _ := x509.MarshalECPrivateKey(k)
-	cert, key = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o644)
-	return cert, key
 }

@@ -8,13 +8,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"log/slog"
 	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,26 +20,6 @@ import (
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/link/brokertest"
 )
-
-// serverCert writes a self-signed certificate for 127.0.0.1 valid from
-// notBefore to notAfter (it is its own CA).
-func serverCert(t *testing.T, dir string, notBefore, notAfter time.Time) (cert, key string) {
-	t.Helper()
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "broker.test"},
-		NotBefore: notBefore, NotAfter: notAfter, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, _ := x509.MarshalECPrivateKey(k)
-	cert, key = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o644)
-	return cert, key
-}
 
 // stepClock is a gateway clock the test steps.
 type stepClock struct {
@@ -81,7 +57,7 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 func TestTLSClockBeforeCertificate(t *testing.T) {
 	dir := t.TempDir()
 	tomorrow := time.Now().Add(24 * time.Hour).Truncate(time.Second)
-	cert, key := serverCert(t, dir, tomorrow, tomorrow.Add(48*time.Hour))
+	cert, key := brokertest.ServerCert(t, dir, tomorrow, tomorrow.Add(48*time.Hour))
 	b := brokertest.StartWith(t, brokertest.Config{TLSCert: cert, TLSKey: key})
 	cfg, err := link.TLSConfig(b.URL(), link.TLSFiles{CA: cert})
 	if err != nil {
