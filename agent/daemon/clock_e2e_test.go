@@ -61,13 +61,7 @@ func (c *cloud) startService(t *testing.T) {
 // again (its answer timeout doubles: 5s, 10s, 20s).
 func waitLong(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitWithin(t, 90*time.Second, what, cond)
 }
 
 // A Pi that was off for two days boots two days behind, its clock not
