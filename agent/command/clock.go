@@ -139,9 +139,9 @@ func (p *Processor) awaitExpiry(ctx context.Context, j *job) (outcome int, reaso
 	}
 }
 
-// running queues a RUNNING ack with reason while the link is up (one
-// queued offline tells nobody anything), unless the command has its final
-// ack already (a cancel's).
+// running queues a RUNNING ack (a heartbeat, or news of a wait) with
+// reason while the link is up (one queued offline tells nobody anything),
+// unless the command has its final ack already (a cancel's).
 func (p *Processor) running(j *job, reason string) {
 	if !p.o.Link.Connected() {
 		return

@@ -720,9 +720,6 @@ func (p *Processor) heartbeat(j *job) (stop func()) {
 			case <-done:
 				return
 			case <-t.C:
-				if !p.o.Link.Connected() {
-					continue
-				}
 				reason := ""
 				switch {
 				case j.awaiting.Load():
@@ -730,18 +727,7 @@ func (p *Processor) heartbeat(j *job) (stop func()) {
 				case j.waitingClock.Load():
 					reason = ReasonWaitingForClock
 				}
-				ack := p.ack(j.tid, StatusRunning, reason, nil)
-				if err := p.o.Store.Update(func(tx *store.Tx) error {
-					// No heartbeat after a final ack (a cancel's).
-					if c, err := tx.GetCommand(j.tid); err == nil && c.Done() {
-						return nil
-					}
-					return p.enqueueAck(tx, ack)
-				}); err != nil {
-					p.log.Warn("queue heartbeat", "tid", j.tid, "err", err)
-					continue
-				}
-				p.o.Outbox.Kick()
+				p.running(j, reason) // a heartbeat
 			}
 		}
 	}()
