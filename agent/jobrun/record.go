@@ -95,6 +95,16 @@ func saveRun(tx *store.Tx, r *Run) error {
 	return tx.PutJobRun(r.TID, b)
 }
 
+// save stores r in tx and, once tx is durable, tells the Client of a copy.
+func (c *Client) save(tx *store.Tx, r *Run) error {
+	if err := saveRun(tx, r); err != nil {
+		return err
+	}
+	saved := *r
+	tx.OnCommit(func() { c.committed(&saved) })
+	return nil
+}
+
 func outboxKey(tid string) string { return "job/" + tid }
 
 // report queues r's Status as the next status to send: the outbox holds
@@ -163,12 +173,7 @@ func (c *Client) Ack(tx *store.Tx, tid string, ack []byte) error {
 		// The cloud ended it, the gateway's cancel found the action
 		// running: it runs to its end, which is recorded, not reported.
 		r.event(now, "the cancel came too late: the action had started (hardware is moving); it runs to its end, recorded here and not reported over the cloud's %s", cloudName(r.Cloud))
-		if err := saveRun(tx, r); err != nil {
-			return err
-		}
-		saved := *r
-		tx.OnCommit(func() { c.committed(&saved) })
-		return nil
+		return c.save(tx, r)
 	}
 	status, details := c.statusOf(r, &a)
 	step := int64(0)
@@ -276,12 +281,7 @@ func (c *Client) Started(tx *store.Tx, tid string) error {
 			return err
 		}
 	}
-	if err := saveRun(tx, r); err != nil {
-		return err
-	}
-	saved := *r
-	tx.OnCommit(func() { c.committed(&saved) })
-	return nil
+	return c.save(tx, r)
 }
 
 // cloudName is how a Run.Cloud reads in its history.

@@ -166,12 +166,7 @@ func (c *Client) modify(tid string, fn func(tx *store.Tx, r *Run, now time.Time)
 		if err := fn(tx, r, now); err != nil {
 			return err
 		}
-		if err := saveRun(tx, r); err != nil {
-			return err
-		}
-		saved := *r
-		tx.OnCommit(func() { c.committed(&saved) })
-		return nil
+		return c.save(tx, r)
 	})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		c.log.Error("record a job execution's answer; it is asked again", "tid", tid, "err", err)
