@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/command"
-	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/shadow"
 )
 
@@ -62,16 +61,11 @@ func runCommandCancel(e *env, args []string) error {
 	if o.tries < 1 || o.backoff <= 0 || o.heartbeatTimeout <= 0 {
 		return usagef("--tries, --backoff and --heartbeat-timeout must be positive")
 	}
-	msgs := make(chan *link.Message, 1024)
-	sess, err := connect(e.ctx, &m, map[string]chan *link.Message{command.AckTopic(thing): msgs})
+	sess, router, done, err := connectAcks(e.ctx, &m, command.AckTopic(thing), 1024)
 	if err != nil {
 		return err
 	}
-	defer sess.close()
-	router := &ackRouter{waiters: map[string]chan command.Ack{}}
-	stop := make(chan struct{})
-	defer close(stop)
-	go router.route(msgs, stop)
+	defer done()
 	acks := router.register(tid)
 	fmt.Fprintf(e.stderr, "%s cancel tid=%s\n", thing, tid)
 	res := cancelOne(e.ctx, sess, acks, thing, tid, o, func(s string) { fmt.Fprintf(e.stderr, "  %s\n", s) })

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -15,6 +16,19 @@ import (
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/shadow"
 )
+
+// connectAcks connects and routes the acks arriving on topic (depth of
+// them may wait) to their tids' waiters; done disconnects.
+func connectAcks(ctx context.Context, m *mqttFlags, topic string, depth int) (sess *session, router *ackRouter, done func(), err error) {
+	msgs := make(chan *link.Message, depth)
+	if sess, err = connect(ctx, m, map[string]chan *link.Message{topic: msgs}); err != nil {
+		return nil, nil, nil, err
+	}
+	router = &ackRouter{waiters: map[string]chan command.Ack{}}
+	stop := make(chan struct{})
+	go router.route(msgs, stop)
+	return sess, router, func() { close(stop); sess.close() }, nil
+}
 
 // ackRouter hands each ack to the waiter of its tid.
 type ackRouter struct {
@@ -105,16 +119,11 @@ func runCommandSend(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	msgs := make(chan *link.Message, 4096)
-	sess, err := connect(e.ctx, &m, map[string]chan *link.Message{"commands/+/ack": msgs})
+	sess, router, done, err := connectAcks(e.ctx, &m, "commands/+/ack", 4096)
 	if err != nil {
 		return err
 	}
-	defer sess.close()
-	router := &ackRouter{waiters: map[string]chan command.Ack{}}
-	stop := make(chan struct{})
-	defer close(stop)
-	go router.route(msgs, stop)
+	defer done()
 
 	if len(targets) == 1 && *things == "" {
 		id := *tid
