@@ -63,7 +63,7 @@ func splitHistKey(k []byte) (string, uint64, bool) {
 // key range to the next (one seek per actuator, not one step per change).
 func (t *Tx) historyActuators() []string {
 	var out []string
-	c := t.tx.Bucket(bucketChanges).Cursor()
+	c := t.bucket(bucketChanges).Cursor()
 	for k, _ := c.First(); k != nil; {
 		act, _, ok := splitHistKey(k)
 		if !ok {
@@ -79,7 +79,7 @@ func (t *Tx) historyActuators() []string {
 // RecordChange stores c with a new id and keeps the actuator's history to
 // the configured depth and all history to its byte quota (oldest first).
 func (t *Tx) RecordChange(c *Change) (uint64, error) {
-	b := t.tx.Bucket(bucketChanges)
+	b := t.bucket(bucketChanges)
 	id, err := b.NextSequence()
 	if err != nil {
 		return 0, err
@@ -126,7 +126,7 @@ func (t *Tx) RecordChange(c *Change) (uint64, error) {
 func (t *Tx) historyIDs(actuator string) []uint64 {
 	var ids []uint64
 	prefix := histPrefix(actuator)
-	c := t.tx.Bucket(bucketChanges).Cursor()
+	c := t.bucket(bucketChanges).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, _ = c.Next() {
 		ids = append(ids, binary.BigEndian.Uint64(k[len(prefix):]))
 	}
@@ -137,7 +137,7 @@ func (t *Tx) historyIDs(actuator string) []uint64 {
 func (t *Tx) oldestChange() (string, uint64) {
 	var act string
 	var oldest uint64
-	b := t.tx.Bucket(bucketChanges)
+	b := t.bucket(bucketChanges)
 	for _, a := range t.historyActuators() {
 		k, _ := b.Cursor().Seek(histPrefix(a))
 		if _, id, ok := splitHistKey(k); ok && (oldest == 0 || id < oldest) {
@@ -148,7 +148,7 @@ func (t *Tx) oldestChange() (string, uint64) {
 }
 
 func (t *Tx) dropChange(actuator string, id uint64) error {
-	b := t.tx.Bucket(bucketChanges)
+	b := t.bucket(bucketChanges)
 	k := histKey(actuator, id)
 	if v := b.Get(k); v != nil {
 		t.histDelta -= int64(len(v))
@@ -159,7 +159,7 @@ func (t *Tx) dropChange(actuator string, id uint64) error {
 // History returns up to n changes of an actuator, newest first.
 func (t *Tx) History(actuator string, n int) ([]*Change, error) {
 	prefix := histPrefix(actuator)
-	c := t.tx.Bucket(bucketChanges).Cursor()
+	c := t.bucket(bucketChanges).Cursor()
 	k, v := c.Seek(histKey(actuator, ^uint64(0)))
 	if k == nil {
 		k, v = c.Last()
@@ -187,14 +187,14 @@ func (t *Tx) GetChange(id uint64) (*Change, error) {
 	if !ok {
 		return nil, fmt.Errorf("history entry %d: %w", id, ErrNotFound)
 	}
-	return decodeChange(t.tx.Bucket(bucketChanges).Get(histKey(act, id)))
+	return decodeChange(t.bucket(bucketChanges).Get(histKey(act, id)))
 }
 
 // changeActuator finds whose change id is: one lookup per actuator, which
 // is cheaper than an id index rewritten on every change. An entry that aged
 // out of its actuator's depth but awaits its batch deletion is not found.
 func (t *Tx) changeActuator(id uint64) (string, bool) {
-	b := t.tx.Bucket(bucketChanges)
+	b := t.bucket(bucketChanges)
 	for _, a := range t.historyActuators() {
 		if b.Get(histKey(a, id)) == nil {
 			continue
@@ -208,7 +208,7 @@ func (t *Tx) changeActuator(id uint64) (string, bool) {
 
 func (t *Tx) historyBytes() int64 {
 	var n int64
-	t.tx.Bucket(bucketChanges).ForEach(func(_, v []byte) error {
+	t.bucket(bucketChanges).ForEach(func(_, v []byte) error {
 		n += int64(len(v))
 		return nil
 	})
@@ -239,7 +239,7 @@ func (t *Tx) DeleteChange(id uint64) error {
 // given actuators: a group a crash interrupted is undone as if it had never
 // happened, so that power-on restore does not bring it back.
 func (t *Tx) DeleteGroup(group string, actuators []string) error {
-	b := t.tx.Bucket(bucketChanges)
+	b := t.bucket(bucketChanges)
 	for _, a := range actuators {
 		for _, id := range t.historyIDs(a) {
 			ch, err := decodeChange(b.Get(histKey(a, id)))

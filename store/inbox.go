@@ -48,10 +48,10 @@ func (s *Store) InboxStats() InboxStats {
 // OnCommit runs fn once the transaction is durable (not if it is rolled
 // back): a writer learns that what it wrote landed, inside the commit, before
 // any later transaction runs.
-func (t *Tx) OnCommit(fn func()) { t.tx.OnCommit(fn) }
+func (t *Tx) OnCommit(fn func()) { t.onCommit = append(t.onCommit, fn) }
 
 func (t *Tx) metaU64(key string) uint64 {
-	b := t.tx.Bucket(bucketMeta).Get([]byte(key))
+	b := t.bucket(bucketMeta).Get([]byte(key))
 	if len(b) != 8 {
 		return 0
 	}
@@ -60,7 +60,7 @@ func (t *Tx) metaU64(key string) uint64 {
 
 // inboxGrow adds to the inbox counters (negative to shrink).
 func (t *Tx) inboxGrow(items, bytes int64) error {
-	meta := t.tx.Bucket(bucketMeta)
+	meta := t.bucket(bucketMeta)
 	if items != 0 {
 		if err := meta.Put([]byte(keyInboxItems), u64(uint64(int64(t.metaU64(keyInboxItems))+items))); err != nil {
 			return err
@@ -170,7 +170,7 @@ func (t *Tx) putNew(c *Command, headroom bool) (*Command, error) {
 	if c.TID == "" || c.TID[0] == 0 {
 		return nil, fmt.Errorf("store command: tid %q is empty or begins with a NUL byte", c.TID)
 	}
-	b := t.tx.Bucket(bucketInbox)
+	b := t.bucket(bucketInbox)
 	if v := b.Get([]byte(c.TID)); v != nil {
 		old, err := decodeCommand(v)
 		if err != nil {
@@ -201,7 +201,7 @@ func (t *Tx) putNew(c *Command, headroom bool) (*Command, error) {
 		if err := t.fileDone(c); err != nil {
 			return nil, err
 		}
-	} else if err := t.tx.Bucket(bucketInboxOrder).Put(u64(seq), []byte(c.TID)); err != nil {
+	} else if err := t.bucket(bucketInboxOrder).Put(u64(seq), []byte(c.TID)); err != nil {
 		return nil, err
 	}
 	if err := t.putCommand(c); err != nil {
@@ -212,7 +212,7 @@ func (t *Tx) putNew(c *Command, headroom bool) (*Command, error) {
 
 // GetCommand returns the command with tid or ErrNotFound.
 func (t *Tx) GetCommand(tid string) (*Command, error) {
-	v := t.tx.Bucket(bucketInbox).Get([]byte(tid))
+	v := t.bucket(bucketInbox).Get([]byte(tid))
 	if v == nil {
 		return nil, fmt.Errorf("command %q: %w", tid, ErrNotFound)
 	}
@@ -242,7 +242,7 @@ func (t *Tx) withStarted(c *Command) {
 	if c.Done() || !c.Started.IsZero() {
 		return
 	}
-	if v := t.tx.Bucket(bucketInboxOrder).Get(u64(c.Seq)); v != nil {
+	if v := t.bucket(bucketInboxOrder).Get(u64(c.Seq)); v != nil {
 		if tid, at := orderTID(v); string(tid) == c.TID {
 			c.Started = at
 		}
@@ -264,7 +264,7 @@ func (t *Tx) MarkStarted(tid string, at time.Time) error {
 	}
 	v := make([]byte, 9, 9+len(tid))
 	binary.BigEndian.PutUint64(v[1:], uint64(at.UnixNano()))
-	return t.tx.Bucket(bucketInboxOrder).Put(u64(c.Seq), append(v, tid...))
+	return t.bucket(bucketInboxOrder).Put(u64(c.Seq), append(v, tid...))
 }
 
 // UpdateCommand changes a stored command through fn. Finishing it (status
@@ -288,7 +288,7 @@ func (t *Tx) UpdateCommand(tid string, fn func(c *Command) error) (*Command, err
 		if c.Finished.IsZero() {
 			c.Finished = time.Now()
 		}
-		if err := t.tx.Bucket(bucketInboxOrder).Delete(u64(c.Seq)); err != nil {
+		if err := t.bucket(bucketInboxOrder).Delete(u64(c.Seq)); err != nil {
 			return nil, err
 		}
 		if err := t.fileDone(c); err != nil {
@@ -322,7 +322,7 @@ func (t *Tx) putCommand(c *Command) error {
 	if err != nil {
 		return err
 	}
-	b := t.tx.Bucket(bucketInbox)
+	b := t.bucket(bucketInbox)
 	items, size := int64(1), int64(len(c.TID)+len(v))
 	if old := b.Get([]byte(c.TID)); old != nil {
 		items, size = 0, size-int64(len(c.TID)+len(old))
@@ -337,7 +337,7 @@ func (t *Tx) putCommand(c *Command) error {
 // order.
 func (t *Tx) Unfinished() ([]*Command, error) {
 	var out []*Command
-	err := t.tx.Bucket(bucketInboxOrder).ForEach(func(_, v []byte) error {
+	err := t.bucket(bucketInboxOrder).ForEach(func(_, v []byte) error {
 		tid, _ := orderTID(v)
 		c, err := t.GetCommand(string(tid))
 		if err != nil {
@@ -352,7 +352,7 @@ func (t *Tx) Unfinished() ([]*Command, error) {
 // Commands returns up to n commands, newest first.
 func (t *Tx) Commands(n int) ([]*Command, error) {
 	var out []*Command
-	err := t.tx.Bucket(bucketInbox).ForEach(func(_, v []byte) error {
+	err := t.bucket(bucketInbox).ForEach(func(_, v []byte) error {
 		c, err := decodeCommand(v)
 		if err != nil {
 			return err
@@ -375,24 +375,53 @@ func (t *Tx) Commands(n int) ([]*Command, error) {
 // only runs while the gateway does and never jumps, so no step of the
 // wall clock, forward or back, shortens or lengthens the dedupe window.
 // It reads the whole inbox; Store.ExpiredCommands with ExpireCommandsIn
-// do the reading in a read transaction, without holding up writers.
+// do the reading in short reads, without holding up writers for long.
 func (t *Tx) ExpireCommands(before time.Duration) (int, error) {
 	return t.ExpireCommandsIn(t.expired(before), before)
 }
 
 // ExpiredCommands returns the tids of the commands that ExpireCommands
-// would delete, read without holding up writers.
+// would delete. It reads the inbox expiryChunk records at a time, each in
+// a View of its own: a reader holds up writers (Store.View), and an inbox
+// of 100,000 records must not hold up a command for the whole read.
 func (s *Store) ExpiredCommands(before time.Duration) ([]string, error) {
+	if before <= 0 {
+		return nil, nil
+	}
 	var out []string
-	err := s.View(func(tx *Tx) error { out = tx.expired(before); return nil })
-	return out, err
+	var after []byte
+	for {
+		n := 0
+		err := s.View(func(tx *Tx) error {
+			c := tx.bucket(bucketInbox).Cursor()
+			k, v := c.First()
+			if after != nil {
+				if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil && n < expiryChunk; k, v = c.Next() {
+				n++
+				if finishedBefore(v, before) {
+					out = append(out, string(k))
+				}
+				after = append(after[:0], k...)
+			}
+			return nil
+		})
+		if err != nil || n < expiryChunk {
+			return out, err
+		}
+	}
 }
+
+const expiryChunk = 1000
 
 // ExpireCommandsIn deletes those of tids that are finished commands that
 // finished before before (judged again: one may have changed since they
 // were read), and returns how many went.
 func (t *Tx) ExpireCommandsIn(tids []string, before time.Duration) (int, error) {
-	inbox := t.tx.Bucket(bucketInbox)
+	inbox := t.bucket(bucketInbox)
 	var n int
 	var gone int64
 	for _, tid := range tids {
@@ -417,7 +446,7 @@ func (t *Tx) expired(before time.Duration) []string {
 		return nil
 	}
 	var out []string
-	t.tx.Bucket(bucketInbox).ForEach(func(k, v []byte) error {
+	t.bucket(bucketInbox).ForEach(func(k, v []byte) error {
 		if finishedBefore(v, before) {
 			out = append(out, string(k))
 		}

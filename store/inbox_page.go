@@ -17,7 +17,7 @@ func (t *Tx) RecentCommands(n int) ([]*Command, error) {
 	if n <= 0 {
 		return nil, nil
 	}
-	b := t.tx.Bucket(bucketInbox)
+	b := t.bucket(bucketInbox)
 	h := &seqHeap{}
 	err := b.ForEach(func(k, v []byte) error {
 		seq, err := storedSeq(v)

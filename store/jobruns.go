@@ -8,7 +8,7 @@ import "fmt"
 
 // PutJobRun writes the record of tid; an unchanged record is not rewritten.
 func (t *Tx) PutJobRun(tid string, v []byte) error {
-	b := t.tx.Bucket(bucketJobRuns)
+	b := t.bucket(bucketJobRuns)
 	if old := b.Get([]byte(tid)); old != nil && string(old) == string(v) {
 		return nil
 	}
@@ -17,7 +17,7 @@ func (t *Tx) PutJobRun(tid string, v []byte) error {
 
 // GetJobRun returns the record of tid or ErrNotFound. The bytes are a copy.
 func (t *Tx) GetJobRun(tid string) ([]byte, error) {
-	v := t.tx.Bucket(bucketJobRuns).Get([]byte(tid))
+	v := t.bucket(bucketJobRuns).Get([]byte(tid))
 	if v == nil {
 		return nil, fmt.Errorf("job run %q: %w", tid, ErrNotFound)
 	}
@@ -26,11 +26,11 @@ func (t *Tx) GetJobRun(tid string) ([]byte, error) {
 
 // DeleteJobRun removes the record of tid, if there is one.
 func (t *Tx) DeleteJobRun(tid string) error {
-	return t.tx.Bucket(bucketJobRuns).Delete([]byte(tid))
+	return t.bucket(bucketJobRuns).Delete([]byte(tid))
 }
 
 // JobRuns calls fn with every record, in tid order; the bytes are valid
 // only during the call.
 func (t *Tx) JobRuns(fn func(tid string, v []byte) error) error {
-	return t.tx.Bucket(bucketJobRuns).ForEach(func(k, v []byte) error { return fn(string(k), v) })
+	return t.bucket(bucketJobRuns).ForEach(func(k, v []byte) error { return fn(string(k), v) })
 }

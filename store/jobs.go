@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // The jobs data of the self-hosted AWS IoT Jobs (agent/jobs). The store
@@ -65,7 +63,7 @@ func prefix(a string) []byte { return []byte(a + "\x00") }
 
 // forPrefix calls fn for every key of bucket b that starts with p, in key
 // order, until fn returns an error.
-func forPrefix(b *bolt.Bucket, p []byte, fn func(k, v []byte) error) error {
+func forPrefix(b *bucket, p []byte, fn func(k, v []byte) error) error {
 	c := b.Cursor()
 	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
 		if err := fn(k, v); err != nil {
@@ -76,7 +74,7 @@ func forPrefix(b *bolt.Bucket, p []byte, fn func(k, v []byte) error) error {
 }
 
 // deletePrefix removes every key of b that starts with p.
-func deletePrefix(b *bolt.Bucket, p []byte) error {
+func deletePrefix(b *bucket, p []byte) error {
 	var keys [][]byte
 	if err := forPrefix(b, p, func(k, _ []byte) error { keys = append(keys, bytes.Clone(k)); return nil }); err != nil {
 		return err
@@ -89,7 +87,7 @@ func deletePrefix(b *bolt.Bucket, p []byte) error {
 	return nil
 }
 
-func getDoc(b *bolt.Bucket, key []byte, what string) ([]byte, error) {
+func getDoc(b *bucket, key []byte, what string) ([]byte, error) {
 	v := b.Get(key)
 	if v == nil {
 		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
@@ -99,7 +97,7 @@ func getDoc(b *bolt.Bucket, key []byte, what string) ([]byte, error) {
 
 // PutJob stores a job record.
 func (t *Tx) PutJob(id string, doc []byte) error {
-	if err := t.tx.Bucket(bucketJobs).Put([]byte(id), doc); err != nil {
+	if err := t.bucket(bucketJobs).Put([]byte(id), doc); err != nil {
 		return fmt.Errorf("put job %s: %w", id, err)
 	}
 	return nil
@@ -107,7 +105,7 @@ func (t *Tx) PutJob(id string, doc []byte) error {
 
 // GetJob returns a job record or ErrNotFound.
 func (t *Tx) GetJob(id string) ([]byte, error) {
-	return getDoc(t.tx.Bucket(bucketJobs), []byte(id), "job "+id)
+	return getDoc(t.bucket(bucketJobs), []byte(id), "job "+id)
 }
 
 // DeleteJob removes a job record with its rollout queue and every
@@ -122,28 +120,28 @@ func (t *Tx) DeleteJob(id string) error {
 			return err
 		}
 	}
-	if err := deletePrefix(t.tx.Bucket(bucketJobRollout), prefix(id)); err != nil {
+	if err := deletePrefix(t.bucket(bucketJobRollout), prefix(id)); err != nil {
 		return err
 	}
-	return t.tx.Bucket(bucketJobs).Delete([]byte(id))
+	return t.bucket(bucketJobs).Delete([]byte(id))
 }
 
 // Jobs calls fn for every job record, in id order.
 func (t *Tx) Jobs(fn func(id string, doc []byte) error) error {
-	return t.tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error { return fn(string(k), bytes.Clone(v)) })
+	return t.bucket(bucketJobs).ForEach(func(k, v []byte) error { return fn(string(k), bytes.Clone(v)) })
 }
 
 // PutJobExecution stores an execution record (and indexes it by job).
 func (t *Tx) PutJobExecution(k JobExecKey, doc []byte) error {
-	if err := t.tx.Bucket(bucketJobExecs).Put(k.bytes(), doc); err != nil {
+	if err := t.bucket(bucketJobExecs).Put(k.bytes(), doc); err != nil {
 		return fmt.Errorf("put job execution %s/%s/%d: %w", k.Thing, k.JobID, k.Number, err)
 	}
-	return t.tx.Bucket(bucketJobExecsByJob).Put(k.byJob(), nil)
+	return t.bucket(bucketJobExecsByJob).Put(k.byJob(), nil)
 }
 
 // GetJobExecution returns an execution record or ErrNotFound.
 func (t *Tx) GetJobExecution(k JobExecKey) ([]byte, error) {
-	return getDoc(t.tx.Bucket(bucketJobExecs), k.bytes(), fmt.Sprintf("job execution %s/%s/%d", k.Thing, k.JobID, k.Number))
+	return getDoc(t.bucket(bucketJobExecs), k.bytes(), fmt.Sprintf("job execution %s/%s/%d", k.Thing, k.JobID, k.Number))
 }
 
 // LatestJobExecution returns the execution of job on thing with the highest
@@ -151,7 +149,7 @@ func (t *Tx) GetJobExecution(k JobExecKey) ([]byte, error) {
 func (t *Tx) LatestJobExecution(thing, jobID string) (JobExecKey, []byte, error) {
 	p := pair(thing, jobID)
 	p = append(p, 0)
-	c := t.tx.Bucket(bucketJobExecs).Cursor()
+	c := t.bucket(bucketJobExecs).Cursor()
 	end := append(bytes.Clone(p), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
 	var k, v []byte
 	if k, _ = c.Seek(end); k == nil {
@@ -169,13 +167,13 @@ func (t *Tx) LatestJobExecution(thing, jobID string) (JobExecKey, []byte, error)
 // DeleteJobExecution removes an execution record, its index entry and its
 // pending entry (the caller removes its timer).
 func (t *Tx) DeleteJobExecution(k JobExecKey) error {
-	if err := t.tx.Bucket(bucketJobExecs).Delete(k.bytes()); err != nil {
+	if err := t.bucket(bucketJobExecs).Delete(k.bytes()); err != nil {
 		return err
 	}
-	if err := t.tx.Bucket(bucketJobExecsByJob).Delete(k.byJob()); err != nil {
+	if err := t.bucket(bucketJobExecsByJob).Delete(k.byJob()); err != nil {
 		return err
 	}
-	pb := t.tx.Bucket(bucketJobPending)
+	pb := t.bucket(bucketJobPending)
 	var drop []byte
 	want := binary.BigEndian.AppendUint64(prefix(k.JobID), uint64(k.Number))
 	err := forPrefix(pb, prefix(k.Thing), func(key, v []byte) error {
@@ -193,7 +191,7 @@ func (t *Tx) DeleteJobExecution(k JobExecKey) error {
 // JobExecutionsOfJob calls fn for the key of every execution of a job, by
 // thing and execution number.
 func (t *Tx) JobExecutionsOfJob(jobID string, fn func(k JobExecKey) error) error {
-	return forPrefix(t.tx.Bucket(bucketJobExecsByJob), prefix(jobID), func(k, _ []byte) error {
+	return forPrefix(t.bucket(bucketJobExecsByJob), prefix(jobID), func(k, _ []byte) error {
 		key, err := parseExecKey(k, false)
 		if err != nil {
 			return err
@@ -205,7 +203,7 @@ func (t *Tx) JobExecutionsOfJob(jobID string, fn func(k JobExecKey) error) error
 // JobExecutionsOfThing calls fn for every execution on a thing, by job and
 // execution number.
 func (t *Tx) JobExecutionsOfThing(thing string, fn func(k JobExecKey, doc []byte) error) error {
-	return forPrefix(t.tx.Bucket(bucketJobExecs), prefix(thing), func(k, v []byte) error {
+	return forPrefix(t.bucket(bucketJobExecs), prefix(thing), func(k, v []byte) error {
 		key, err := parseExecKey(k, true)
 		if err != nil {
 			return err
@@ -216,7 +214,7 @@ func (t *Tx) JobExecutionsOfThing(thing string, fn func(k JobExecKey, doc []byte
 
 // NextJobSeq returns a new number of the jobs sequence (creation order of
 // jobs and executions).
-func (t *Tx) NextJobSeq() (uint64, error) { return t.tx.Bucket(bucketJobPending).NextSequence() }
+func (t *Tx) NextJobSeq() (uint64, error) { return t.bucket(bucketJobPending).NextSequence() }
 
 func pendingKey(thing string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(prefix(thing), seq)
@@ -226,19 +224,19 @@ func pendingKey(thing string, seq uint64) []byte {
 // creation sequence number.
 func (t *Tx) PutPendingJob(seq uint64, k JobExecKey) error {
 	v := binary.BigEndian.AppendUint64(prefix(k.JobID), uint64(k.Number))
-	return t.tx.Bucket(bucketJobPending).Put(pendingKey(k.Thing, seq), v)
+	return t.bucket(bucketJobPending).Put(pendingKey(k.Thing, seq), v)
 }
 
 // DeletePendingJob removes a pending entry.
 func (t *Tx) DeletePendingJob(thing string, seq uint64) error {
-	return t.tx.Bucket(bucketJobPending).Delete(pendingKey(thing, seq))
+	return t.bucket(bucketJobPending).Delete(pendingKey(thing, seq))
 }
 
 // PendingJobs calls fn for the pending executions of thing in creation
 // order.
 func (t *Tx) PendingJobs(thing string, fn func(seq uint64, k JobExecKey) error) error {
 	p := prefix(thing)
-	return forPrefix(t.tx.Bucket(bucketJobPending), p, func(k, v []byte) error {
+	return forPrefix(t.bucket(bucketJobPending), p, func(k, v []byte) error {
 		if len(k) != len(p)+8 || len(v) < 9 || v[len(v)-9] != 0 {
 			return fmt.Errorf("pending job entry %q is malformed", k)
 		}
@@ -260,16 +258,16 @@ func (j JobTimer) key() []byte {
 }
 
 // PutJobTimer files a timer.
-func (t *Tx) PutJobTimer(j JobTimer) error { return t.tx.Bucket(bucketJobTimers).Put(j.key(), nil) }
+func (t *Tx) PutJobTimer(j JobTimer) error { return t.bucket(bucketJobTimers).Put(j.key(), nil) }
 
 // DeleteJobTimer removes a timer (absent is fine).
-func (t *Tx) DeleteJobTimer(j JobTimer) error { return t.tx.Bucket(bucketJobTimers).Delete(j.key()) }
+func (t *Tx) DeleteJobTimer(j JobTimer) error { return t.bucket(bucketJobTimers).Delete(j.key()) }
 
 // DueJobTimers returns up to max timers due at or before now, earliest
 // first.
 func (t *Tx) DueJobTimers(now time.Time, max int) ([]JobTimer, error) {
 	var out []JobTimer
-	c := t.tx.Bucket(bucketJobTimers).Cursor()
+	c := t.bucket(bucketJobTimers).Cursor()
 	for k, _ := c.First(); k != nil && len(out) < max; k, _ = c.Next() {
 		if len(k) < 9 {
 			return nil, fmt.Errorf("job timer key %q is malformed", k)
@@ -285,7 +283,7 @@ func (t *Tx) DueJobTimers(now time.Time, max int) ([]JobTimer, error) {
 
 // NextJobTimer returns the earliest timer's due time.
 func (t *Tx) NextJobTimer() (time.Time, bool) {
-	k, _ := t.tx.Bucket(bucketJobTimers).Cursor().First()
+	k, _ := t.bucket(bucketJobTimers).Cursor().First()
 	if len(k) < 9 {
 		return time.Time{}, false
 	}
@@ -294,7 +292,7 @@ func (t *Tx) NextJobTimer() (time.Time, bool) {
 
 // PushJobTargets appends things to a job's rollout queue.
 func (t *Tx) PushJobTargets(jobID string, things []string) error {
-	b := t.tx.Bucket(bucketJobRollout)
+	b := t.bucket(bucketJobRollout)
 	for _, th := range things {
 		seq, err := b.NextSequence()
 		if err != nil {
@@ -310,7 +308,7 @@ func (t *Tx) PushJobTargets(jobID string, things []string) error {
 // PopJobTargets removes and returns up to n things from the front of a job's
 // rollout queue.
 func (t *Tx) PopJobTargets(jobID string, n int) ([]string, error) {
-	b := t.tx.Bucket(bucketJobRollout)
+	b := t.bucket(bucketJobRollout)
 	var out []string
 	var keys [][]byte
 	err := forPrefix(b, prefix(jobID), func(k, v []byte) error {
@@ -334,19 +332,19 @@ func (t *Tx) PopJobTargets(jobID string, n int) ([]string, error) {
 
 // DropJobTargets empties a job's rollout queue.
 func (t *Tx) DropJobTargets(jobID string) error {
-	return deletePrefix(t.tx.Bucket(bucketJobRollout), prefix(jobID))
+	return deletePrefix(t.bucket(bucketJobRollout), prefix(jobID))
 }
 
 var errStop = fmt.Errorf("stop")
 
 // PutThingGroup stores a thing group record.
 func (t *Tx) PutThingGroup(name string, doc []byte) error {
-	return t.tx.Bucket(bucketThingGroups).Put([]byte(name), doc)
+	return t.bucket(bucketThingGroups).Put([]byte(name), doc)
 }
 
 // GetThingGroup returns a thing group record or ErrNotFound.
 func (t *Tx) GetThingGroup(name string) ([]byte, error) {
-	return getDoc(t.tx.Bucket(bucketThingGroups), []byte(name), "thing group "+name)
+	return getDoc(t.bucket(bucketThingGroups), []byte(name), "thing group "+name)
 }
 
 // DeleteThingGroup removes a group, its memberships and its continuous-job
@@ -361,88 +359,88 @@ func (t *Tx) DeleteThingGroup(name string) error {
 			return err
 		}
 	}
-	if err := deletePrefix(t.tx.Bucket(bucketJobGroupTargets), prefix(name)); err != nil {
+	if err := deletePrefix(t.bucket(bucketJobGroupTargets), prefix(name)); err != nil {
 		return err
 	}
-	return t.tx.Bucket(bucketThingGroups).Delete([]byte(name))
+	return t.bucket(bucketThingGroups).Delete([]byte(name))
 }
 
 // ThingGroups calls fn for every group record, in name order.
 func (t *Tx) ThingGroups(fn func(name string, doc []byte) error) error {
-	return t.tx.Bucket(bucketThingGroups).ForEach(func(k, v []byte) error { return fn(string(k), bytes.Clone(v)) })
+	return t.bucket(bucketThingGroups).ForEach(func(k, v []byte) error { return fn(string(k), bytes.Clone(v)) })
 }
 
 // AddThingToGroup records a membership; added is false if it existed.
 func (t *Tx) AddThingToGroup(group, thing string) (added bool, err error) {
-	b := t.tx.Bucket(bucketThingGroupThings)
+	b := t.bucket(bucketThingGroupThings)
 	if b.Get(pair(group, thing)) != nil {
 		return false, nil
 	}
 	if err := b.Put(pair(group, thing), nil); err != nil {
 		return false, err
 	}
-	return true, t.tx.Bucket(bucketThingMemberships).Put(pair(thing, group), nil)
+	return true, t.bucket(bucketThingMemberships).Put(pair(thing, group), nil)
 }
 
 // RemoveThingFromGroup drops a membership; removed is false if there was
 // none.
 func (t *Tx) RemoveThingFromGroup(group, thing string) (removed bool, err error) {
-	b := t.tx.Bucket(bucketThingGroupThings)
+	b := t.bucket(bucketThingGroupThings)
 	if b.Get(pair(group, thing)) == nil {
 		return false, nil
 	}
 	if err := b.Delete(pair(group, thing)); err != nil {
 		return false, err
 	}
-	return true, t.tx.Bucket(bucketThingMemberships).Delete(pair(thing, group))
+	return true, t.bucket(bucketThingMemberships).Delete(pair(thing, group))
 }
 
-func forSecond(b *bolt.Bucket, first string, fn func(second string) error) error {
+func forSecond(b *bucket, first string, fn func(second string) error) error {
 	p := prefix(first)
 	return forPrefix(b, p, func(k, _ []byte) error { return fn(string(k[len(p):])) })
 }
 
 // ThingsInGroup calls fn for every member of a group, in name order.
 func (t *Tx) ThingsInGroup(group string, fn func(thing string) error) error {
-	return forSecond(t.tx.Bucket(bucketThingGroupThings), group, fn)
+	return forSecond(t.bucket(bucketThingGroupThings), group, fn)
 }
 
 // GroupsOfThing calls fn for every group a thing is in, in name order.
 func (t *Tx) GroupsOfThing(thing string, fn func(group string) error) error {
-	return forSecond(t.tx.Bucket(bucketThingMemberships), thing, fn)
+	return forSecond(t.bucket(bucketThingMemberships), thing, fn)
 }
 
 // PutGroupJob records that a continuous job targets a group.
 func (t *Tx) PutGroupJob(group, jobID string) error {
-	return t.tx.Bucket(bucketJobGroupTargets).Put(pair(group, jobID), nil)
+	return t.bucket(bucketJobGroupTargets).Put(pair(group, jobID), nil)
 }
 
 // DeleteGroupJob drops that record.
 func (t *Tx) DeleteGroupJob(group, jobID string) error {
-	return t.tx.Bucket(bucketJobGroupTargets).Delete(pair(group, jobID))
+	return t.bucket(bucketJobGroupTargets).Delete(pair(group, jobID))
 }
 
 // GroupJobs calls fn for every continuous job that targets a group.
 func (t *Tx) GroupJobs(group string, fn func(jobID string) error) error {
-	return forSecond(t.tx.Bucket(bucketJobGroupTargets), group, fn)
+	return forSecond(t.bucket(bucketJobGroupTargets), group, fn)
 }
 
 // PutJobTemplate stores a job template record.
 func (t *Tx) PutJobTemplate(id string, doc []byte) error {
-	return t.tx.Bucket(bucketJobTemplates).Put([]byte(id), doc)
+	return t.bucket(bucketJobTemplates).Put([]byte(id), doc)
 }
 
 // GetJobTemplate returns a template record or ErrNotFound.
 func (t *Tx) GetJobTemplate(id string) ([]byte, error) {
-	return getDoc(t.tx.Bucket(bucketJobTemplates), []byte(id), "job template "+id)
+	return getDoc(t.bucket(bucketJobTemplates), []byte(id), "job template "+id)
 }
 
 // DeleteJobTemplate removes a template record.
 func (t *Tx) DeleteJobTemplate(id string) error {
-	return t.tx.Bucket(bucketJobTemplates).Delete([]byte(id))
+	return t.bucket(bucketJobTemplates).Delete([]byte(id))
 }
 
 // JobTemplates calls fn for every template, in id order.
 func (t *Tx) JobTemplates(fn func(id string, doc []byte) error) error {
-	return t.tx.Bucket(bucketJobTemplates).ForEach(func(k, v []byte) error { return fn(string(k), bytes.Clone(v)) })
+	return t.bucket(bucketJobTemplates).ForEach(func(k, v []byte) error { return fn(string(k), bytes.Clone(v)) })
 }

@@ -23,18 +23,18 @@ func (t *Tx) PutJournal(e *JournalEntry) error {
 	if err != nil {
 		return fmt.Errorf("encode journal entry: %w", err)
 	}
-	return t.tx.Bucket(bucketJournal).Put([]byte(e.Group), v)
+	return t.bucket(bucketJournal).Put([]byte(e.Group), v)
 }
 
 // DeleteJournal removes a group's entry.
 func (t *Tx) DeleteJournal(group string) error {
-	return t.tx.Bucket(bucketJournal).Delete([]byte(group))
+	return t.bucket(bucketJournal).Delete([]byte(group))
 }
 
 // Journal returns every entry left behind (groups a crash interrupted).
 func (t *Tx) Journal() ([]*JournalEntry, error) {
 	var out []*JournalEntry
-	err := t.tx.Bucket(bucketJournal).ForEach(func(_, v []byte) error {
+	err := t.bucket(bucketJournal).ForEach(func(_, v []byte) error {
 		var e JournalEntry
 		d := json.NewDecoder(bytesReader(v))
 		d.UseNumber()

@@ -73,7 +73,7 @@ func (s *Store) OutboxStats() OutboxStats {
 func (s *Store) Queued(key string) bool {
 	var found bool
 	s.View(func(tx *Tx) error {
-		found = tx.tx.Bucket(bucketOutboxKeys).Get([]byte(key)) != nil
+		found = tx.bucket(bucketOutboxKeys).Get([]byte(key)) != nil
 		return nil
 	})
 	return found
@@ -83,7 +83,7 @@ func (s *Store) Queued(key string) bool {
 // coalescing key, if one is (a read, no write).
 func (s *Store) QueuedSeq(key string) (seq uint64, ok bool) {
 	s.View(func(tx *Tx) error {
-		if v := tx.tx.Bucket(bucketOutboxKeys).Get([]byte(key)); len(v) == 8 {
+		if v := tx.bucket(bucketOutboxKeys).Get([]byte(key)); len(v) == 8 {
 			seq, ok = binary.BigEndian.Uint64(v), true
 		}
 		return nil
@@ -126,8 +126,8 @@ func (t *Tx) Enqueue(it OutItem) (uint64, error) {
 	if it.Kind == KindAck && it.Key != "" {
 		return 0, errors.New("enqueue: acks are never coalesced")
 	}
-	ob := t.tx.Bucket(bucketOutbox)
-	keys := t.tx.Bucket(bucketOutboxKeys)
+	ob := t.bucket(bucketOutbox)
+	keys := t.bucket(bucketOutboxKeys)
 	if it.Key != "" {
 		if old := keys.Get([]byte(it.Key)); old != nil {
 			if err := t.removeSeq(binary.BigEndian.Uint64(old)); err != nil {
@@ -171,7 +171,7 @@ func (t *Tx) makeRoom(n int64) error {
 		return nil
 	}
 	for _, acks := range []bool{false, true} {
-		c := t.tx.Bucket(bucketOutbox).Cursor()
+		c := t.bucket(bucketOutbox).Cursor()
 		for k, v := c.First(); k != nil && full(); {
 			it, err := decodeItem(k, v)
 			if err != nil {
@@ -203,7 +203,7 @@ func (t *Tx) makeRoom(n int64) error {
 // Peek returns up to n of the oldest items, oldest first.
 func (t *Tx) Peek(n int) ([]OutItem, error) {
 	var out []OutItem
-	c := t.tx.Bucket(bucketOutbox).Cursor()
+	c := t.bucket(bucketOutbox).Cursor()
 	for k, v := c.First(); k != nil && len(out) < n; k, v = c.Next() {
 		it, err := decodeItem(k, v)
 		if err != nil {
@@ -218,7 +218,7 @@ func (t *Tx) Peek(n int) ([]OutItem, error) {
 func (t *Tx) Remove(seq uint64) error { return t.removeSeq(seq) }
 
 func (t *Tx) removeSeq(seq uint64) error {
-	ob := t.tx.Bucket(bucketOutbox)
+	ob := t.bucket(bucketOutbox)
 	k := u64(seq)
 	v := ob.Get(k)
 	if v == nil {
@@ -229,7 +229,7 @@ func (t *Tx) removeSeq(seq uint64) error {
 		return err
 	}
 	if it.Key != "" {
-		keys := t.tx.Bucket(bucketOutboxKeys)
+		keys := t.bucket(bucketOutboxKeys)
 		if cur := keys.Get([]byte(it.Key)); bytes.Equal(cur, k) {
 			if err := keys.Delete([]byte(it.Key)); err != nil {
 				return err
@@ -246,7 +246,7 @@ func (t *Tx) removeSeq(seq uint64) error {
 
 func (t *Tx) scanOutbox() (OutboxStats, error) {
 	var st OutboxStats
-	err := t.tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
+	err := t.bucket(bucketOutbox).ForEach(func(k, v []byte) error {
 		it, err := decodeItem(k, v)
 		if err != nil {
 			return err

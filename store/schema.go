@@ -1,6 +1,7 @@
 package store
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -53,7 +54,10 @@ import (
 // equal except for the records schema 5 re-filed at uptime 0). Schema 7
 // also keeps a command's start in its inbox_order entry instead of
 // rewriting its record (schema 6 entries, a plain tid, read as before).
-const SchemaVersion = 7
+// Version 8 adds the write-ahead log beside the file (wal.go; meta's
+// "wal/id" and "wal/seq"): nothing in the file changes, but a shadowgate
+// of before it would not replay the log's records and must refuse.
+const SchemaVersion = 8
 
 var (
 	bucketMeta       = []byte("meta")
@@ -110,6 +114,10 @@ var migrations = []func(tx *bolt.Tx) error{
 	4: rekeyInboxDone,
 	5: createBuckets([][]byte{bucketJobRuns}),
 	6: dropInboxDone,
+	7: func(tx *bolt.Tx) error {
+		// The store file's identity, in every log record's checksum.
+		return tx.Bucket(bucketMeta).Put(keyWALID, []byte(rand.Text()))
+	},
 }
 
 // dropInboxDone stamps every finished command with the uptime its
@@ -285,30 +293,40 @@ func flattenHistory(tx *bolt.Tx) error {
 	return nil
 }
 
+// schemaOf is the schema version a file records (0: a new file).
+func schemaOf(tx *bolt.Tx) (uint64, error) {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return 0, nil
+	}
+	b := meta.Get(keySchema)
+	if b == nil {
+		return 0, nil
+	}
+	if len(b) != 8 {
+		return 0, fmt.Errorf("schema version record has %d bytes", len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// migrate upgrades a file of an older schema to SchemaVersion.
 func migrate(tx *bolt.Tx) error {
-	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	v, err := schemaOf(tx)
 	if err != nil {
 		return err
-	}
-	var v uint64
-	if b := meta.Get(keySchema); b != nil {
-		if len(b) != 8 {
-			return fmt.Errorf("schema version record has %d bytes", len(b))
-		}
-		v = binary.BigEndian.Uint64(b)
 	}
 	if v > SchemaVersion {
 		return fmt.Errorf("%w: file schema %d, this build knows up to %d; upgrade shadowgate", ErrNewerSchema, v, SchemaVersion)
 	}
-	if v == SchemaVersion {
-		return nil // nothing to write: no needless SD-card wear on every start
+	if _, err := tx.CreateBucketIfNotExists(bucketMeta); err != nil {
+		return err
 	}
 	for ; v < SchemaVersion; v++ {
 		if err := migrations[v](tx); err != nil {
 			return fmt.Errorf("migrate schema %d to %d: %w", v, v+1, err)
 		}
 	}
-	return meta.Put(keySchema, u64(SchemaVersion))
+	return tx.Bucket(bucketMeta).Put(keySchema, u64(SchemaVersion))
 }
 
 func u64(v uint64) []byte {
@@ -323,7 +341,7 @@ const (
 )
 
 func (t *Tx) counter(name string) uint64 {
-	b := t.tx.Bucket(bucketMeta).Get([]byte("counter/" + name))
+	b := t.bucket(bucketMeta).Get([]byte("counter/" + name))
 	if len(b) != 8 {
 		return 0
 	}
@@ -331,12 +349,12 @@ func (t *Tx) counter(name string) uint64 {
 }
 
 func (t *Tx) addCounter(name string, n uint64) error {
-	return t.tx.Bucket(bucketMeta).Put([]byte("counter/"+name), u64(t.counter(name)+n))
+	return t.bucket(bucketMeta).Put([]byte("counter/"+name), u64(t.counter(name)+n))
 }
 
 // SchemaVersion returns the schema version recorded in the file.
 func (t *Tx) SchemaVersion() uint64 {
-	b := t.tx.Bucket(bucketMeta).Get(keySchema)
+	b := t.bucket(bucketMeta).Get(keySchema)
 	if len(b) != 8 {
 		return 0
 	}

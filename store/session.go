@@ -25,7 +25,7 @@ func (s *Store) NextSession(now time.Time) (uint64, error) {
 		if sec := now.Unix(); sec > 0 && uint64(sec) > n {
 			n = uint64(sec)
 		}
-		return tx.tx.Bucket(bucketMeta).Put([]byte("counter/"+counterSession), u64(n))
+		return tx.bucket(bucketMeta).Put([]byte("counter/"+counterSession), u64(n))
 	})
 	if err != nil {
 		return 0, fmt.Errorf("next session number in %s: %w", s.path, err)

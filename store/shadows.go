@@ -14,7 +14,7 @@ func (k ShadowKey) bytes() []byte { return []byte(k.Thing + "/" + k.Name) }
 // PutShadow stores a shadow document. An unchanged document is not written
 // (SD-card wear); the result says whether it was.
 func (t *Tx) PutShadow(k ShadowKey, doc []byte) (written bool, err error) {
-	b := t.tx.Bucket(bucketShadows)
+	b := t.bucket(bucketShadows)
 	if old := b.Get(k.bytes()); old != nil && bytes.Equal(old, doc) {
 		return false, nil
 	}
@@ -26,7 +26,7 @@ func (t *Tx) PutShadow(k ShadowKey, doc []byte) (written bool, err error) {
 
 // GetShadow returns a stored shadow document or ErrNotFound.
 func (t *Tx) GetShadow(k ShadowKey) ([]byte, error) {
-	v := t.tx.Bucket(bucketShadows).Get(k.bytes())
+	v := t.bucket(bucketShadows).Get(k.bytes())
 	if v == nil {
 		return nil, fmt.Errorf("shadow %s/%s: %w", k.Thing, k.Name, ErrNotFound)
 	}
@@ -35,7 +35,7 @@ func (t *Tx) GetShadow(k ShadowKey) ([]byte, error) {
 
 // Shadows calls fn for every stored shadow.
 func (t *Tx) Shadows(fn func(k ShadowKey, doc []byte) error) error {
-	return t.tx.Bucket(bucketShadows).ForEach(func(k, v []byte) error {
+	return t.bucket(bucketShadows).ForEach(func(k, v []byte) error {
 		thing, name, _ := strings.Cut(string(k), "/")
 		return fn(ShadowKey{thing, name}, bytes.Clone(v))
 	})
@@ -65,7 +65,7 @@ func (s *Store) GetShadow(k ShadowKey) (doc []byte, err error) {
 // stored bytes (a deleted shadow's too: the caller knows the format).
 func (t *Tx) NamedShadows(thing, after string, fn func(name string, doc []byte) (more bool, err error)) error {
 	prefix := []byte(thing + "/")
-	c := t.tx.Bucket(bucketShadows).Cursor()
+	c := t.bucket(bucketShadows).Cursor()
 	k, v := c.Seek(append(bytes.Clone(prefix), after...))
 	for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		name := string(k[len(prefix):])

@@ -8,6 +8,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,7 +98,22 @@ type Store struct {
 	cmu     sync.Mutex
 	queue   []*commitReq
 	leading bool
+
+	// The open write transaction every commit changes and every read
+	// reads, and the log that makes its changes durable (wal.go). txmu
+	// serialises their use (a bbolt transaction is not safe for concurrent
+	// use) and is held through a commit's flush, so that nobody reads what
+	// is not yet durable.
+	txmu       sync.Mutex
+	wtx        *bolt.Tx
+	wal        *wal
+	checkpoint time.Time // when the bbolt file last took the log's records
+	closed     bool
 }
+
+// checkpointInterval bounds how long the log's records wait for the bbolt
+// file (and so how much a restart replays) on a gateway that writes little.
+const checkpointInterval = 5 * time.Minute
 
 // Open opens (creating if needed) the store file at path. A file locked by
 // another process fails with ErrLocked after opts.LockTimeout; a damaged file
@@ -155,6 +171,75 @@ func Open(path string, opts Options) (s *Store, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// begin opens the write transaction commits change (under txmu).
+func (s *Store) begin() error {
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+			return ErrClosed
+		}
+		return err
+	}
+	s.wtx = tx
+	return nil
+}
+
+// doCheckpoint commits the open transaction to the bbolt file, with the
+// log's last sequence number, and starts the log over (under txmu). If
+// the commit fails, the transaction is rebuilt from the log, which still
+// holds every change.
+func (s *Store) doCheckpoint() error {
+	if err := s.wtx.Bucket(bucketMeta).Put(keyWALSeq, u64(s.wal.seq)); err != nil {
+		return err
+	}
+	alloc := s.pageAlloc()
+	err := s.wtx.Commit()
+	s.wtx = nil
+	if err != nil {
+		if rerr := s.rebuild(); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return fmt.Errorf("store %s: checkpoint: %w", s.path, err)
+	}
+	s.writes.Commits.Add(1)
+	s.writes.Bytes.Add(s.pageAlloc() - alloc + int64(s.db.Info().PageSize))
+	s.wal.restart()
+	s.checkpoint = time.Now()
+	return s.begin()
+}
+
+// rebuild discards the open transaction and makes a new one from the
+// bbolt file and this round's log records: the state of the last commit
+// (under txmu).
+func (s *Store) rebuild() error {
+	if s.wtx != nil {
+		s.wtx.Rollback()
+		s.wtx = nil
+	}
+	if err := s.begin(); err != nil {
+		return err
+	}
+	var applied uint64
+	if b := s.wtx.Bucket(bucketMeta).Get(keyWALSeq); len(b) == 8 {
+		applied = binary.BigEndian.Uint64(b)
+	}
+	end, last := s.wal.off, s.wal.seq
+	recs, err := s.wal.records(applied)
+	if err == nil && (s.wal.off != end || s.wal.seq != last) {
+		err = fmt.Errorf("write-ahead log %s reads back %d records, not the %d written", s.wal.path, len(recs), last-applied)
+	}
+	s.wal.off, s.wal.seq = end, last
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if err := decodeOps(r, func(o walOp) error { return apply(s.wtx, o) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // verifyError is a damage verify found, from the OpenFile hook.
@@ -222,24 +307,97 @@ func (s *Store) init() error {
 	}); err != nil {
 		return corrupt(s.path, err)
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return migrate(tx) }); err != nil {
-		if errors.Is(err, ErrNewerSchema) {
-			return fmt.Errorf("open store %s: %w", s.path, err)
+	if err := s.begin(); err != nil {
+		return err
+	}
+	if err := s.open(); err != nil {
+		s.wtx.Rollback()
+		s.wtx = nil
+		if s.wal != nil {
+			s.wal.close()
 		}
+		return err
+	}
+	return nil
+}
+
+// open brings the open write transaction to the store's last commit: it
+// applies the log's records the file lacks, migrates the schema, and
+// rebuilds the counters (under init).
+func (s *Store) open() error {
+	v, err := schemaOf(s.wtx)
+	if err != nil {
 		return corrupt(s.path, err)
 	}
-	return s.db.View(func(btx *bolt.Tx) error {
-		tx := &Tx{tx: btx, s: s}
-		st, err := tx.scanOutbox()
-		if err != nil {
+	if v > SchemaVersion {
+		return fmt.Errorf("open store %s: %w: file schema %d, this build knows up to %d; upgrade shadowgate", s.path, ErrNewerSchema, v, SchemaVersion)
+	}
+	// A file of schema 8 on has a log (a new one, of schema 0, or an
+	// older one has none yet: the migration gives it its identity).
+	if v >= 8 {
+		if err := s.replay(); err != nil {
+			return err
+		}
+	}
+	if v < SchemaVersion {
+		if err := migrate(s.wtx); err != nil {
 			return corrupt(s.path, err)
 		}
-		st.Dropped = tx.counter(counterDropped)
-		s.outbox = st
-		s.histLen = tx.historyBytes()
-		tx.loadUptime()
-		return nil
-	})
+		if s.wal == nil {
+			w, err := openWAL(s.path, s.wtx.Bucket(bucketMeta).Get(keyWALID))
+			if err != nil {
+				return err
+			}
+			s.wal = w
+		}
+		// The migration is not in the log: the file takes it now,
+		// before any record that assumes it.
+		if err := s.doCheckpoint(); err != nil {
+			return fmt.Errorf("open store %s: write the migrated schema: %w", s.path, err)
+		}
+	}
+	tx := &Tx{tx: s.wtx, s: s, readOnly: true}
+	st, err := tx.scanOutbox()
+	if err != nil {
+		return corrupt(s.path, err)
+	}
+	st.Dropped = tx.counter(counterDropped)
+	s.outbox = st
+	s.histLen = tx.historyBytes()
+	tx.loadUptime()
+	s.checkpoint = time.Now()
+	return nil
+}
+
+// replay opens the log and applies to the open write transaction every
+// record it has that the file does not (what commits made durable after
+// the last checkpoint), and the log goes on after them: a start writes
+// nothing, and a store that cannot take a checkpoint (a full disk) opens
+// all the same.
+func (s *Store) replay() error {
+	meta := s.wtx.Bucket(bucketMeta)
+	var applied uint64
+	if b := meta.Get(keyWALSeq); len(b) == 8 {
+		applied = binary.BigEndian.Uint64(b)
+	}
+	w, err := openWAL(s.path, meta.Get(keyWALID))
+	if err != nil {
+		return err
+	}
+	s.wal = w
+	recs, err := w.records(applied)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if err := decodeOps(r, func(o walOp) error { return apply(s.wtx, o) }); err != nil {
+			return corrupt(s.path, fmt.Errorf("replay the write-ahead log %s: %w", w.path, err))
+		}
+	}
+	if len(recs) > 0 {
+		s.log.Info("store: replayed the write-ahead log", "path", s.path, "records", len(recs))
+	}
+	return nil
 }
 
 // Path is the file's path.
@@ -250,7 +408,29 @@ func (s *Store) Close() error {
 	if err := s.Update(func(tx *Tx) error { return tx.SaveUptime() }); err != nil && !errors.Is(err, ErrClosed) {
 		s.log.Warn("save the store's uptime at close", "path", s.path, "err", err)
 	}
+	s.txmu.Lock()
+	defer s.txmu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	if s.wtx != nil {
+		if err := s.doCheckpoint(); err != nil {
+			errs = append(errs, err)
+		}
+		if s.wtx != nil {
+			s.wtx.Rollback()
+			s.wtx = nil
+		}
+	}
+	if err := s.wal.close(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := s.db.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close store %s: %w", s.path, err)
 	}
 	return nil
@@ -270,15 +450,21 @@ func (s *Store) WriteStats() WriteStats {
 
 // Size is the file's size in bytes.
 func (s *Store) Size() int64 {
-	var n int64
-	s.db.View(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
-	return n
+	s.txmu.Lock()
+	defer s.txmu.Unlock()
+	if s.wtx == nil {
+		return 0
+	}
+	return s.wtx.Size()
 }
 
 // Tx is one transaction; its typed methods are the store's API.
 type Tx struct {
-	tx *bolt.Tx
-	s  *Store
+	tx       *bolt.Tx
+	s        *Store
+	readOnly bool
+	rec      []byte   // the log record of its changes (wal.go)
+	onCommit []func() // OnCommit's
 	// pending counter changes, published when the transaction commits
 	outboxDelta OutboxStats
 	histDelta   int64
@@ -386,45 +572,93 @@ type commitReq struct {
 	done   chan error
 }
 
-// commit runs a group of writers in one transaction.
+// commit runs a group of writers in one transaction: they change the open
+// write transaction, and their changes become durable as one log record
+// (or, when the log is full or a checkpoint is due, with the checkpoint).
 func (s *Store) commit(batch []*commitReq) {
+	s.txmu.Lock()
+	defer s.txmu.Unlock()
 	for len(batch) > 0 {
-		t := &Tx{s: s}
-		failed, failErr := -1, error(nil)
-		alloc := s.pageAlloc()
-		err := s.db.Update(func(btx *bolt.Tx) error {
-			t.tx = btx
-			for i, r := range batch {
-				if err := r.fn(t); err != nil {
-					failed, failErr = i, err
-					return err
-				}
-			}
-			return nil
-		})
-		switch {
-		case err == nil:
-			// The commit wrote every page it allocated and one meta page.
-			s.writes.Commits.Add(1)
-			s.writes.Bytes.Add(s.pageAlloc() - alloc + int64(s.db.Info().PageSize))
-			s.publish(t)
+		if s.wtx == nil {
 			for _, r := range batch {
-				r.done <- nil
+				r.done <- ErrClosed
 			}
 			return
-		case failed < 0: // the commit itself failed
-			if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
-				err = ErrClosed
-			}
-			for _, r := range batch {
-				r.done <- err
-			}
-			return
-		default:
-			batch[failed].done <- failErr
-			batch = append(batch[:failed:failed], batch[failed+1:]...)
 		}
+		t := &Tx{s: s, tx: s.wtx}
+		var failed []*commitReq // told their error
+		retry := false          // one failed after it changed the transaction
+		for _, r := range batch {
+			before, hooks := len(t.rec), len(t.onCommit)
+			err := r.fn(t)
+			if err == nil {
+				continue
+			}
+			r.done <- err
+			t.onCommit = t.onCommit[:hooks]
+			if len(t.rec) == before {
+				failed = append(failed, r)
+				continue
+			}
+			// It failed after it changed the transaction: undo the group's
+			// changes and run the others again.
+			failed = append(failed, r)
+			retry = true
+			break
+		}
+		batch = slices.DeleteFunc(batch, func(r *commitReq) bool { return slices.Contains(failed, r) })
+		if retry {
+			if err := s.rebuild(); err != nil {
+				s.fail(batch, fmt.Errorf("store %s: undo a failed write: %w", s.path, err))
+				return
+			}
+			continue
+		}
+		if err := s.persist(t); err != nil {
+			s.fail(batch, err)
+			return
+		}
+		s.publish(t)
+		for _, fn := range t.onCommit {
+			fn()
+		}
+		for _, r := range batch {
+			r.done <- nil
+		}
+		return
 	}
+}
+
+// fail ends every writer of a batch with err.
+func (s *Store) fail(batch []*commitReq, err error) {
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		err = ErrClosed
+	}
+	for _, r := range batch {
+		r.done <- err
+	}
+}
+
+// persist makes t's changes durable: a log record, or a checkpoint when
+// the log has no room for it or one is due (under txmu). If it fails, the
+// changes are undone.
+func (s *Store) persist(t *Tx) error {
+	if len(t.rec) == 0 {
+		return nil // it read only, or changed nothing
+	}
+	if !s.wal.fits(len(t.rec)) || time.Since(s.checkpoint) >= checkpointInterval {
+		return s.doCheckpoint()
+	}
+	n, err := s.wal.append(t.rec)
+	if err != nil {
+		if rerr := s.rebuild(); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return fmt.Errorf("store %s: %w", s.path, err)
+	}
+	s.writes.Commits.Add(1)
+	s.writes.Bytes.Add(n)
+	return nil
 }
 
 // pageAlloc is bbolt's running count of bytes of pages allocated (and so
@@ -449,10 +683,15 @@ func (s *Store) publish(t *Tx) {
 }
 
 // View runs fn in a read transaction.
+//
+// It reads the open write transaction, which holds every durable write and
+// nothing else, and so waits for a commit in progress (and a commit for
+// it): fn must be quick, and must not call the Store.
 func (s *Store) View(fn func(tx *Tx) error) error {
-	err := s.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx, s: s}) })
-	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+	s.txmu.Lock()
+	defer s.txmu.Unlock()
+	if s.wtx == nil {
 		return ErrClosed
 	}
-	return err
+	return fn(&Tx{tx: s.wtx, s: s, readOnly: true})
 }

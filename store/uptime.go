@@ -21,12 +21,12 @@ func (s *Store) Uptime() time.Duration { return s.upBase + time.Since(s.upOpened
 
 // SaveUptime records the uptime in meta.
 func (t *Tx) SaveUptime() error {
-	return t.tx.Bucket(bucketMeta).Put([]byte(keyUptime), u64(uint64(max(t.s.Uptime(), 0))))
+	return t.bucket(bucketMeta).Put([]byte(keyUptime), u64(uint64(max(t.s.Uptime(), 0))))
 }
 
 // loadUptime reads the saved uptime; the store's uptime goes on from it.
 func (t *Tx) loadUptime() {
-	b := t.tx.Bucket(bucketMeta).Get([]byte(keyUptime))
+	b := t.bucket(bucketMeta).Get([]byte(keyUptime))
 	if len(b) == 8 {
 		t.s.upBase = time.Duration(binary.BigEndian.Uint64(b))
 	}

@@ -3,7 +3,6 @@ package store_test
 import (
 	"encoding/binary"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -53,13 +52,8 @@ func TestUptimeSurvivesRestartsAndCrashes(t *testing.T) {
 	}
 	finish(t, s, "a", time.Now())
 	up := justAfter(t, s, "a") - 1
-	// A crash now: the file as it is on disk, without Close.
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crashed := filepath.Join(dir, "crashed.db")
-	os.WriteFile(crashed, b, 0o600)
+	// A crash now: the files as they are on disk, without Close.
+	crashed := crashCopy(t, path)
 	atClose := s.Uptime()
 	s.Close()
 
