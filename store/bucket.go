@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,23 +23,17 @@ func (t *Tx) bucket(name []byte) *bucket {
 }
 
 // Put sets key to value. bbolt keeps both slices until the transaction it
-// puts them in commits, which is the next checkpoint: it is given the
-// copies in the log record, never the caller's.
+// puts them in commits, which is the next checkpoint: it is given copies,
+// never the caller's.
 func (b *bucket) Put(key, value []byte) error {
 	if b.t.readOnly {
 		return bolterrors.ErrTxNotWritable
 	}
-	start := len(b.t.rec)
-	b.t.rec = appendOp(b.t.rec, opPut, b.name, key, value, 0)
-	rec := b.t.rec[start:]
-	// The copies are the record's last len(key)+len(value) bytes, after
-	// the value's length.
-	v := rec[len(rec)-len(value):]
-	k := rec[len(rec)-len(value)-uvarintLen(len(value))-len(key) : len(rec)-len(value)-uvarintLen(len(value))]
-	if err := b.Bucket.Put(k[:len(k):len(k)], v[:len(v):len(v)]); err != nil {
-		b.t.rec = b.t.rec[:start]
+	k, v := bytes.Clone(key), append(make([]byte, 0, len(value)), value...)
+	if err := b.Bucket.Put(k, v); err != nil {
 		return err
 	}
+	b.t.log(walOp{op: opPut, bucket: b.name, key: k, val: v})
 	return nil
 }
 
@@ -50,7 +45,7 @@ func (b *bucket) Delete(key []byte) error {
 	if err := b.Bucket.Delete(key); err != nil {
 		return err
 	}
-	b.t.rec = appendOp(b.t.rec, opDelete, b.name, key, nil, 0)
+	b.t.log(walOp{op: opDelete, bucket: b.name, key: bytes.Clone(key)})
 	return nil
 }
 
@@ -63,16 +58,38 @@ func (b *bucket) NextSequence() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	b.t.rec = appendOp(b.t.rec, opSeq, b.name, nil, nil, n)
+	b.t.log(walOp{op: opSeq, bucket: b.name, seq: n})
 	return n, nil
 }
 
-func uvarintLen(n int) int {
-	l := 1
-	for ; n >= 0x80; n >>= 7 {
-		l++
+// log adds an operation to the transaction's record. Only the last
+// operation on a key (or on a bucket's sequence) matters to the state a
+// replay makes, so it replaces an earlier one: a record written by every
+// writer of a group in turn (a job's record, rewritten by each of its
+// executions' transitions) goes into the log once.
+func (t *Tx) log(o walOp) {
+	id := string(o.bucket) + "\x00" + string(o.key)
+	if o.op == opSeq {
+		id = string(o.bucket) + "\x01"
 	}
-	return l
+	if i, ok := t.opAt[id]; ok {
+		t.ops[i].op = 0 // replaced
+	}
+	if t.opAt == nil {
+		t.opAt = map[string]int{}
+	}
+	t.opAt[id] = len(t.ops)
+	t.ops = append(t.ops, o)
+}
+
+// encodeOps appends the record of ops (those not replaced) to b.
+func encodeOps(b []byte, ops []walOp) []byte {
+	for _, o := range ops {
+		if o.op != 0 {
+			b = appendOp(b, o.op, o.bucket, o.key, o.val, o.seq)
+		}
+	}
+	return b
 }
 
 // apply makes one logged operation on btx again (replay).

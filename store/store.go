@@ -463,8 +463,9 @@ type Tx struct {
 	tx       *bolt.Tx
 	s        *Store
 	readOnly bool
-	rec      []byte   // the log record of its changes (wal.go)
-	onCommit []func() // OnCommit's
+	ops      []walOp        // its changes, for the log (wal.go); op 0: replaced by a later one
+	opAt     map[string]int // the index in ops of the last operation on each key
+	onCommit []func()       // OnCommit's
 	// pending counter changes, published when the transaction commits
 	outboxDelta OutboxStats
 	histDelta   int64
@@ -589,14 +590,14 @@ func (s *Store) commit(batch []*commitReq) {
 		var failed []*commitReq // told their error
 		retry := false          // one failed after it changed the transaction
 		for _, r := range batch {
-			before, hooks := len(t.rec), len(t.onCommit)
+			before, hooks := len(t.ops), len(t.onCommit)
 			err := r.fn(t)
 			if err == nil {
 				continue
 			}
 			r.done <- err
 			t.onCommit = t.onCommit[:hooks]
-			if len(t.rec) == before {
+			if len(t.ops) == before {
 				failed = append(failed, r)
 				continue
 			}
@@ -643,13 +644,14 @@ func (s *Store) fail(batch []*commitReq, err error) {
 // the log has no room for it or one is due (under txmu). If it fails, the
 // changes are undone.
 func (s *Store) persist(t *Tx) error {
-	if len(t.rec) == 0 {
+	if len(t.ops) == 0 {
 		return nil // it read only, or changed nothing
 	}
-	if !s.wal.fits(len(t.rec)) || time.Since(s.checkpoint) >= checkpointInterval {
+	rec := s.wal.record(t.ops)
+	if !s.wal.fits(rec) || time.Since(s.checkpoint) >= checkpointInterval {
 		return s.doCheckpoint()
 	}
-	n, err := s.wal.append(t.rec)
+	n, err := s.wal.append(rec)
 	if err != nil {
 		if rerr := s.rebuild(); rerr != nil {
 			return errors.Join(err, rerr)

@@ -57,7 +57,7 @@ type wal struct {
 	id   uint32 // the CRC of the store file's identity: the checksum's start
 	off  int64  // where the next record goes
 	seq  uint64 // the last record's sequence number
-	buf  []byte // the record being written
+	buf  []byte // the record being written (header, then operations)
 }
 
 // walPath is the log's file beside the store at path.
@@ -147,26 +147,31 @@ func parseRecord(b []byte, want uint64, id uint32) (ops []byte, n int64, ok bool
 	return b[walHeaderSize : walHeaderSize+size], walHeaderSize + size, true
 }
 
-// fits says whether a record of n bytes of operations fits after the
-// records already in the log.
-func (w *wal) fits(n int) bool { return w.off+walHeaderSize+int64(n) <= walSize }
+// record encodes a record of ops in the log's buffer (valid until the
+// next record).
+func (w *wal) record(ops []walOp) []byte {
+	w.buf = encodeOps(append(w.buf[:0], make([]byte, walHeaderSize)...), ops)
+	return w.buf
+}
 
-// append writes a record of ops and flushes it; it returns the bytes the
-// flush wrote (whole blocks). The caller has checked that it fits.
-func (w *wal) append(ops []byte) (int64, error) {
-	w.buf = binary.BigEndian.AppendUint32(w.buf[:0], uint32(len(ops)))
-	w.buf = binary.BigEndian.AppendUint32(w.buf, 0)
-	w.buf = binary.BigEndian.AppendUint64(w.buf, w.seq+1)
-	w.buf = append(w.buf, ops...)
-	binary.BigEndian.PutUint32(w.buf[4:], crc32.Update(w.id, crcTable, w.buf[8:]))
-	if _, err := w.f.WriteAt(w.buf, w.off); err != nil {
+// fits says whether rec fits after the records already in the log.
+func (w *wal) fits(rec []byte) bool { return w.off+int64(len(rec)) <= walSize }
+
+// append completes rec's header, writes it and flushes it; it returns the
+// bytes the flush wrote (whole blocks). The caller has checked that it
+// fits.
+func (w *wal) append(rec []byte) (int64, error) {
+	binary.BigEndian.PutUint32(rec, uint32(len(rec)-walHeaderSize))
+	binary.BigEndian.PutUint64(rec[8:], w.seq+1)
+	binary.BigEndian.PutUint32(rec[4:], crc32.Update(w.id, crcTable, rec[8:]))
+	if _, err := w.f.WriteAt(rec, w.off); err != nil {
 		return 0, fmt.Errorf("write-ahead log %s: %w", w.path, err)
 	}
 	if err := fdatasync(w.f); err != nil {
 		return 0, fmt.Errorf("write-ahead log %s: flush: %w", w.path, err)
 	}
-	first, end := w.off/walBlock, (w.off+int64(len(w.buf))+walBlock-1)/walBlock
-	w.off += int64(len(w.buf))
+	first, end := w.off/walBlock, (w.off+int64(len(rec))+walBlock-1)/walBlock
+	w.off += int64(len(rec))
 	w.seq++
 	return (end - first) * walBlock, nil
 }

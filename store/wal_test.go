@@ -268,3 +268,57 @@ func TestExpiredCommandsAcrossReads(t *testing.T) {
 		seen[tid] = true
 	}
 }
+
+// A group's record keeps only the last operation on each key: what a
+// replay makes of it is what the group left, put over put, delete over
+// put, put over delete, and the last sequence number.
+func TestWALRecordKeepsLastOperation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := openPath(t, path)
+	if err := s.Update(func(tx *store.Tx) error { return tx.PutJobRun("back", []byte(`"old"`)) }); err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	if err := s.Update(func(tx *store.Tx) error {
+		steps := []func() error{
+			func() error { _, err := tx.PutShadow(shadowKey(0), []byte(`{"a":-1}`)); return err },
+			func() error { _, err := tx.PutShadow(shadowKey(0), []byte(`{"a":0}`)); return err },
+			func() error { _, err := tx.PutShadow(shadowKey(1), []byte(`{"a":1}`)); return err },
+			func() error { return tx.PutJobRun("gone", []byte(`"x"`)) },
+			func() error { return tx.DeleteJobRun("gone") },
+			func() error { return tx.DeleteJobRun("back") },
+			func() error { return tx.PutJobRun("back", []byte(`"new"`)) },
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return err
+			}
+		}
+		for i := 0; i < 3; i++ {
+			seq, err := tx.NextJobSeq()
+			if err != nil {
+				return err
+			}
+			seqs = append(seqs, seq)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c := openPath(t, crashCopy(t, path))
+	wantShadows(t, c, 0, 2, "a")
+	c.View(func(tx *store.Tx) error {
+		if v, err := tx.GetJobRun("gone"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("a record put and deleted came back: %s %v", v, err)
+		}
+		if v, err := tx.GetJobRun("back"); err != nil || string(v) != `"new"` {
+			t.Errorf("a record deleted and put again: %s %v", v, err)
+		}
+		return nil
+	})
+	var next uint64
+	c.Update(func(tx *store.Tx) (err error) { next, err = tx.NextJobSeq(); return err })
+	if next != seqs[2]+1 {
+		t.Fatalf("sequence after the crash: %d, want %d", next, seqs[2]+1)
+	}
+}
