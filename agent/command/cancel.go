@@ -240,17 +240,7 @@ func (p *Processor) holdLeftLocked(now time.Time) time.Duration {
 	if !h.on {
 		return 0
 	}
-	end := h.since.Add(backlogHoldMax)
-	if h.linked {
-		quiet := h.since
-		if h.last.After(quiet) {
-			quiet = h.last
-		}
-		if q := quiet.Add(backlogQuiet); q.Before(end) {
-			end = q
-		}
-	}
-	if left := end.Sub(now); left > 0 {
+	if left := p.holdEndLocked().Sub(now); left > 0 {
 		return left
 	}
 	h.on = false
@@ -263,6 +253,22 @@ func (p *Processor) holdLeftLocked(now time.Time) time.Duration {
 	}
 	p.log.Debug("command backlog settled; starting commands", "waiting", waiting, "connected", h.linked)
 	return 0
+}
+
+// holdEndLocked is when the backlog hold ends, as things stand.
+func (p *Processor) holdEndLocked() time.Time {
+	h := &p.hold
+	end := h.since.Add(backlogHoldMax)
+	if h.linked {
+		quiet := h.since
+		if h.last.After(quiet) {
+			quiet = h.last
+		}
+		if q := quiet.Add(backlogQuiet); q.Before(end) {
+			end = q
+		}
+	}
+	return end
 }
 
 // waitUnheld waits, for a job approved while a backlog hold is on, until

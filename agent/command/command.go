@@ -198,20 +198,23 @@ func New(o Options) *Processor {
 // (Malformed), those over MaxRequestBytes (TooLarge, answered FAILURE when
 // their tid could be read) and commands executed; Unwritten is how many
 // received requests are not in the inbox yet (their write is being retried
-// when the disk refuses it); Inbox shows the inbox and its quota.
+// when the disk refuses it); Inbox shows the inbox and its quota; Held
+// says that commands wait for the backlog after a connect (cancel.go).
 type Stats struct {
 	Received, Malformed, TooLarge, Executed int64
 	Unwritten                               int
 	Inbox                                   store.InboxStats
+	Held                                    bool
 }
 
 // Stats returns the counters.
 func (p *Processor) Stats() Stats {
 	p.mu.Lock()
 	unwritten := len(p.intake)
+	held := p.hold.on && time.Now().Before(p.holdEndLocked())
 	p.mu.Unlock()
 	return Stats{Received: p.received.Load(), Malformed: p.malformed.Load(), TooLarge: p.tooLarge.Load(), Executed: p.executed.Load(),
-		Unwritten: unwritten, Inbox: p.o.Store.InboxStats()}
+		Unwritten: unwritten, Inbox: p.o.Store.InboxStats(), Held: held}
 }
 
 // Recover queues the commands a crash left unfinished, before Run, in

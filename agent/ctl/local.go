@@ -164,7 +164,11 @@ func runStatus(e *env, f *localFlags, c *apiClient, args []string) error {
 		row("last error", st.LastError)
 	}
 	row("outbox", fmt.Sprintf("%d waiting (%d bytes), %d sent, %d dropped", st.OutboxItems, st.OutboxBytes, st.OutboxSent, st.OutboxDropped))
-	row("commands", fmt.Sprintf("%d pending, %d executed, %d unreadable, %d too large", st.PendingCmds, st.CommandsStats.Executed, st.CommandsStats.Malformed, st.CommandsStats.TooLarge))
+	cmds := fmt.Sprintf("%d pending, %d executed, %d unreadable, %d too large", st.PendingCmds, st.CommandsStats.Executed, st.CommandsStats.Malformed, st.CommandsStats.TooLarge)
+	if st.CommandsStats.Held {
+		cmds += "; waiting for the broker's backlog after the connect (a second of quiet)"
+	}
+	row("commands", cmds)
 	in := st.CommandsStats.Inbox
 	row("inbox", fmt.Sprintf("%d of %d commands, %d of %d bytes; %d refused (full); %d received not yet written", in.Items, in.MaxItems, in.Bytes, in.MaxBytes, in.Refused, st.CommandsStats.Unwritten))
 	if j := st.Jobs; j != nil {

@@ -244,6 +244,12 @@ func measureCommands(b testing.TB, bc brokertest.Config, n, actuators int) (dura
 	time.Sleep(50 * time.Millisecond)
 	raw = pipelined(b, n, window, func(i int) { reqr.PublishAsync("tp/req", false, []byte(fmt.Sprint(i))) }, rawDone)
 
+	// Steady state: after a connect commands wait for the broker's
+	// backlog (a second of quiet on the command topic, agent/command's
+	// backlog hold); a gateway that has been up a while is past it.
+	for d.Commands.Stats().Held {
+		time.Sleep(10 * time.Millisecond)
+	}
 	cmdDone := make(chan int, n)
 	c.onMessage = func(m *link.Message) {
 		if m.Topic == "commands/gw-cbench/ack" && strings.Contains(string(m.Payload), `"SUCCESS"`) {
