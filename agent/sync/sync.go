@@ -168,6 +168,10 @@ type shadowSync struct {
 	// that one shadow's round trip does not cost a pass over all of them.
 	kicked atomic.Bool
 	due    atomic.Int64 // unix nanoseconds; 0: at once
+
+	// The replica's writer (persist): saving is a write under way, again
+	// that the replica changed since that write encoded it.
+	saving, saveAgain bool
 }
 
 // New makes a Syncer and loads the replicas from the store.
@@ -673,26 +677,52 @@ const persistWithin = 50 * time.Millisecond
 // called when pending local changes change and after a GET: what deltas
 // and accepted messages teach between GETs is fetched again on every
 // reconnect, so it is not worth a write (and SD-card wear) each time.
+//
+// While Run runs, one writer per shadow encodes the replica and waits for
+// its write; changes meanwhile are encoded once, by its next round, not
+// each on its own (a busy actuator changes the replica with every command,
+// and a replica holds the whole shadow).
 func (s *Syncer) persist(sh *shadowSync) {
+	if !s.track() {
+		if err := s.saveReplica(sh)(); err != nil {
+			s.log.Error("save shadow replica", "shadow", label(sh.name), "err", err)
+		}
+		return
+	}
+	sh.saveAgain = true
+	if sh.saving {
+		s.runWG.Done() // the writer at work takes this change too
+		return
+	}
+	sh.saving = true
+	go func() {
+		defer s.runWG.Done()
+		for {
+			sh.mu.Lock()
+			if !sh.saveAgain {
+				sh.saving = false
+				sh.mu.Unlock()
+				return
+			}
+			sh.saveAgain = false
+			wait := s.saveReplica(sh)
+			sh.mu.Unlock()
+			if err := wait(); err != nil {
+				s.log.Error("save shadow replica", "shadow", label(sh.name), "err", err)
+			}
+		}
+	}()
+}
+
+// saveReplica encodes the replica and submits its write (sh.mu held);
+// wait waits for it.
+func (s *Syncer) saveReplica(sh *shadowSync) (wait func() error) {
 	b, err := json.Marshal(&sh.rep)
 	if err != nil {
-		s.log.Error("encode shadow replica", "err", err)
-		return
+		return func() error { return fmt.Errorf("encode shadow replica: %w", err) }
 	}
 	key := s.storeKey(sh)
 	// Not urgent: it waits up to persistWithin to share a commit (and its
 	// pages) with another writer, a command's next step say.
-	wait := s.o.Store.SubmitWithin(persistWithin, func(tx *store.Tx) error { _, err := tx.PutShadow(key, b); return err })
-	if !s.track() {
-		if err := wait(); err != nil {
-			s.log.Error("save shadow replica", "shadow", label(sh.name), "err", err)
-		}
-		return
-	}
-	go func() {
-		defer s.runWG.Done()
-		if err := wait(); err != nil {
-			s.log.Error("save shadow replica", "shadow", label(sh.name), "err", err)
-		}
-	}()
+	return s.o.Store.SubmitWithin(persistWithin, func(tx *store.Tx) error { _, err := tx.PutShadow(key, b); return err })
 }
