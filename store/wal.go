@@ -77,9 +77,16 @@ func openWAL(path string, id []byte) (*wal, error) {
 		return nil, fmt.Errorf("open write-ahead log: %w", err)
 	}
 	if fi.Size() < walSize {
-		if _, err := f.WriteAt(make([]byte, walSize-fi.Size()), fi.Size()); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("make write-ahead log %s: %w", p, err)
+		// Block by block: one large write would make the page cache hold
+		// the file in one large folio, and the kernel would then charge
+		// every block a commit dirties as the whole folio written (only
+		// the block reaches the disk, but /proc/PID/io says otherwise).
+		zeros := make([]byte, walBlock)
+		for off := fi.Size(); off < walSize; off += int64(len(zeros)) {
+			if _, err := f.WriteAt(zeros[:min(int64(len(zeros)), walSize-off)], off); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("make write-ahead log %s: %w", p, err)
+			}
 		}
 		if err := f.Sync(); err != nil {
 			f.Close()
