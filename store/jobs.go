@@ -103,6 +103,20 @@ func (t *Tx) PutJob(id string, doc []byte) error {
 	return nil
 }
 
+// PutJobTargets stores a job's targets (once, when it is made: the job's
+// record, rewritten by every transition of its executions, stays small).
+func (t *Tx) PutJobTargets(id string, doc []byte) error {
+	if err := t.bucket(bucketJobTargets).Put([]byte(id), doc); err != nil {
+		return fmt.Errorf("put targets of job %s: %w", id, err)
+	}
+	return nil
+}
+
+// GetJobTargets returns a job's targets or ErrNotFound.
+func (t *Tx) GetJobTargets(id string) ([]byte, error) {
+	return getDoc(t.bucket(bucketJobTargets), []byte(id), "targets of job "+id)
+}
+
 // GetJob returns a job record or ErrNotFound.
 func (t *Tx) GetJob(id string) ([]byte, error) {
 	return getDoc(t.bucket(bucketJobs), []byte(id), "job "+id)
@@ -121,6 +135,9 @@ func (t *Tx) DeleteJob(id string) error {
 		}
 	}
 	if err := deletePrefix(t.bucket(bucketJobRollout), prefix(id)); err != nil {
+		return err
+	}
+	if err := t.bucket(bucketJobTargets).Delete([]byte(id)); err != nil {
 		return err
 	}
 	return t.bucket(bucketJobs).Delete([]byte(id))

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
@@ -27,7 +28,8 @@ import (
 //
 // The self-hosted AWS IoT Jobs (agent/jobs, in shadowsvc's file; jobs.go):
 //
-//	jobs                 job id → job JSON
+//	jobs                 job id → job JSON (without its targets)
+//	job_targets          job id → JSON array of the target ARNs it was made with
 //	job_execs            thing 0x00 job id 0x00 execution number (8 bytes BE) → execution JSON
 //	job_execs_by_job     job id 0x00 thing 0x00 execution number → nil (index)
 //	job_pending          thing 0x00 seq (8 bytes BE) → job id 0x00 execution number (QUEUED and IN_PROGRESS, in creation order)
@@ -55,8 +57,10 @@ import (
 // also keeps a command's start in its inbox_order entry instead of
 // rewriting its record (schema 6 entries, a plain tid, read as before).
 // Version 8 adds the write-ahead log beside the file (wal.go; meta's
-// "wal/id" and "wal/seq"): nothing in the file changes, but a shadowgate
-// of before it would not replay the log's records and must refuse.
+// "wal/id" and "wal/seq"), which a shadowgate of before it would not
+// replay, and keeps a job's targets in job_targets instead of its record:
+// every transition rewrites the record, into the log too, and a job on
+// 10,000 things made it 600 KB.
 const SchemaVersion = 8
 
 var (
@@ -72,6 +76,7 @@ var (
 	bucketJobRuns    = []byte("job_runs")
 
 	bucketJobs             = []byte("jobs")
+	bucketJobTargets       = []byte("job_targets") // schema 8
 	bucketJobExecs         = []byte("job_execs")
 	bucketJobExecsByJob    = []byte("job_execs_by_job")
 	bucketJobPending       = []byte("job_pending")
@@ -88,7 +93,7 @@ var (
 		bucketThingMemberships}
 
 	allBuckets = append([][]byte{bucketMeta, bucketShadows, bucketOutbox, bucketOutboxKeys, bucketInbox,
-		bucketInboxOrder, bucketChanges, bucketJournal, bucketJobRuns}, jobBuckets...)
+		bucketInboxOrder, bucketChanges, bucketJournal, bucketJobRuns, bucketJobTargets}, jobBuckets...)
 
 	// schema 1's history buckets
 	bucketHistoryV1    = []byte("history")
@@ -116,7 +121,10 @@ var migrations = []func(tx *bolt.Tx) error{
 	6: dropInboxDone,
 	7: func(tx *bolt.Tx) error {
 		// The store file's identity, in every log record's checksum.
-		return tx.Bucket(bucketMeta).Put(keyWALID, []byte(rand.Text()))
+		if err := tx.Bucket(bucketMeta).Put(keyWALID, []byte(rand.Text())); err != nil {
+			return err
+		}
+		return splitJobTargets(tx)
 	},
 }
 
@@ -359,4 +367,47 @@ func (t *Tx) SchemaVersion() uint64 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(b)
+}
+
+// splitJobTargets moves each job record's "targets" into job_targets
+// (schema 8).
+func splitJobTargets(tx *bolt.Tx) error {
+	targets, err := tx.CreateBucketIfNotExists(bucketJobTargets)
+	if err != nil {
+		return err
+	}
+	jobs := tx.Bucket(bucketJobs)
+	if jobs == nil {
+		return nil
+	}
+	type record struct{ id, job, targets []byte }
+	var split []record
+	if err := jobs.ForEach(func(k, v []byte) error {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(v, &m); err != nil {
+			return fmt.Errorf("job %s: %w", k, err)
+		}
+		t, ok := m["targets"]
+		if !ok {
+			return nil
+		}
+		delete(m, "targets")
+		b, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		split = append(split, record{bytes.Clone(k), b, bytes.Clone(t)})
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, r := range split {
+		if err := targets.Put(r.id, r.targets); err != nil {
+			return err
+		}
+		if err := jobs.Put(r.id, r.job); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/shadowgate/shadowgate/store"
 )
 
@@ -321,4 +323,49 @@ func TestWALRecordKeepsLastOperation(t *testing.T) {
 	if next != seqs[2]+1 {
 		t.Fatalf("sequence after the crash: %d, want %d", next, seqs[2]+1)
 	}
+}
+
+// A schema 7 file keeps a job's targets in its record: the migration
+// moves them to job_targets, and the record keeps every other field.
+func TestJobTargetsSplitFromVersion7(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error {
+		tx.DeleteBucket([]byte("job_targets"))
+		tx.Bucket([]byte("meta")).Delete([]byte("wal/id"))
+		return tx.Bucket([]byte("jobs")).Put([]byte("j1"), []byte(`{"jobId":"j1","status":"IN_PROGRESS","targets":["arn:a","arn:b"]}`))
+	})
+	db.Close()
+	os.Remove(path + "-wal")
+	setSchema(t, path, 7)
+	s = openPath(t, path)
+	s.View(func(tx *store.Tx) error {
+		if v := tx.SchemaVersion(); v != store.SchemaVersion {
+			t.Errorf("schema %d", v)
+		}
+		if b, err := tx.GetJob("j1"); err != nil || string(b) != `{"jobId":"j1","status":"IN_PROGRESS"}` {
+			t.Errorf("job record after the migration: %s %v", b, err)
+		}
+		if b, err := tx.GetJobTargets("j1"); err != nil || string(b) != `["arn:a","arn:b"]` {
+			t.Errorf("job targets after the migration: %s %v", b, err)
+		}
+		return nil
+	})
+	// The migration is in the file, not only in the log: a crash right
+	// after the start keeps it.
+	c := openPath(t, crashCopy(t, path))
+	c.View(func(tx *store.Tx) error {
+		if b, err := tx.GetJobTargets("j1"); err != nil || string(b) != `["arn:a","arn:b"]` {
+			t.Errorf("job targets after a crash: %s %v", b, err)
+		}
+		return nil
+	})
 }

@@ -218,6 +218,7 @@ func (s *Service) CreateJob(ctx context.Context, req *CreateJobRequest) (*Create
 			return err
 		}
 		j.Pending = len(things)
+		j.created = true
 		t.markJob(j)
 		if err := t.rolloutStep(j); err != nil {
 			return err
@@ -334,6 +335,11 @@ func (s *Service) ListJobs(_ context.Context, req *ListJobsRequest) (*ListJobsRe
 			j, err := decodeJob(b)
 			if err != nil {
 				return fmt.Errorf("stored job %s unreadable: %w", id, err)
+			}
+			if req.ThingGroupName != "" {
+				if j.Targets, err = t.jobTargets(id); err != nil {
+					return err
+				}
 			}
 			if (req.Status == "" || j.Status == req.Status) && (req.TargetSelection == "" || j.TargetSelection == req.TargetSelection) &&
 				(req.ThingGroupName == "" || slices.Contains(j.Targets, s.arn("thinggroup", req.ThingGroupName)) || targetsGroup(j, req.ThingGroupName)) {

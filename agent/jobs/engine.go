@@ -46,6 +46,19 @@ func (s *Service) newTxn(tx *store.Tx, now time.Time) *txn {
 	return &txn{s: s, tx: tx, now: now, jobs: map[string]*job{}, dirty: map[string]bool{}, before: map[string]pendingView{}}
 }
 
+// jobTargets reads the targets stored for job id.
+func (t *txn) jobTargets(id string) ([]string, error) {
+	b, err := t.tx.GetJobTargets(id)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("stored targets of job %s unreadable: %w", id, err)
+	}
+	return out, nil
+}
+
 // errMissing marks a record that is not there.
 var errMissing = store.ErrNotFound
 
@@ -64,6 +77,9 @@ func (t *txn) loadJob(id string) (*job, error) {
 	if j == nil {
 		if j, err = decodeJob(b); err != nil {
 			return nil, fmt.Errorf("stored job %s unreadable: %w", id, err)
+		}
+		if j.Targets, err = t.jobTargets(id); err != nil {
+			return nil, err
 		}
 		t.s.decoded.put(id, b, j)
 	}
@@ -642,6 +658,16 @@ func (t *txn) flush() error {
 		}
 		if err := t.tx.PutJob(id, b); err != nil {
 			return err
+		}
+		if j.created {
+			tb, err := json.Marshal(j.Targets)
+			if err != nil {
+				return fmt.Errorf("encode job targets: %w", err)
+			}
+			if err := t.tx.PutJobTargets(id, tb); err != nil {
+				return err
+			}
+			j.created = false
 		}
 		t.s.decoded.put(id, b, j)
 	}

@@ -183,7 +183,7 @@ type job struct {
 	Seq             uint64                      `json:"seq"`
 	Description     string                      `json:"description,omitempty"`
 	Document        string                      `json:"document"`
-	Targets         []string                    `json:"-"` // "targets", last: encodeJob
+	Targets         []string                    `json:"-"` // stored on their own (store's job_targets), once
 	TargetSelection string                      `json:"targetSelection"`
 	Status          JobStatus                   `json:"status"`
 	ForceCanceled   bool                        `json:"forceCanceled,omitempty"`
@@ -209,47 +209,25 @@ type job struct {
 	WindowCount int       `json:"windowCount,omitempty"`
 	RolloutAt   time.Time `json:"rolloutAt,omitzero"`
 
-	targetsJSON []byte // Targets encoded, once
+	created bool // new in this transaction: its targets are stored with it
 }
 
 // decodeJob reads a job record.
 func decodeJob(b []byte) (*job, error) {
 	var j job
-	var t struct {
-		Targets []string `json:"targets"`
-	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(b, &t); err != nil {
-		return nil, err
-	}
-	j.Targets = t.Targets
 	if j.Counts == nil {
 		j.Counts = map[ExecStatus]int{}
 	}
 	return &j, nil
 }
 
-// encodeJob writes a job record: its fields, then "targets", whose
-// encoding is made once per job, since every transition of an execution
+// encodeJob writes a job record, without its targets: they are stored on
+// their own once, at creation, since every transition of an execution
 // writes the job again and a job may have thousands of targets.
-func encodeJob(j *job) ([]byte, error) {
-	b, err := json.Marshal(j)
-	if err != nil {
-		return nil, err
-	}
-	if j.targetsJSON == nil {
-		if j.targetsJSON, err = json.Marshal(j.Targets); err != nil {
-			return nil, err
-		}
-	}
-	out := make([]byte, 0, len(b)+len(j.targetsJSON)+12)
-	out = append(out, b[:len(b)-1]...) // without its '}'
-	out = append(out, `,"targets":`...)
-	out = append(out, j.targetsJSON...)
-	return append(out, '}'), nil
-}
+func encodeJob(j *job) ([]byte, error) { return json.Marshal(j) }
 
 func (j *job) terminalCount() int {
 	n := 0
