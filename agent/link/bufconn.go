@@ -2,6 +2,7 @@ package link
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -34,8 +35,8 @@ const (
 // soon as the previous one returned: the packets that queue while the
 // socket is busy go out together, and none waits for a timer. An idle
 // connection pays a goroutine start per write. A write error is returned
-// by the next Write (and closes the connection, so that paho's reader sees
-// it too); Close first gives the waiting bytes closeFlush to go out.
+// by the next Write and by the reader's Read, so that paho sees a lost
+// connection; Close first gives the waiting bytes closeFlush to go out.
 type bufferedConn struct {
 	net.Conn
 	r *bufio.Reader
@@ -54,8 +55,20 @@ func newBufferedConn(c net.Conn) *bufferedConn {
 	return b
 }
 
-// Read reads from the buffer; only paho's reader calls it.
-func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+// Read reads from the buffer; only paho's reader calls it. Once a write
+// failed, a read fails with that error (see flush).
+func (c *bufferedConn) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	if err != nil {
+		c.mu.Lock()
+		werr := c.err
+		c.mu.Unlock()
+		if werr != nil {
+			return n, fmt.Errorf("write to the broker: %w", werr)
+		}
+	}
+	return n, err
+}
 
 // Write queues b for the flusher; it waits only while writeBuffer bytes
 // are waiting already.
@@ -84,15 +97,18 @@ func (c *bufferedConn) flush() {
 		c.pending, c.spare = c.spare[:0], nil
 		c.mu.Unlock()
 		_, err := c.Conn.Write(buf)
-		if err != nil {
-			c.Conn.Close()
-		}
 		c.mu.Lock()
 		if cap(buf) <= keepBuffer {
 			c.spare = buf[:0]
 		}
 		if err != nil && c.err == nil {
 			c.err = err
+			// paho's reader must see the failure: it takes a read error
+			// for a lost connection, but one of a connection closed under
+			// it for a deliberate close, and says nothing (the link would
+			// stay "connected" on a dead socket until the keepalive gave
+			// up). The reader's wait ends now, and Read returns err.
+			c.Conn.SetReadDeadline(time.Now())
 		}
 		c.cond.Broadcast()
 	}

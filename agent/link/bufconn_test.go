@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -206,5 +208,55 @@ func TestAWriteErrorIsReturnedByTheNextWrite(t *testing.T) {
 	near.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := near.Conn.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("read after a failed write: %v, want the connection closed", err)
+	}
+}
+
+// TestWriteFailureEndsTheRead: when the flusher's write fails (the broker
+// went away), paho's reader, waiting for a packet, gets that error, not
+// one of a connection closed under it, which paho takes for a deliberate
+// close and ignores: the link would stay "connected" on a dead socket
+// until the keepalive gave up.
+func TestWriteFailureEndsTheRead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			peer <- c
+		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer (<-peer).Close()
+	bc := newBufferedConn(raw)
+	defer bc.Close()
+	read := make(chan error, 1)
+	go func() {
+		_, err := bc.Read(make([]byte, 1)) // the peer sends nothing
+		read <- err
+	}()
+	// Writes now fail with EPIPE, while the read side stays open.
+	if err := raw.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bc.Write([]byte("ping")); err != nil {
+		t.Fatalf("the first write only queues: %v", err)
+	}
+	select {
+	case err := <-read:
+		if err == nil || strings.Contains(err.Error(), "use of closed network connection") || !errors.Is(err, syscall.EPIPE) {
+			t.Fatalf("the reader got %v; want the write's broken pipe", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader still waits after the write failed")
+	}
+	if _, err := bc.Write([]byte("again")); !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("a later write: %v", err)
 	}
 }
