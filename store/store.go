@@ -225,8 +225,10 @@ func (s *Store) rebuild() error {
 	if b := s.wtx.Bucket(bucketMeta).Get(keyWALSeq); len(b) == 8 {
 		applied = binary.BigEndian.Uint64(b)
 	}
+	// Up to the last record written: a failed append may have left a
+	// whole record after it, which its writer was told failed.
 	end, last := s.wal.off, s.wal.seq
-	recs, err := s.wal.records(applied)
+	recs, err := s.wal.records(applied, end)
 	if err == nil && (s.wal.off != end || s.wal.seq != last) {
 		err = fmt.Errorf("write-ahead log %s reads back %d records, not the %d written", s.wal.path, len(recs), last-applied)
 	}
@@ -385,7 +387,7 @@ func (s *Store) replay() error {
 		return err
 	}
 	s.wal = w
-	recs, err := w.records(applied)
+	recs, err := w.records(applied, walSize)
 	if err != nil {
 		return err
 	}

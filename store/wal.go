@@ -110,13 +110,14 @@ func syncDir(dir string) error {
 }
 
 // records reads the log's records after sequence number applied, in
-// order, and leaves the log positioned after them. It stops at the first
+// order, from the log's first end bytes, and leaves the log positioned
+// after them. It stops at the first
 // record that is not the next one: the end of this round (an older round's
 // record or zeros follow), a record a power cut left half written, or a
 // log of another store file (moved aside, its log left behind), whose
 // checksums start from another identity.
-func (w *wal) records(applied uint64) ([][]byte, error) {
-	data := make([]byte, walSize)
+func (w *wal) records(applied uint64, end int64) ([][]byte, error) {
+	data := make([]byte, end)
 	if _, err := w.f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("read write-ahead log %s: %w", w.path, err)
 	}
