@@ -180,7 +180,7 @@ func TestCrashKill9(t *testing.T) {
 	t.Logf("%d rounds, %d commands committed, %d items queued at the end", rounds, len(commands), len(committed))
 }
 
-func setSchema(t *testing.T, path string, v uint64) {
+func setSchema(t *testing.T, path string, v uint64, edits ...func(tx *bolt.Tx) error) {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
@@ -188,6 +188,11 @@ func setSchema(t *testing.T, path string, v uint64) {
 	}
 	defer db.Close()
 	err = db.Update(func(tx *bolt.Tx) error {
+		for _, edit := range edits {
+			if err := edit(tx); err != nil {
+				return err
+			}
+		}
 		b := make([]byte, 8)
 		for i := 7; i >= 0; i-- {
 			b[i] = byte(v)

@@ -17,13 +17,7 @@ func TestJobRunsSchemaMigratesFromVersion4(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("job_runs")) })
-	db.Close()
-	setSchema(t, path, 4)
+	setSchema(t, path, 4, func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("job_runs")) })
 	s, err = store.Open(path, store.Options{})
 	if err != nil {
 		t.Fatal(err)

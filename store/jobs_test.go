@@ -23,13 +23,7 @@ func TestJobsSchemaMigratesFromVersion3(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("jobs")) })
-	db.Close()
-	setSchema(t, path, 3)
+	setSchema(t, path, 3, func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("jobs")) })
 	s, err = store.Open(path, store.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -90,11 +90,7 @@ func TestInboxDoneMigratesFromVersion4(t *testing.T) {
 	}
 	finish(t, s, "old", time.Now().Add(-time.Hour))
 	s.Close()
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Update(func(tx *bolt.Tx) error {
+	setSchema(t, path, 4, func(tx *bolt.Tx) error {
 		// Schema 4 filed each finished command in inbox_done by the
 		// wall-clock time it finished (schema 7 has no such index).
 		done, _ := tx.CreateBucketIfNotExists([]byte("inbox_done"))
@@ -107,11 +103,8 @@ func TestInboxDoneMigratesFromVersion4(t *testing.T) {
 			done.Delete(k)
 			done.Put(append(binary.BigEndian.AppendUint64(nil, uint64(time.Now().Add(-time.Hour).UnixNano())), k[8:]...), nil)
 		}
-		tx.Bucket([]byte("meta")).Delete([]byte("clock/uptime"))
-		return nil
+		return tx.Bucket([]byte("meta")).Delete([]byte("clock/uptime"))
 	})
-	db.Close()
-	setSchema(t, path, 4)
 	s, err = store.Open(path, store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -159,18 +152,16 @@ func TestInboxDoneDroppedFromVersion6(t *testing.T) {
 	stats := s.InboxStats()
 	s.Close()
 	// Schema 6's index: "early" at uptime 0, "late" at an hour.
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Update(func(tx *bolt.Tx) error {
-		done, _ := tx.CreateBucketIfNotExists([]byte("inbox_done"))
-		done.Put(append(binary.BigEndian.AppendUint64(nil, 0), "early"...), nil)
-		done.Put(append(binary.BigEndian.AppendUint64(nil, uint64(time.Hour)), "late"...), nil)
-		return nil
+	setSchema(t, path, 6, func(tx *bolt.Tx) error {
+		done, err := tx.CreateBucketIfNotExists([]byte("inbox_done"))
+		if err != nil {
+			return err
+		}
+		if err := done.Put(append(binary.BigEndian.AppendUint64(nil, 0), "early"...), nil); err != nil {
+			return err
+		}
+		return done.Put(append(binary.BigEndian.AppendUint64(nil, uint64(time.Hour)), "late"...), nil)
 	})
-	db.Close()
-	setSchema(t, path, 6)
 	s, err = store.Open(path, store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +195,7 @@ func TestInboxDoneDroppedFromVersion6(t *testing.T) {
 	}
 	finish(t, s, "after", time.Now())
 	s.Close()
-	db, err = bolt.Open(path, 0o600, nil)
+	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -155,10 +155,12 @@ func parseRecord(b []byte, want uint64, id uint32) (ops []byte, n int64, ok bool
 	return b[walHeaderSize : walHeaderSize+size], walHeaderSize + size, true
 }
 
+var zeroHeader [walHeaderSize]byte // a record's header before append fills it
+
 // record encodes a record of ops in the log's buffer (valid until the
 // next record).
 func (w *wal) record(ops []walOp) []byte {
-	w.buf = encodeOps(append(w.buf[:0], make([]byte, walHeaderSize)...), ops)
+	w.buf = encodeOps(append(w.buf[:0], zeroHeader[:]...), ops)
 	return w.buf
 }
 

@@ -334,18 +334,16 @@ func TestJobTargetsSplitFromVersion7(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Update(func(tx *bolt.Tx) error {
-		tx.DeleteBucket([]byte("job_targets"))
-		tx.Bucket([]byte("meta")).Delete([]byte("wal/id"))
+	setSchema(t, path, 7, func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket([]byte("job_targets")); err != nil {
+			return err
+		}
+		if err := tx.Bucket([]byte("meta")).Delete([]byte("wal/id")); err != nil {
+			return err
+		}
 		return tx.Bucket([]byte("jobs")).Put([]byte("j1"), []byte(`{"jobId":"j1","status":"IN_PROGRESS","targets":["arn:a","arn:b"]}`))
 	})
-	db.Close()
 	os.Remove(path + "-wal")
-	setSchema(t, path, 7)
 	s = openPath(t, path)
 	s.View(func(tx *store.Tx) error {
 		if v := tx.SchemaVersion(); v != store.SchemaVersion {
