@@ -689,8 +689,9 @@ func (s *Store) publish(t *Tx) {
 // View runs fn in a read transaction.
 //
 // It reads the open write transaction, which holds every durable write and
-// nothing else, and so waits for a commit in progress (and a commit for
-// it): fn must be quick, and must not call the Store.
+// nothing else, and so waits for a commit in progress to be flushed, and
+// holds up commits while it runs: fn must be quick, and must not call the
+// Store.
 func (s *Store) View(fn func(tx *Tx) error) error {
 	s.txmu.Lock()
 	defer s.txmu.Unlock()

@@ -488,3 +488,24 @@ func TestCancelKill9BetweenReceiptAndAck(t *testing.T) {
 		p.kill9()
 	}
 }
+
+// Until the first connect's backlog is in (a second of quiet after the
+// connect), commands wait, and shadowctl status says so; then it does not.
+func TestBacklogHoldShownInStatus(t *testing.T) {
+	c := newCloud(t)
+	px := brokertest.NewProxy(t, c.broker.Addr())
+	px.Cut() // no connect yet: the hold lasts
+	cfg, _ := gatewayConfig(t, "gw-held", px.URL(), t.TempDir(), "cloud_wins")
+	d := gateway(t, cfg)
+	if !d.Commands.Stats().Held {
+		t.Fatal("before the first connect commands are not held")
+	}
+	const held = "waiting for the broker's backlog"
+	shadowctl(t, "status", "--socket", cfg.API.Socket).must(t, 0, held)
+	px.Restore()
+	waitFor(t, "link up", d.Link.Connected)
+	waitFor(t, "the hold over", func() bool { return !d.Commands.Stats().Held })
+	if r := shadowctl(t, "status", "--socket", cfg.API.Socket); r.code != 0 || strings.Contains(r.stdout, held) {
+		t.Fatalf("status after the hold: exit %d\n%s", r.code, r.stdout)
+	}
+}
