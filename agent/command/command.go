@@ -715,31 +715,37 @@ func (p *Processor) awaitDecision(ctx context.Context, j *job) (ok bool, reason 
 // heartbeat re-sends RUNNING every interval while the link is up (a stale
 // heartbeat queued offline tells nobody anything).
 func (p *Processor) heartbeat(j *job) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(p.o.Config.Commands.Heartbeat.D())
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				reason := ""
-				switch {
-				case j.awaiting.Load():
-					reason = ReasonAwaitingApproval
-				case j.waitingClock.Load():
-					reason = ReasonWaitingForClock
-				}
-				p.running(j, reason) // a heartbeat
-			}
+	// A timer, not a goroutine: most commands end before their first
+	// heartbeat, and a goroutine's start and its wake-up to end were each
+	// on the path of every command on a busy actuator.
+	every := p.o.Config.Commands.Heartbeat.D()
+	var mu sync.Mutex // held while a heartbeat is sent: stop waits for it
+	stopped := false
+	var t *time.Timer
+	mu.Lock() // t is set before the first heartbeat reads it
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done); wg.Wait() }) }
+		reason := ""
+		switch {
+		case j.awaiting.Load():
+			reason = ReasonAwaitingApproval
+		case j.waitingClock.Load():
+			reason = ReasonWaitingForClock
+		}
+		p.running(j, reason) // a heartbeat
+		t.Reset(every)
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // finish submits the final status and its ack in one transaction, to land

@@ -72,8 +72,14 @@ func (s *Syncer) start(sh *shadowSync) {
 // until the cloud accepts or overrules it.
 func (s *Syncer) reconcile(ctx context.Context, sh *shadowSync) {
 	keys := slices.Sorted(maps.Keys(sh.keys))
-	cur := make(map[string]drivers.State, len(keys))
-	for _, key := range keys {
+	// A key with a local change waiting is left alone, so its actuator is
+	// not read: the read would wait for the actuator's worker, behind the
+	// commands queued on it, and hold up the next one.
+	sh.mu.Lock()
+	toRead := slices.DeleteFunc(slices.Clone(keys), func(key string) bool { return sh.rep.Pending[key] != nil })
+	sh.mu.Unlock()
+	cur := make(map[string]drivers.State, len(toRead))
+	for _, key := range toRead {
 		st, err := s.o.Manager.Read(ctx, sh.keys[key])
 		if err != nil {
 			s.log.Warn("read actuator", "actuator", sh.keys[key], "err", err)
