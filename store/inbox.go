@@ -250,21 +250,23 @@ func (t *Tx) withStarted(c *Command) {
 }
 
 // MarkStarted records that the unfinished command tid began executing at
-// at (its Started), unless it has already; it fails for a finished one.
-func (t *Tx) MarkStarted(tid string, at time.Time) error {
+// at (its Started), unless it has already; first says whether this call
+// recorded it. For a finished command it records nothing and fails with
+// ErrCommandFinished.
+func (t *Tx) MarkStarted(tid string, at time.Time) (first bool, err error) {
 	c, err := t.GetCommand(tid)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if c.Done() {
-		return fmt.Errorf("mark command %q started: it is finished (%s)", tid, c.Status)
+		return false, fmt.Errorf("mark command %q started: %w (%s)", tid, ErrCommandFinished, c.Status)
 	}
 	if !c.Started.IsZero() {
-		return nil
+		return false, nil
 	}
 	v := make([]byte, 9, 9+len(tid))
 	binary.BigEndian.PutUint64(v[1:], uint64(at.UnixNano()))
-	return t.bucket(bucketInboxOrder).Put(u64(c.Seq), append(v, tid...))
+	return true, t.bucket(bucketInboxOrder).Put(u64(c.Seq), append(v, tid...))
 }
 
 // UpdateCommand changes a stored command through fn (which replaces its

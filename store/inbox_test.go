@@ -207,11 +207,12 @@ func TestStartKeptInArrivalOrder(t *testing.T) {
 		}
 	}
 	at := time.Unix(1700000000, 123456789)
-	if err := s.Update(func(tx *store.Tx) error { return tx.MarkStarted("b", at) }); err != nil {
-		t.Fatal(err)
+	var first, again bool
+	if err := s.Update(func(tx *store.Tx) (err error) { first, err = tx.MarkStarted("b", at); return err }); err != nil || !first {
+		t.Fatalf("first start: recorded %v, %v", first, err)
 	}
-	if err := s.Update(func(tx *store.Tx) error { return tx.MarkStarted("b", at.Add(time.Hour)) }); err != nil {
-		t.Fatal(err)
+	if err := s.Update(func(tx *store.Tx) (err error) { again, err = tx.MarkStarted("b", at.Add(time.Hour)); return err }); err != nil || again {
+		t.Fatalf("second start: recorded %v, %v", again, err)
 	}
 	s.Close()
 	db, err := bolt.Open(path, 0o600, nil)
@@ -253,4 +254,8 @@ func TestStartKeptInArrivalOrder(t *testing.T) {
 		}
 		return nil
 	})
+	// A finished command is not started again (a cancel came first).
+	if err := s.Update(func(tx *store.Tx) error { _, err := tx.MarkStarted("b", at); return err }); !errors.Is(err, store.ErrCommandFinished) {
+		t.Errorf("start a finished command: %v, want ErrCommandFinished", err)
+	}
 }

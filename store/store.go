@@ -32,6 +32,8 @@ var (
 	ErrNewerSchema  = errors.New("store was written by a newer shadowgate")
 	ErrClosed       = errors.New("store is closed")
 	ErrDuplicateTID = errors.New("command tid already known")
+	// ErrCommandFinished: the command has its final status already.
+	ErrCommandFinished = errors.New("command is finished")
 )
 
 // Options are the store's quotas and behaviour.

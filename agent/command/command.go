@@ -380,10 +380,17 @@ func (p *Processor) schedule(tid string, pl *plan, v *verdict) {
 // startRunnable starts the jobs at the head of all their lanes; while the
 // backlog hold is on it starts none and returns how long the hold lasts.
 func (p *Processor) startRunnable(ctx context.Context) (held time.Duration) {
+	held, _ = p.startRunnableKeep(ctx, false)
+	return held
+}
+
+// startRunnableKeep is startRunnable; with keep, the first job it starts is
+// returned to be run by the caller's goroutine instead of a new one.
+func (p *Processor) startRunnableKeep(ctx context.Context, keep bool) (held time.Duration, kept *job) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if left := p.holdLeftLocked(time.Now()); left > 0 {
-		return left
+		return left, nil
 	}
 	for _, j := range p.active {
 		if j.started || j.shelved || ctx.Err() != nil || p.canceling[j.tid] > 0 {
@@ -407,24 +414,48 @@ func (p *Processor) startRunnable(ctx context.Context) (held time.Duration) {
 				}
 			}
 		}
+		if keep && kept == nil {
+			kept = j
+			continue
+		}
 		p.jobs.Add(1)
-		go func() {
-			defer p.jobs.Done()
-			settle := p.run(ctx, j)
-			// The final status is submitted: the next command on these
-			// lanes may start now; its writes land after this one. It is
-			// started from here, not by the scheduler's goroutine woken
-			// for it: on a busy lane that wake-up (and the goroutine's
-			// wait for a thread) was a sixth of each command's time.
-			p.release(j, settle != nil)
-			p.startRunnable(ctx)
-			if settle != nil {
+		go p.runJobs(ctx, j)
+	}
+	return 0, kept
+}
+
+// runJobs runs j, and then the next command on its lanes, and so on while
+// there is one: the next one runs on this goroutine, whose stack has grown
+// to what a command needs (a new goroutine's grew again for each command,
+// a twentieth of a busy lane's CPU).
+func (p *Processor) runJobs(ctx context.Context, j *job) {
+	defer p.jobs.Done()
+	for j != nil {
+		settle := p.run(ctx, j)
+		// The final status is submitted: the next command on these lanes
+		// may start now; its writes land after this one. It is started
+		// from here, not by the scheduler's goroutine woken for it: on a
+		// busy lane that wake-up (and the goroutine's wait for a thread)
+		// was a sixth of each command's time.
+		p.release(j, settle != nil)
+		_, next := p.startRunnableKeep(ctx, true)
+		if settle != nil {
+			if next == nil {
 				settle()
 				p.settled(j)
+			} else {
+				// Its final status lands with the next one's start: wait
+				// for it beside the next command, not before it.
+				p.jobs.Add(1)
+				go func(j *job) {
+					defer p.jobs.Done()
+					settle()
+					p.settled(j)
+				}(j)
 			}
-		}()
+		}
+		j = next
 	}
-	return 0
 }
 
 // runningLocked says whether a command is executing (a commit of its is
@@ -579,18 +610,14 @@ func (p *Processor) run(ctx context.Context, j *job) (settle func()) {
 		if err := j.predsLanded(tx); err != nil {
 			return err
 		}
-		c, err := tx.GetCommand(j.tid)
-		if err != nil {
-			return err
-		}
-		if c.Done() {
+		first, err := tx.MarkStarted(j.tid, p.now())
+		switch {
+		case errors.Is(err, store.ErrCommandFinished):
 			return errRevoked // a cancel came first; touch nothing
-		}
-		if !c.Started.IsZero() {
-			return nil // recorded by an earlier change of this command
-		}
-		if err := tx.MarkStarted(j.tid, p.now()); err != nil {
+		case err != nil:
 			return err
+		case !first:
+			return nil // recorded by an earlier change of this command
 		}
 		if s, ok := p.o.Sink.(Starter); ok && p.o.Sink.Claims(j.tid) {
 			return s.Started(tx, j.tid)
