@@ -206,7 +206,7 @@ func BenchmarkCommandThroughput(b *testing.B) {
 // over the given number of sim actuators, and raw MQTT requests per second:
 // n of each with 32 in flight.
 func measureCommands(b testing.TB, bc brokertest.Config, n, actuators int) (durable, raw float64) {
-	c := newCloudWith(b, bc)
+	c := newCloudOps(b, bc, nil, false)
 	dir := b.TempDir()
 	var acts, types strings.Builder
 	for i := 0; i < actuators; i++ {

@@ -93,6 +93,14 @@ func newCloudWith(t testing.TB, bc brokertest.Config) *cloud {
 // opt (a throttle, say).
 func newCloudSvc(t testing.TB, bc brokertest.Config, opt func(o *shadowsvc.Options)) *cloud {
 	t.Helper()
+	return newCloudOps(t, bc, opt, true)
+}
+
+// newCloudOps is newCloudSvc whose operator, unless watchShadows, hears the
+// command acks only, as an operator sending commands does: a benchmark of
+// commands then does not make the broker copy every shadow message to it.
+func newCloudOps(t testing.TB, bc brokertest.Config, opt func(o *shadowsvc.Options), watchShadows bool) *cloud {
+	t.Helper()
 	c := &cloud{broker: brokertest.StartWith(t, bc)}
 	st, err := store.Open(filepath.Join(t.TempDir(), "cloud.db"), store.Options{})
 	if err != nil {
@@ -111,9 +119,11 @@ func newCloudSvc(t testing.TB, bc brokertest.Config, opt func(o *shadowsvc.Optio
 	// A persistent session: acks published while the operator reconnects
 	// after a broker restart wait for it.
 	c.op, _ = link.New(link.Options{Broker: c.broker.URL(), ClientID: "operator", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
-	c.op.Handle(root+"+/shadow/+/+", c.collect)
-	c.op.Handle(root+"+/shadow/name/+/+/+", c.collect)
-	c.op.Handle("shadowgate/+/presence", c.collect)
+	if watchShadows {
+		c.op.Handle(root+"+/shadow/+/+", c.collect)
+		c.op.Handle(root+"+/shadow/name/+/+/+", c.collect)
+		c.op.Handle("shadowgate/+/presence", c.collect)
+	}
 	c.op.Handle("commands/+/ack", c.collect)
 	runLink(t, c.op)
 	waitFor(t, "cloud connected", func() bool { return svcLink.Connected() && c.op.Connected() })
