@@ -81,6 +81,9 @@ type Store struct {
 	db   *bolt.DB
 	path string
 	opts Options
+
+	sessionMu   sync.Mutex
+	lastSession uint64 // the last number NextSession returned
 	log  *slog.Logger
 
 	// Counters kept in memory, rebuilt at open, changed only inside write
@@ -90,6 +93,11 @@ type Store struct {
 	histLen int64 // bytes of history
 
 	writes struct{ Commits, Bytes atomic.Int64 }
+	// refused: the disk's error while it refuses commits, and since when
+	// (under mu; cleared by the next commit it takes)
+	refused      string
+	refusedSince time.Time
+	refusals     int64
 
 	// uptime (uptime.go): the saved uptime at open, and when it opened
 	// (a monotonic reading)
@@ -441,15 +449,41 @@ func (s *Store) Close() error {
 }
 
 // WriteStats count what the store has written since it was opened: the
-// disk wear it causes (an SD card's lifetime is measured in writes).
+// disk wear it causes (an SD card's lifetime is measured in writes), and
+// the commits the disk refused.
 type WriteStats struct {
 	Commits int64 `json:"commits"`
 	Bytes   int64 `json:"bytes"` // pages written, meta page included
+	// Refusals counts the commits the disk refused (full, failing).
+	Refusals int64 `json:"refusals"`
+	// Refused is the disk's last error while it refuses commits, and
+	// RefusedSince the first refusal; both clear when a commit lands.
+	Refused      string    `json:"refused,omitempty"`
+	RefusedSince time.Time `json:"refused_since,omitzero"`
 }
 
-// WriteStats returns the commits and bytes written since Open.
+// WriteStats returns the commits and bytes written since Open, and whether
+// the disk refuses writes now.
 func (s *Store) WriteStats() WriteStats {
-	return WriteStats{s.writes.Commits.Load(), s.writes.Bytes.Load()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return WriteStats{Commits: s.writes.Commits.Load(), Bytes: s.writes.Bytes.Load(),
+		Refusals: s.refusals, Refused: s.refused, RefusedSince: s.refusedSince}
+}
+
+// noteDisk records what the disk did with a commit: err nil, it took it.
+func (s *Store) noteDisk(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		s.refused, s.refusedSince = "", time.Time{}
+		return
+	}
+	s.refusals++
+	if s.refused == "" {
+		s.refusedSince = time.Now()
+	}
+	s.refused = err.Error()
 }
 
 // Size is the file's size in bytes.
@@ -614,14 +648,20 @@ func (s *Store) commit(batch []*commitReq) {
 		batch = slices.DeleteFunc(batch, func(r *commitReq) bool { return slices.Contains(failed, r) })
 		if retry {
 			if err := s.rebuild(); err != nil {
-				s.fail(batch, fmt.Errorf("store %s: undo a failed write: %w", s.path, err))
+				err = fmt.Errorf("store %s: undo a failed write: %w", s.path, err)
+				s.noteDisk(err)
+				s.fail(batch, err)
 				return
 			}
 			continue
 		}
 		if err := s.persist(t); err != nil {
+			s.noteDisk(err)
 			s.fail(batch, err)
 			return
+		}
+		if len(t.ops) > 0 {
+			s.noteDisk(nil)
 		}
 		s.publish(t)
 		for _, fn := range t.onCommit {

@@ -175,15 +175,27 @@ func (w *wal) append(rec []byte) (int64, error) {
 	binary.BigEndian.PutUint64(rec[8:], w.seq+1)
 	binary.BigEndian.PutUint32(rec[4:], crc32.Update(w.id, crcTable, rec[8:]))
 	if _, err := w.f.WriteAt(rec, w.off); err != nil {
-		return 0, fmt.Errorf("write-ahead log %s: %w", w.path, err)
+		return 0, w.unwrite(fmt.Errorf("write-ahead log %s: %w", w.path, err))
 	}
 	if err := fdatasync(w.f); err != nil {
-		return 0, fmt.Errorf("write-ahead log %s: flush: %w", w.path, err)
+		return 0, w.unwrite(fmt.Errorf("write-ahead log %s: flush: %w", w.path, err))
 	}
 	first, end := w.off/walBlock, (w.off+int64(len(rec))+walBlock-1)/walBlock
 	w.off += int64(len(rec))
 	w.seq++
 	return (end - first) * walBlock, nil
+}
+
+// unwrite takes back a record whose append failed with err: its writer is
+// told it failed, so no later open may replay it. The page cache still
+// holds what the disk did not take, and a restart without a power cut
+// reads it from there; the record's header is overwritten with zeros (the
+// next record goes in its place), so that the log ends before it.
+func (w *wal) unwrite(err error) error {
+	if _, zerr := w.f.WriteAt(zeroHeader[:], w.off); zerr != nil {
+		return errors.Join(err, fmt.Errorf("write-ahead log %s: take back the failed record: %w", w.path, zerr))
+	}
+	return err
 }
 
 // restart starts a new round at the log's beginning, after a checkpoint

@@ -186,6 +186,10 @@ func runStatus(e *env, f *localFlags, c *apiClient, args []string) error {
 		st.Sync.InFlight, st.Sync.Resent, st.Sync.Retried, st.Sync.Rejected, st.Sync.Gaps, st.Sync.SafetyGets))
 	row("actuators", strconv.Itoa(st.ActuatorsCount))
 	row("store", fmt.Sprintf("%s (%d bytes; %d commits, %d bytes written since start)", st.StorePath, st.StoreBytes, st.StoreWrites.Commits, st.StoreWrites.Bytes))
+	if w := st.StoreWrites; w.Refused != "" {
+		row("disk", fmt.Sprintf("refuses writes since %s (%d commits refused): %s; commands and reports wait until it takes them",
+			localTime(w.RefusedSince), w.Refusals, w.Refused))
+	}
 	if st.Clock != nil {
 		row("clock", st.Clock.Summary())
 	}

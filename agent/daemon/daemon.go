@@ -348,7 +348,12 @@ func (d *Daemon) newLink(cfg *config.Config) (*link.Link, string, error) {
 	// a number greater than any before it, so that a will of an older one
 	// never wins over a newer one's connected (see shadowsvc/presence.go).
 	session, err := d.Store.NextSession(time.Now())
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrSessionUnrecorded):
+		// A full or failing disk must not keep the gateway off the broker:
+		// the number is still above every recorded one.
+		d.log.Warn("the MQTT session number is not recorded: the disk refuses writes; presence uses it all the same", "session", session, "err", err)
+	case err != nil:
 		return nil, "", err
 	}
 	presence := link.Presence{
@@ -606,6 +611,9 @@ func (d *Daemon) statusLine() string {
 	jobs := ""
 	if why := d.jobs.Load().Unavailable(); why != "" {
 		jobs = "; jobs unavailable (" + why + ")"
+	}
+	if w := d.Store.WriteStats(); w.Refused != "" {
+		jobs += fmt.Sprintf("; the disk refuses writes since %s (%s)", w.RefusedSince.Format(time.TimeOnly), w.Refused)
 	}
 	if st.Connected {
 		return fmt.Sprintf("connected to %s; outbox %d waiting, %d dropped%s; clock: %s", st.Broker, ob.Items, ob.Dropped, jobs, clk)

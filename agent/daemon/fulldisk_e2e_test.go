@@ -1,9 +1,11 @@
 package daemon_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -13,9 +15,12 @@ import (
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/command"
+	"github.com/shadowgate/shadowgate/agent/ctl"
 	"github.com/shadowgate/shadowgate/agent/daemon"
 	"github.com/shadowgate/shadowgate/agent/shadow"
+	"github.com/shadowgate/shadowgate/agent/watchdog/watchdogtest"
 	"github.com/shadowgate/shadowgate/store"
+	"github.com/shadowgate/shadowgate/store/disktest"
 )
 
 // smallDisk mounts a tmpfs of size at a new directory for the test and
@@ -95,15 +100,34 @@ func stopProcess(t *testing.T, p *gatewayProcess) {
 // restart after the rounds, the same with a restart in each round while the
 // disk is still full, and the daemon in the test's process (for the race
 // detector; no restarts).
+//
+// The log variants fail the disk under the store's write-ahead log (real
+// I/O errors from the kernel, see store/disktest): on a merely full disk
+// the log, made at full size, goes on taking every commit.
 func TestFullDiskCommands(t *testing.T) {
-	for _, mode := range []string{"space returns", "restart while full", "in process"} {
-		t.Run(mode, func(t *testing.T) { fullDiskSequence(t, mode) })
+	modes := []string{"space returns", "restart while full", "in process"}
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { fullDiskSequence(t, mode, false) })
 	}
+	t.Run("log fails", func(t *testing.T) {
+		for _, mode := range modes {
+			t.Run(mode, func(t *testing.T) { fullDiskSequence(t, mode, true) })
+		}
+	})
 }
 
-func fullDiskSequence(t *testing.T, mode string) {
+func fullDiskSequence(t *testing.T, mode string, logFails bool) {
 	c := newCloud(t)
-	dir := smallDisk(t, "2m")
+	var dir string
+	var fill func() (free func())
+	if logFails {
+		d := disktest.New(t)
+		dir = d.Dir
+		fill = func() func() { d.Fail(filepath.Join(dir, "state.db-wal")); return d.Heal }
+	} else {
+		dir = smallDisk(t, "2m")
+		fill = func() func() { return fillDisk(t, dir) }
+	}
 	const thing = "gw-full"
 	cfg, cfgPath := gatewayConfig(t, thing, c.broker.URL(), dir, "cloud_wins")
 	dbPath := filepath.Join(dir, "state.db")
@@ -121,7 +145,7 @@ func fullDiskSequence(t *testing.T, mode string) {
 	order := []string{"F0"}
 	var tids []string
 	for round := 1; round <= 3; round++ {
-		free := fillDisk(t, dir)
+		free := fill()
 		var sent []string
 		for i := 1; i <= 10; i++ {
 			tid := fmt.Sprintf("R%dF%d", round, i)
@@ -240,4 +264,54 @@ func hasFinal(acks []command.Ack) bool {
 		}
 	}
 	return false
+}
+
+// A disk that refuses writes shows in `shadowctl status` and the systemd
+// status line, with the disk's error and since when, while the gateway
+// stays up and connected; both clear once the disk takes a commit again.
+func TestDiskRefusingWritesShown(t *testing.T) {
+	c := newCloud(t)
+	disk := disktest.New(t)
+	const thing = "gw-refused"
+	_, cfgPath := gatewayConfig(t, thing, c.broker.URL(), disk.Dir, "cloud_wins")
+	sock := filepath.Join(disk.Dir, "api.sock")
+	n := watchdogtest.Listen(t)
+	cmd := exec.Command(gatewayBin, "--config", cfgPath)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=400000", "WATCHDOG_PID=")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	c.waitShadow(t, thing, "", "gateway up", func(g *shadow.GetAccepted) bool { return g.State.Reported["gate_motor"] != nil })
+
+	disk.Fail(filepath.Join(disk.Dir, "state.db-wal"))
+	c.send(t, thing, req("SET_SPEED", "D1", `{"speed":7}`))
+	waitFor(t, "the refusal in the status line", func() bool {
+		return n.Count("STATUS=connected to") >= 1 && n.Count("the disk refuses writes since") >= 1
+	})
+	if st := daemonStatus(t, sock); st.StoreWrites.Refused == "" || st.StoreWrites.RefusedSince.IsZero() || st.StoreWrites.Refusals == 0 || !st.Connected {
+		t.Fatalf("shadowctl status --json on a refusing disk: %+v, connected %v", st.StoreWrites, st.Connected)
+	}
+	var out, errOut strings.Builder
+	if code := ctl.Main(context.Background(), []string{"status", "--socket", sock}, &out, &errOut); code != 0 ||
+		!regexp.MustCompile(`(?m)^disk +refuses writes since .+ commits refused\): .*no space left on device`).MatchString(out.String()) {
+		t.Fatalf("shadowctl status on a refusing disk: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+
+	disk.Heal()
+	c.waitAck(t, thing, "D1", command.StatusSuccess)
+	if st := daemonStatus(t, sock); st.StoreWrites.Refused != "" || st.StoreWrites.Refusals == 0 {
+		t.Fatalf("shadowctl status --json once the disk writes again: %+v", st.StoreWrites)
+	}
+	seen := n.Count("STATUS=")
+	waitFor(t, "a status line without the refusal", func() bool {
+		var lines []string
+		for _, m := range n.Messages() {
+			if strings.Contains(m, "STATUS=") {
+				lines = append(lines, m)
+			}
+		}
+		return len(lines) > seen && !strings.Contains(lines[len(lines)-1], "refuses")
+	})
 }
