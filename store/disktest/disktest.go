@@ -63,7 +63,18 @@ func New(t *testing.T) *Disk {
 	}
 	f.Truncate(32 << 20) // sparse: the tmpfs holds only what the file system writes
 	f.Close()
-	d.loopDev = strings.TrimSpace(d.run("losetup", "--find", "--show", d.image))
+	// Another test process may take the same free device at the same
+	// moment; losetup then fails with EBUSY, and finds another.
+	for attempt := 1; ; attempt++ {
+		out, err := exec.Command("losetup", "--find", "--show", d.image).CombinedOutput()
+		if err == nil {
+			d.loopDev = strings.TrimSpace(string(out))
+			break
+		}
+		if attempt == 5 || !strings.Contains(string(out), "busy") {
+			t.Fatalf("losetup --find --show %s: %v\n%s", d.image, err, out)
+		}
+	}
 	t.Cleanup(func() { exec.Command("losetup", "-d", d.loopDev).Run() })
 	d.run("mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0", d.loopDev)
 	d.run("mount", "-t", "ext4", d.loopDev, d.Dir)
