@@ -84,7 +84,7 @@ type Store struct {
 
 	sessionMu   sync.Mutex
 	lastSession uint64 // the last number NextSession returned
-	log  *slog.Logger
+	log         *slog.Logger
 
 	// Counters kept in memory, rebuilt at open, changed only inside write
 	// transactions (bbolt runs one at a time) and published after commit.
