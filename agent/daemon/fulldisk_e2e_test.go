@@ -279,10 +279,18 @@ func TestDiskRefusingWritesShown(t *testing.T) {
 	cmd := exec.Command(gatewayBin, "--config", cfgPath)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=400000", "WATCHDOG_PID=")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var out0 strings.Builder
+	cmd.Stderr = &syncWriter{w: &out0}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("shadowgated output:\n%s\nnotify messages: %q", out0.String(), n.Messages())
+		}
+	})
 	c.waitShadow(t, thing, "", "gateway up", func(g *shadow.GetAccepted) bool { return g.State.Reported["gate_motor"] != nil })
 
 	disk.Fail(filepath.Join(disk.Dir, "state.db-wal"))

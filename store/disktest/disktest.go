@@ -93,7 +93,10 @@ func (d *Disk) run(name string, args ...string) string {
 
 // Fail makes the blocks of file (inside the ext4) unwritable: they are
 // punched out of the backing file, and the tmpfs is filled to the last
-// page, so that writing them back needs room the tmpfs does not have.
+// page, so that writing them back needs room the tmpfs does not have. A
+// write that lands while the holes are punched and the tmpfs not yet full
+// (a daemon writing meanwhile) takes a page back; so the holes are checked
+// once the tmpfs is full, and punched and filled again until they hold.
 func (d *Disk) Fail(file string) {
 	d.t.Helper()
 	img, err := os.OpenFile(d.image, os.O_RDWR, 0)
@@ -101,34 +104,58 @@ func (d *Disk) Fail(file string) {
 		d.t.Fatal(err)
 	}
 	defer img.Close()
-	for _, e := range extents(d.t, file) {
-		const punch = 0x02 | 0x01 // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-		if err := syscall.Fallocate(int(img.Fd()), punch, int64(e[0]), int64(e[1])); err != nil {
-			d.t.Fatal("punch a hole into the disk image: ", err)
-		}
-	}
-	f, err := os.Create(d.filler)
+	f, err := os.OpenFile(d.filler, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		d.t.Fatal(err)
 	}
 	defer f.Close()
-	block := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(block); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				d.t.Fatal("fill the tmpfs: ", err)
+	ext := extents(d.t, file)
+	for attempt := 1; ; attempt++ {
+		for _, e := range ext {
+			const punch = 0x02 | 0x01 // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+			if err := syscall.Fallocate(int(img.Fd()), punch, int64(e[0]), int64(e[1])); err != nil {
+				d.t.Fatal("punch a hole into the disk image: ", err)
 			}
-			break
+		}
+		fill(d.t, f)
+		if holes(d.t, img, ext) {
+			return
+		}
+		if attempt == 100 {
+			d.t.Fatal("writes keep landing in the holes punched under ", file)
 		}
 	}
-	for _, n := range []int{4096, 1} { // the last partial block, then bytes
+}
+
+// fill appends to f until its file system has not a byte left.
+func fill(t *testing.T, f *os.File) {
+	for _, n := range []int{64 << 10, 4096, 1} { // then the last partial block, then bytes
 		b := make([]byte, n)
 		for {
 			if _, err := f.Write(b); err != nil {
+				if !errors.Is(err, syscall.ENOSPC) {
+					t.Fatal("fill the tmpfs: ", err)
+				}
 				break
 			}
 		}
 	}
+}
+
+// holes says whether the ranges of img hold no data (SEEK_DATA finds none).
+func holes(t *testing.T, img *os.File, ranges [][2]uint64) bool {
+	const seekData = 3
+	for _, r := range ranges {
+		at, err := img.Seek(int64(r[0]), seekData)
+		switch {
+		case errors.Is(err, syscall.ENXIO): // no data after it at all
+		case err != nil:
+			t.Fatal("SEEK_DATA in the disk image: ", err)
+		case at < int64(r[0]+r[1]):
+			return false
+		}
+	}
+	return true
 }
 
 // Heal frees the tmpfs: the disk writes again.
