@@ -30,16 +30,19 @@ FAILS=0
 PASSES=0
 ok()   { echo "ok    $*"; PASSES=$((PASSES + 1)); }
 fail() { echo "FAIL  $*"; FAILS=$((FAILS + 1)); }
-box()  { "$BOX" run "$*"; }
+box()  { "$BOX" run "$*" 9>&-; }
 
-# One run at a time per box directory.
+# One run at a time per box directory. The lock is this script's alone:
+# the box's processes do not inherit it (9>&-), so that a box left running
+# by a run that was killed does not hold off the next one, which takes the
+# box down first.
 mkdir -p "$SYSTEMD_BOX_DIR"
 exec 9>"$SYSTEMD_BOX_DIR/.lock"
 flock -w 600 9 || { echo "test-systemd: another run holds $SYSTEMD_BOX_DIR/.lock" >&2; exit 1; }
 
 if [ "${1:-}" = --prepare ]; then
-  "$BOX" down >/dev/null 2>&1 || true
-  "$BOX" up && "$BOX" down
+  "$BOX" down >/dev/null 2>&1 9>&- || true
+  "$BOX" up 9>&- && "$BOX" down 9>&-
   exit
 fi
 
@@ -75,9 +78,9 @@ ok "make deb ($deb, $(elapsed "$T0")s)"
 
 # 2. A clean box.
 t=$(date +%s.%N)
-"$BOX" down >/dev/null 2>&1 || true
-trap '"$BOX" down >/dev/null 2>&1 || true' EXIT
-"$BOX" up >/dev/null
+"$BOX" down >/dev/null 2>&1 9>&- || true
+trap '"$BOX" down >/dev/null 2>&1 9>&- || true' EXIT
+"$BOX" up >/dev/null 9>&-
 ok "box up: $(box 'systemctl --version | head -1') ($(elapsed "$t")s)"
 
 # A free port on loopback (the box shares the host's network) for the
@@ -103,12 +106,12 @@ EOF
 }
 put_config() { # write the gateway's config as a technician would
   gateway_config "$1" > "$SYSTEMD_BOX_DIR/shadowgate.yaml"
-  "$BOX" cp "$SYSTEMD_BOX_DIR/shadowgate.yaml"
+  "$BOX" cp "$SYSTEMD_BOX_DIR/shadowgate.yaml" 9>&-
   box "install -m 0640 -o root -g shadowgate /root/shadowgate.yaml /etc/shadowgate/shadowgate.yaml"
 }
 
 # 3. Install.
-"$BOX" cp "$deb"
+"$BOX" cp "$deb" 9>&-
 if out=$(box "dpkg -i /root/$(basename "$deb") 2>&1"); then
   ok "dpkg -i $(basename "$deb")"
 else
