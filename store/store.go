@@ -81,10 +81,7 @@ type Store struct {
 	db   *bolt.DB
 	path string
 	opts Options
-
-	sessionMu   sync.Mutex
-	lastSession uint64 // the last number NextSession returned
-	log         *slog.Logger
+	log  *slog.Logger
 
 	// Counters kept in memory, rebuilt at open, changed only inside write
 	// transactions (bbolt runs one at a time) and published after commit.
@@ -98,6 +95,9 @@ type Store struct {
 	refused      string
 	refusedSince time.Time
 	refusals     int64
+
+	sessionMu   sync.Mutex
+	lastSession uint64 // the last number NextSession returned
 
 	// uptime (uptime.go): the saved uptime at open, and when it opened
 	// (a monotonic reading)

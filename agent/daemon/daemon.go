@@ -608,21 +608,21 @@ func (d *Daemon) statusLine() string {
 	st := d.up.current().Stats()
 	ob := d.Store.OutboxStats()
 	clk := d.Clock.Status().Summary()
-	jobs := ""
+	degraded := "" // what works less than it should
 	if why := d.jobs.Load().Unavailable(); why != "" {
-		jobs = "; jobs unavailable (" + why + ")"
+		degraded = "; jobs unavailable (" + why + ")"
 	}
 	if w := d.Store.WriteStats(); w.Refused != "" {
-		jobs += fmt.Sprintf("; the disk refuses writes since %s (%s)", w.RefusedSince.Format(time.TimeOnly), w.Refused)
+		degraded += fmt.Sprintf("; the disk refuses writes since %s (%s)", w.RefusedSince.Format(time.TimeOnly), w.Refused)
 	}
 	if st.Connected {
-		return fmt.Sprintf("connected to %s; outbox %d waiting, %d dropped%s; clock: %s", st.Broker, ob.Items, ob.Dropped, jobs, clk)
+		return fmt.Sprintf("connected to %s; outbox %d waiting, %d dropped%s; clock: %s", st.Broker, ob.Items, ob.Dropped, degraded, clk)
 	}
 	why := st.LastError
 	if why == "" {
 		why = "connecting"
 	}
-	return fmt.Sprintf("offline (%s); outbox %d waiting, %d dropped%s; clock: %s", why, ob.Items, ob.Dropped, jobs, clk)
+	return fmt.Sprintf("offline (%s); outbox %d waiting, %d dropped%s; clock: %s", why, ob.Items, ob.Dropped, degraded, clk)
 }
 
 func trimNewline(b []byte) []byte {
