@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -18,7 +17,6 @@ import (
 	"github.com/shadowgate/shadowgate/agent/ctl"
 	"github.com/shadowgate/shadowgate/agent/daemon"
 	"github.com/shadowgate/shadowgate/agent/shadow"
-	"github.com/shadowgate/shadowgate/agent/watchdog/watchdogtest"
 	"github.com/shadowgate/shadowgate/store"
 	"github.com/shadowgate/shadowgate/store/disktest"
 )
@@ -275,22 +273,7 @@ func TestDiskRefusingWritesShown(t *testing.T) {
 	const thing = "gw-refused"
 	_, cfgPath := gatewayConfig(t, thing, c.broker.URL(), disk.Dir, "cloud_wins")
 	sock := filepath.Join(disk.Dir, "api.sock")
-	n := watchdogtest.Listen(t)
-	cmd := exec.Command(gatewayBin, "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=400000", "WATCHDOG_PID=")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var out0 strings.Builder
-	cmd.Stderr = &syncWriter{w: &out0}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("shadowgated output:\n%s\nnotify messages: %q", out0.String(), n.Messages())
-		}
-	})
+	n := startNotified(t, cfgPath).notify
 	c.waitShadow(t, thing, "", "gateway up", func(g *shadow.GetAccepted) bool { return g.State.Reported["gate_motor"] != nil })
 
 	disk.Fail(filepath.Join(disk.Dir, "state.db-wal"))

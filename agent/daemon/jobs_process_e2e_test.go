@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,7 +12,6 @@ import (
 	"github.com/shadowgate/shadowgate/agent/jobrun"
 	"github.com/shadowgate/shadowgate/agent/jobs"
 	"github.com/shadowgate/shadowgate/agent/link/brokertest"
-	"github.com/shadowgate/shadowgate/agent/watchdog/watchdogtest"
 	"github.com/shadowgate/shadowgate/store"
 )
 
@@ -211,18 +208,9 @@ func TestJobStatusKeptAcrossRestartWhileServiceDown(t *testing.T) {
 func TestJobsUnavailableInSystemdStatus(t *testing.T) {
 	c := newJobsCloud(t)
 	px := brokertest.NewPolicyProxy(t, c.broker.Addr(), func(topic string) bool { return strings.Contains(topic, "/jobs/") })
-	n := watchdogtest.Listen(t)
 	dir := t.TempDir()
 	_, cfgPath := gatewayConfig(t, "gw-sdjobs", px.URL(), dir, "cloud_wins")
-	cmd := exec.Command(gatewayBin, "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=400000", "WATCHDOG_PID=")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var out strings.Builder
-	cmd.Stderr = &syncWriter{w: &out}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	n := startNotified(t, cfgPath).notify
 	waitFor(t, "a status line with jobs unavailable", func() bool {
 		return n.Count("STATUS=connected to") >= 1 && n.Count("jobs unavailable (the broker refused the subscription to $aws/things/gw-sdjobs/jobs/") >= 1
 	})

@@ -14,19 +14,11 @@ import (
 )
 
 func TestSystemdNotifyWatchdogReloadStop(t *testing.T) {
-	n := watchdogtest.Listen(t)
 	dir := t.TempDir()
 	// A broker nobody listens on: READY must not wait for the cloud.
 	_, cfgPath := gatewayConfig(t, "gw-sd", "tcp://127.0.0.1:1", dir, "cloud_wins")
-	cmd := exec.Command(gatewayBin, "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=400000", "WATCHDOG_PID=")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var out strings.Builder
-	cmd.Stderr = &syncWriter{w: &out}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	g := startNotified(t, cfgPath)
+	cmd, n := g.cmd, g.notify
 	waitFor(t, "READY=1 with the broker unreachable", func() bool { return n.Count("READY=1") == 1 })
 	waitFor(t, "watchdog pings", func() bool { return n.Count("WATCHDOG=1") >= 3 })
 	waitFor(t, "an offline status line", func() bool { return n.Count("STATUS=offline") >= 1 })
@@ -36,14 +28,14 @@ func TestSystemdNotifyWatchdogReloadStop(t *testing.T) {
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() { done <- g.wait() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, out.String())
+			t.Fatalf("exit after SIGTERM: %v", err)
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatalf("did not stop within 20s of SIGTERM\n%s", out.String())
+		t.Fatal("did not stop within 20s of SIGTERM")
 	}
 	if n.Count("STOPPING=1") != 1 {
 		t.Fatalf("no STOPPING=1: %v", n.Messages())
@@ -73,4 +65,48 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
+}
+
+// notifiedGateway is shadowgated run as systemd runs it: a notify socket
+// and a 400 ms watchdog. It is killed when the test ends, and its output
+// and notify messages are logged if the test failed.
+type notifiedGateway struct {
+	cmd    *exec.Cmd
+	notify *watchdogtest.Socket
+	out    syncWriter
+
+	waitOnce sync.Once
+	waitErr  error
+}
+
+func startNotified(t *testing.T, cfgPath string) *notifiedGateway {
+	t.Helper()
+	g := &notifiedGateway{notify: watchdogtest.Listen(t), out: syncWriter{w: &strings.Builder{}}}
+	g.cmd = exec.Command(gatewayBin, "--config", cfgPath)
+	g.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+g.notify.Path, "WATCHDOG_USEC=400000", "WATCHDOG_PID=")
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	g.cmd.Stderr = &g.out
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		g.cmd.Process.Kill()
+		g.wait()
+		if t.Failed() {
+			t.Logf("shadowgated output:\n%s\nnotify messages: %q", g.out.String(), g.notify.Messages())
+		}
+	})
+	return g
+}
+
+// wait waits for the process to exit (once; later calls return the same).
+func (g *notifiedGateway) wait() error {
+	g.waitOnce.Do(func() { g.waitErr = g.cmd.Wait() })
+	return g.waitErr
 }
