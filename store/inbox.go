@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"time"
 )
@@ -299,14 +300,12 @@ func (t *Tx) UpdateCommand(tid string, fn func(c *Command) error) (*Command, err
 	return c, t.putCommand(c)
 }
 
-// sameCommand says whether a and b would be stored alike (encoding both to
-// compare cost two of a command's four JSON passes on every final status).
-func sameCommand(a, b *Command) bool {
-	return a.TID == b.TID && a.Seq == b.Seq && a.Cmd == b.Cmd && bytes.Equal(a.Request, b.Request) &&
-		a.Received.Equal(b.Received) && a.ExpiresAt.Equal(b.ExpiresAt) && a.Status == b.Status &&
-		a.Started.Equal(b.Started) && a.Approval == b.Approval && bytes.Equal(a.LastAck, b.LastAck) &&
-		a.Finished.Equal(b.Finished) && a.FinishedUptime == b.FinishedUptime
-}
+// sameCommand says whether a and b hold the same (encoding both to compare
+// cost two of a command's four JSON passes on every final status). It
+// covers every field, also one added later; a time set again to the same
+// instant may compare unequal (its monotonic reading), which only rewrites
+// the record.
+func sameCommand(a, b *Command) bool { return reflect.DeepEqual(a, b) }
 
 // fileDone stamps a command that just finished with the store's uptime,
 // by which it expires; the uptime is saved in the same transaction, so

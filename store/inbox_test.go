@@ -259,3 +259,36 @@ func TestStartKeptInArrivalOrder(t *testing.T) {
 		t.Errorf("start a finished command: %v, want ErrCommandFinished", err)
 	}
 }
+
+// An update that changes nothing writes nothing; one that changes a field
+// is written, and read back.
+func TestUpdateCommandUnchangedNotWritten(t *testing.T) {
+	s := open(t, store.Options{})
+	if err := putCmd(s, &store.Command{TID: "u", Cmd: "GO", Request: json.RawMessage(`{"a":1}`), Received: time.Unix(1700000000, 0), Status: store.StatusRunning}); err != nil {
+		t.Fatal(err)
+	}
+	update := func(fn func(c *store.Command)) {
+		t.Helper()
+		if err := s.Update(func(tx *store.Tx) error {
+			_, err := tx.UpdateCommand("u", func(c *store.Command) error { fn(c); return nil })
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := s.WriteStats().Commits
+	update(func(c *store.Command) { c.Request = json.RawMessage(`{"a":1}`) }) // the same bytes, a new slice
+	if n := s.WriteStats().Commits; n != before {
+		t.Fatalf("an unchanged command was written again (%d commits)", n-before)
+	}
+	update(func(c *store.Command) { c.Approval = "pending" })
+	if n := s.WriteStats().Commits; n != before+1 {
+		t.Fatalf("a changed command: %d commits, want 1", n-before)
+	}
+	s.View(func(tx *store.Tx) error {
+		if c, err := tx.GetCommand("u"); err != nil || c.Approval != "pending" {
+			t.Fatalf("read back: %+v, %v", c, err)
+		}
+		return nil
+	})
+}
