@@ -471,14 +471,11 @@ func (s *Store) WriteStats() WriteStats {
 		Refusals: s.refusals, Refused: s.refused, RefusedSince: s.refusedSince}
 }
 
-// noteDisk records what the disk did with a commit: err nil, it took it.
-func (s *Store) noteDisk(err error) {
+// noteRefused records that the disk refused a commit with err (publish
+// clears it when the disk takes one).
+func (s *Store) noteRefused(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err == nil {
-		s.refused, s.refusedSince = "", time.Time{}
-		return
-	}
 	s.refusals++
 	if s.refused == "" {
 		s.refusedSince = time.Now()
@@ -649,19 +646,16 @@ func (s *Store) commit(batch []*commitReq) {
 		if retry {
 			if err := s.rebuild(); err != nil {
 				err = fmt.Errorf("store %s: undo a failed write: %w", s.path, err)
-				s.noteDisk(err)
+				s.noteRefused(err)
 				s.fail(batch, err)
 				return
 			}
 			continue
 		}
 		if err := s.persist(t); err != nil {
-			s.noteDisk(err)
+			s.noteRefused(err)
 			s.fail(batch, err)
 			return
-		}
-		if len(t.ops) > 0 {
-			s.noteDisk(nil)
 		}
 		s.publish(t)
 		for _, fn := range t.onCommit {
@@ -722,6 +716,9 @@ func (s *Store) publish(t *Tx) {
 	s.outbox.Bytes += t.outboxDelta.Bytes
 	s.outbox.Dropped += t.outboxDelta.Dropped
 	s.histLen += t.histDelta
+	if len(t.ops) > 0 { // the disk took a commit: it no longer refuses
+		s.refused, s.refusedSince = "", time.Time{}
+	}
 	s.mu.Unlock()
 	for _, d := range t.dropped {
 		s.log.Warn("store quota reached, dropped an item", "what", d)
