@@ -103,6 +103,8 @@ func TestCapacityReport(t *testing.T) {
 			fmt.Sprintf("%.0f/s", rate), fmt.Sprintf("%.2f× of %.0f msgs/s", rate/raw, raw), use.String())
 		if use.serviceSeconds > 0 {
 			row("… updates per CPU-second of the service", fmt.Sprintf("%.0f", float64(sz.updates)/use.serviceSeconds), "", "")
+			row("… this machine's ceiling: its cores over mosquitto's and the generator's CPU per update (the rate if the service took none)",
+				ceiling(use, sz.updates), "", "")
 		}
 		if sz.duration == 0 {
 			continue
@@ -147,6 +149,21 @@ func TestCapacityReport(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// ceiling is what the machine's cores allow once mosquitto and the load
+// generator took their CPU for each update: the rate if the service took
+// none, and the CPU per update the service may spend for 10,000/s next to
+// what it spends.
+func ceiling(use cpuUse, updates int) string {
+	others := use.othersSeconds / float64(updates) // seconds per update
+	service := use.serviceSeconds / float64(updates)
+	cores := float64(runtime.NumCPU())
+	s := fmt.Sprintf("%.0f/s; the service spends %.0f µs per update", cores/others, service*1e6)
+	if budget := cores/10000 - others; budget > 0 {
+		return s + fmt.Sprintf(", and 10,000/s leaves it %.0f µs", budget*1e6)
+	}
+	return s + ", and 10,000/s leaves it none"
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -281,8 +298,9 @@ func (p *serviceProcess) stop() {
 // cpuUse is the CPU time the three processes took during a measurement,
 // in cores (CPU seconds over wall seconds).
 type cpuUse struct {
-	service, broker, generator float64
+	service, broker, generator float64 // cores: CPU seconds over wall seconds
 	serviceSeconds             float64
+	othersSeconds              float64 // mosquitto's and the generator's CPU seconds
 }
 
 func (u cpuUse) String() string {
@@ -295,7 +313,8 @@ func (h *capacityHarness) cpu(fn func()) cpuUse {
 	s0, b0, g0, t0 := procCPU(h.svc.cmd.Process.Pid), procCPU(h.broker.Pid()), selfCPU(), time.Now()
 	fn()
 	s1, b1, g1, wall := procCPU(h.svc.cmd.Process.Pid), procCPU(h.broker.Pid()), selfCPU(), time.Since(t0).Seconds()
-	return cpuUse{service: (s1 - s0) / wall, broker: (b1 - b0) / wall, generator: (g1 - g0) / wall, serviceSeconds: s1 - s0}
+	return cpuUse{service: (s1 - s0) / wall, broker: (b1 - b0) / wall, generator: (g1 - g0) / wall,
+		serviceSeconds: s1 - s0, othersSeconds: b1 - b0 + g1 - g0}
 }
 
 // procCPU is a process's user + system CPU seconds (/proc/pid/stat).
