@@ -321,6 +321,80 @@ func TestCancelOutcomes(t *testing.T) {
 	})
 }
 
+// A cancel that lands while its command waits for its actuator's worker
+// (held by a change the shadow asked for) is the race a cancel and a
+// start run: the command has begun, but its start is not recorded. The
+// start's transaction finds the record finished and refuses, and the
+// command never touches the hardware; its one final ack is the cancel's,
+// and no heartbeat follows it. The worker is held by hardware the test
+// releases (test_latch), so the order is the test's, not the machine's.
+func TestCancelWhileWaitingForItsActuator(t *testing.T) {
+	c := newCloud(t)
+	const thing = "gw-cw"
+	dir := t.TempDir()
+	cfg, _ := gatewayConfig(t, thing, c.broker.URL(), dir, "cloud_wins")
+	path := filepath.Join(dir, "shadowgate.yaml")
+	y, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ys := strings.Replace(string(y), "actuators:\n", "actuators:\n  latch: {driver: test_latch}\n", 1)
+	ys = strings.Replace(ys, "  types:\n", "  types:\n    OPEN_LATCH: {actuator: latch, set: {open: true}}\n    CLOSE_LATCH: {actuator: latch, set: {open: false}}\n", 1)
+	if err := os.WriteFile(path, []byte(ys), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = daemon.LoadConfig(path); err != nil {
+		t.Fatal(err)
+	}
+	d := gateway(t, cfg)
+	waitFor(t, "link up", d.Link.Connected)
+	c.waitShadow(t, thing, "", "gateway up", func(g *shadow.GetAccepted) bool { return g.State.Reported["latch"] != nil })
+	waitFor(t, "the backlog hold over", func() bool { return !d.Commands.Stats().Held })
+	executed := d.Commands.Stats().Executed
+
+	entered, release := latch.hold()
+	defer release()
+	c.desire(t, thing, "", `{"latch":{"open":true}}`)
+	<-entered // the desired state holds the latch's worker
+
+	c.send(t, thing, req("CLOSE_LATCH", "cw-1", ""))
+	running := func() int {
+		n := 0
+		for _, a := range c.acks(thing, "cw-1") {
+			if a.Status == command.StatusRunning {
+				n++
+			}
+		}
+		return n
+	}
+	// Accepted, then a heartbeat: the command has begun, and waits for
+	// the worker.
+	waitFor(t, "cw-1 begun (a heartbeat after its acceptance)", func() bool { return running() >= 2 })
+	c.send(t, thing, cancelReq("cw-1"))
+	waitFor(t, "the cancel's ack", func() bool { return len(c.finalAcks(thing, "cw-1")) == 1 })
+	release()
+
+	// The next command on the latch runs once cw-1 has left its lane.
+	c.send(t, thing, req("OPEN_LATCH", "cw-2", ""))
+	c.waitAck(t, thing, "cw-2", command.StatusSuccess)
+	if f := c.finalAcks(thing, "cw-1"); len(f) != 1 || !strings.Contains(f[0], `"reason":"canceled"`) {
+		t.Fatalf("final acks of cw-1: %v, want one FAILURE canceled", f)
+	}
+	if acks := c.acks(thing, "cw-1"); acks[len(acks)-1].Status != command.StatusFailure {
+		t.Fatalf("an ack after the cancel's: %+v", acks)
+	}
+	var h []*store.Change
+	if err := d.Store.View(func(tx *store.Tx) (err error) { h, err = tx.History("latch", 1000); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if changedBy(h, "cw-1") {
+		t.Fatal("the canceled command changed the latch")
+	}
+	if got := d.Commands.Stats().Executed - executed; got != 1 {
+		t.Fatalf("executed %d, want 1 (cw-2)", got)
+	}
+}
+
 // A cancel of an unknown tid is kept within the inbox quota's headroom;
 // past it the gateway says it could not record it.
 func TestCancelInboxFull(t *testing.T) {
