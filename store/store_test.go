@@ -456,6 +456,12 @@ func (c *child) kill() { c.cmd.Process.Kill(); c.cmd.Wait() }
 func helper(t *testing.T, mode, path string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	// Under user-mode emulation (make test-arm) the test binary is not
+	// one this machine runs by itself: the helper runs under the emulator
+	// too.
+	if emu := os.Getenv("SHADOWGATE_TEST_EMULATOR"); emu != "" {
+		cmd = exec.Command(emu, os.Args[0], "-test.run=^TestHelperProcess$")
+	}
 	cmd.Env = append(os.Environ(), "STORE_HELPER="+mode, "STORE_PATH="+path)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
