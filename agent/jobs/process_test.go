@@ -42,11 +42,21 @@ func buildShadowsvc(t *testing.T, dir string) string {
 	return bin
 }
 
+// command runs bin, under SHADOWGATE_TEST_EMULATOR when make test-arm
+// set it (the binary is built for the tests' GOARCH). A user-mode
+// emulator runs its program in its own process, so kill -9 is still one.
+func command(bin string, args ...string) *exec.Cmd {
+	if emu := os.Getenv("SHADOWGATE_TEST_EMULATOR"); emu != "" {
+		return exec.Command(emu, append([]string{bin}, args...)...)
+	}
+	return exec.Command(bin, args...)
+}
+
 // startShadowsvc starts the binary with args; it dies with the test
 // process (and kill ends it sooner).
 func startShadowsvc(t *testing.T, bin string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	cmd := command(bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -103,7 +113,7 @@ func TestShadowsvcProcessKilledKeepsAcceptedUpdates(t *testing.T) {
 			t.Fatalf("after the second kill -9: %+v %v", d, err)
 		}
 	})
-	if out, _ := exec.Command(bin, "--help").CombinedOutput(); !strings.Contains(string(out), "-no-jobs") {
+	if out, _ := command(bin, "--help").CombinedOutput(); !strings.Contains(string(out), "-no-jobs") {
 		t.Fatalf("--help lacks -no-jobs: %s", out)
 	}
 }

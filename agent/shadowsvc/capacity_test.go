@@ -237,8 +237,19 @@ type serviceProcess struct {
 	done  chan struct{} // closed when it exited
 }
 
+// command runs bin, under SHADOWGATE_TEST_EMULATOR when make test-arm set
+// it (the binaries are built for the tests' GOARCH). A user-mode emulator
+// runs its program in its own process: its CPU and memory are the
+// emulated program's (and the emulator's).
+func command(bin string, args ...string) *exec.Cmd {
+	if emu := os.Getenv("SHADOWGATE_TEST_EMULATOR"); emu != "" {
+		return exec.Command(emu, append([]string{bin}, args...)...)
+	}
+	return exec.Command(bin, args...)
+}
+
 func startServiceProcess(t *testing.T, broker, profile string) *serviceProcess {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCapacityServiceProcess$", "-test.count=1", "-test.timeout=30m")
+	cmd := command(os.Args[0], "-test.run=^TestCapacityServiceProcess$", "-test.count=1", "-test.timeout=30m")
 	cmd.Env = append(os.Environ(), "SHADOWGATE_CAPACITY_BROKER="+broker,
 		"SHADOWGATE_CAPACITY_STORE="+filepath.Join(t.TempDir(), "svc.db"), "SHADOWGATE_CAPACITY_PROFILE="+profile)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -616,7 +627,7 @@ func queuedMemory(t *testing.T, bin, url string, n int) (rss, hwm uint64) {
 // the request of each of n things (topic(i); answered on …/accepted) with
 // 100 in flight, and returns its RSS and peak RSS.
 func serviceMemory(t *testing.T, bin, url, path, name string, n int, topic func(i int) string) (rss, hwm uint64) {
-	cmd := exec.Command(bin, "--broker", url, "--client-id", "svc-mem-"+name, "--topic-root", "mem/", "--store", path, "--log-level", "error")
+	cmd := command(bin, "--broker", url, "--client-id", "svc-mem-"+name, "--topic-root", "mem/", "--store", path, "--log-level", "error")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
