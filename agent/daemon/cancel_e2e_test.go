@@ -332,7 +332,7 @@ func TestCancelWhileWaitingForItsActuator(t *testing.T) {
 	c := newCloud(t)
 	const thing = "gw-cw"
 	dir := t.TempDir()
-	cfg, _ := gatewayConfig(t, thing, c.broker.URL(), dir, "cloud_wins")
+	gatewayConfig(t, thing, c.broker.URL(), dir, "cloud_wins") // writes the file this test extends
 	path := filepath.Join(dir, "shadowgate.yaml")
 	y, err := os.ReadFile(path)
 	if err != nil {
@@ -343,7 +343,8 @@ func TestCancelWhileWaitingForItsActuator(t *testing.T) {
 	if err := os.WriteFile(path, []byte(ys), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if cfg, err = daemon.LoadConfig(path); err != nil {
+	cfg, err := daemon.LoadConfig(path)
+	if err != nil {
 		t.Fatal(err)
 	}
 	d := gateway(t, cfg)
