@@ -49,17 +49,14 @@ test: deps lint
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
 	@$(MAKE) --no-print-directory test-armhf
 
-# test-systemd installs the .deb in a Debian bookworm booted with systemd
-# (systemd-nspawn, ../shared/tools/systemd-box) and checks the services as a
-# user meets them: start, STATUS=, reload (good and bad config), watchdog,
-# stop, systemd-analyze security, purge. Root only; skipped otherwise.
 # test-arm runs the gateway's packages as they ship for the Pi, under
 # qemu-user: armhf (GOARCH=arm GOARM=6, a 32-bit int and 64-bit atomics on a
 # 32-bit CPU, bbolt's mmap on 32 bits) and arm64. Their tests use real
-# mosquitto brokers and pseudo-terminals as on amd64, and the store's kill -9
-# crash tests run their helper under the emulator too. The packages that
+# mosquitto brokers and pseudo-terminals as on amd64, and the processes they
+# start and kill -9 (the store's crash helper, shadowsvc) run under the
+# emulator too (SHADOWGATE_TEST_EMULATOR). The packages that
 # build or start this machine's own binaries (the daemon's, shadowctl's,
-# the packaging's) and shadowsvc's load tests stay on amd64.
+# the packaging's) stay on amd64.
 ARM_PKGS := ./store/ ./agent/shadow/ ./agent/sync/ ./agent/actuate/ ./agent/link/ \
 	./agent/outbox/ ./agent/pipeline/ ./agent/jobs/ ./agent/jobrun/ ./agent/config/ \
 	./agent/clock/ ./agent/watchdog/ ./agent/localapi/ ./agent/awsapi/ ./agent/broker/ \
@@ -73,6 +70,10 @@ test-arm64: deps
 	CGO_ENABLED=0 GOARCH=arm64 SHADOWGATE_TEST_EMULATOR=qemu-aarch64-static \
 	  $(GO) test -exec qemu-aarch64-static -count=1 -timeout 12m $(ARM_PKGS)
 
+# test-systemd installs the .deb in a Debian bookworm booted with systemd
+# (systemd-nspawn, ../shared/tools/systemd-box) and checks the services as a
+# user meets them: start, STATUS=, reload (good and bad config), watchdog,
+# stop, systemd-analyze security, purge. Root only; skipped otherwise.
 test-systemd:
 	packaging/systemd-test.sh
 
