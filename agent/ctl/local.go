@@ -163,6 +163,7 @@ func runStatus(e *env, f *localFlags, c *apiClient, args []string) error {
 	if st.LastError != "" {
 		row("last error", st.LastError)
 	}
+	row("messages", fmt.Sprintf("%d published, %d received", st.Published, st.Received))
 	row("outbox", fmt.Sprintf("%d waiting (%d bytes), %d sent, %d dropped", st.OutboxItems, st.OutboxBytes, st.OutboxSent, st.OutboxDropped))
 	cmds := fmt.Sprintf("%d pending, %d executed, %d unreadable, %d too large", st.PendingCmds, st.CommandsStats.Executed, st.CommandsStats.Malformed, st.CommandsStats.TooLarge)
 	if st.CommandsStats.Held {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -194,18 +195,29 @@ func pipelined(b testing.TB, n, window int, send func(i int), done <-chan int) f
 func BenchmarkCommandThroughput(b *testing.B) {
 	for _, acts := range []int{1, 10} {
 		b.Run(fmt.Sprintf("actuators=%d", acts), func(b *testing.B) {
-			durable, raw := measureCommands(b, brokertest.Config{Stock: true}, max(b.N, 200), acts)
-			b.ReportMetric(durable, "cmds/s")
-			b.ReportMetric(raw, "raw-req/s")
-			b.ReportMetric(durable/raw, "ratio")
+			f := measureCommands(b, brokertest.Config{Stock: true}, max(b.N, 200), acts)
+			b.ReportMetric(f.durable, "cmds/s")
+			b.ReportMetric(f.raw, "raw-req/s")
+			b.ReportMetric(f.durable/f.raw, "ratio")
+			b.ReportMetric(f.cmd.msgs, "msgs/cmd")
+			b.ReportMetric(float64(f.cmd.broker.Microseconds()), "broker-µs/cmd")
+			b.ReportMetric(float64(f.cmd.clients.Microseconds()), "clients-µs/cmd")
+			b.ReportMetric(f.cmd.ceiling(), "ceiling-cmds/s")
 		})
 	}
+}
+
+// cmdFigures are measureCommands': the rates, and the work each command
+// and each raw exchange cost (opWork).
+type cmdFigures struct {
+	durable, raw float64 // per second
+	cmd, rawWork work
 }
 
 // measureCommands returns durable commands per second, spread round-robin
 // over the given number of sim actuators, and raw MQTT requests per second:
 // n of each with 32 in flight.
-func measureCommands(b testing.TB, bc brokertest.Config, n, actuators int) (durable, raw float64) {
+func measureCommands(b testing.TB, bc brokertest.Config, n, actuators int) (f cmdFigures) {
 	c := newCloudOps(b, bc, nil, false)
 	dir := b.TempDir()
 	var acts, types strings.Builder
@@ -242,7 +254,9 @@ func measureCommands(b testing.TB, bc brokertest.Config, n, actuators int) (dura
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond)
-	raw = pipelined(b, n, window, func(i int) { reqr.PublishAsync("tp/req", false, []byte(fmt.Sprint(i))) }, rawDone)
+	counted := opWork(b, c.broker, echo, reqr)
+	f.raw = pipelined(b, n, window, func(i int) { reqr.PublishAsync("tp/req", false, []byte(fmt.Sprint(i))) }, rawDone)
+	f.rawWork = counted(n)
 
 	// Steady state: after a connect commands wait for the broker's
 	// backlog (a second of quiet on the command topic, agent/command's
@@ -256,8 +270,51 @@ func measureCommands(b testing.TB, bc brokertest.Config, n, actuators int) (dura
 			cmdDone <- 0
 		}
 	}
-	durable = pipelined(b, n, window, func(i int) {
+	counted = opWork(b, c.broker, d.Link, c.svcLink, c.op)
+	f.durable = pipelined(b, n, window, func(i int) {
 		c.op.PublishAsync("commands/gw-cbench", false, []byte(req(fmt.Sprintf("SET%d", i%actuators), fmt.Sprintf("tp-%d", i), fmt.Sprintf(`{"speed":%d}`, i%100))))
 	}, cmdDone)
-	return durable, raw
+	f.cmd = counted(n)
+	return f
 }
+
+// opWork starts counting the work done for the clients given, and
+// returns it for each of n operations: the messages through the broker
+// (every client's publishes and deliveries), mosquitto's CPU, and this
+// process's (the gateway, cloud and operator of a command, or the two raw
+// clients). It lets the last operations' trailing messages (a report's
+// answer after the ack) arrive first: the counts settle for 100 ms.
+func opWork(b testing.TB, br *brokertest.Broker, clients ...*link.Link) func(n int) work {
+	count := func() (m int64) {
+		for _, l := range clients {
+			st := l.Stats()
+			m += st.Published + st.Received
+		}
+		return m
+	}
+	self := os.Getpid()
+	m0, c0, s0 := count(), procCPU(b, br.Pid()), procCPU(b, self)
+	return func(n int) work {
+		c1, s1 := procCPU(b, br.Pid()), procCPU(b, self)
+		m1 := count()
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+			if m := count(); m != m1 {
+				m1 = m
+				continue
+			}
+			break
+		}
+		return work{msgs: float64(m1-m0) / float64(n), broker: (c1 - c0) / time.Duration(n), clients: (s1 - s0) / time.Duration(n)}
+	}
+}
+
+// work is what one operation cost (opWork).
+type work struct {
+	msgs            float64       // through the broker: publishes in, deliveries out
+	broker, clients time.Duration // CPU: mosquitto's, this process's
+}
+
+// ceiling is the rate this machine's cores allow if nothing but the
+// operation's measured CPU ran on them.
+func (w work) ceiling() float64 { return float64(runtime.NumCPU()) / (w.broker + w.clients).Seconds() }

@@ -49,21 +49,28 @@ func TestShadowctlOnTheGateway(t *testing.T) {
 	cfg, cfgPath := gatewayConfig(t, "gw-ctl", c.broker.URL(), dir, "cloud_wins")
 	d := gateway(t, cfg)
 	waitFor(t, "link up", d.Link.Connected)
+	waitFor(t, "the shadows' answers", func() bool { return d.Link.Stats().Received > 0 })
 	sock := cfg.API.Socket
 	fi, err := os.Stat(sock)
 	if err != nil || fi.Mode().Perm() != 0o660 || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("socket %s: mode %v, %v", sock, fi.Mode(), err)
 	}
 
-	shadowctl(t, "status", "--socket", sock).must(t, 0, "gw-ctl", "connected to "+c.broker.URL(), "outbox", "bytes written since start")
+	shadowctl(t, "status", "--socket", sock).must(t, 0, "gw-ctl", "connected to "+c.broker.URL(), "outbox", "bytes written since start", "messages ")
 	r := shadowctl(t, "status", "--socket", sock, "--json")
 	var st struct {
 		Thing       string
 		Connected   bool
 		StoreWrites store.WriteStats `json:"store_writes"`
+		Published   int64            `json:"messages_published"`
+		Received    int64            `json:"messages_received"`
 	}
 	if json.Unmarshal([]byte(r.stdout), &st) != nil || st.Thing != "gw-ctl" || !st.Connected {
 		t.Fatalf("status --json: %s", r.stdout)
+	}
+	// It asked for its shadows (published) and heard the answers.
+	if st.Published == 0 || st.Received == 0 {
+		t.Fatalf("status --json: %d messages published, %d received", st.Published, st.Received)
 	}
 	// Creating the shadows wrote the replicas: whole blocks of the log, at
 	// least one a commit.

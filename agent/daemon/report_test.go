@@ -92,8 +92,13 @@ func TestPerformanceReport(t *testing.T) {
 			compare("round trip p50", float64(r.p50), float64(nd.p50))
 		}
 	}
+	var costs []string
 	for _, acts := range []int{1, 10} {
-		durable, raw := measureCommands(t, stock, sz.cmds, acts)
+		cf := measureCommands(t, stock, sz.cmds, acts)
+		durable, raw := cf.durable, cf.raw
+		w := cf.cmd
+		costs = append(costs, fmt.Sprintf("%d: %.1f messages, %.0f + %.0f µs, ceiling %.0f/s (%.2f× raw; measured %.0f%% of it)", acts, w.msgs,
+			float64(w.broker.Nanoseconds())/1e3, float64(w.clients.Nanoseconds())/1e3, w.ceiling(), w.ceiling()/raw, 100*durable/w.ceiling()))
 		name := "durable commands per second, one actuator (÷ raw MQTT request/response; ÷ floor³)"
 		extra := fmt.Sprintf("; %.2f× of %.0f/s", durable*commit.Seconds(), 1/commit.Seconds())
 		ok := durable*commit.Seconds() >= 0.5
@@ -103,9 +108,11 @@ func TestPerformanceReport(t *testing.T) {
 			extra, ok, target = "", durable/raw >= 0.5, "≥ 0.5×"
 		}
 		add(name, fmt.Sprintf("%.0f/s (%.3f×%s)", durable, durable/raw, extra), target, ok)
-		nd, _ := measureCommands(t, nodelay, sz.cmds, acts)
+		nd := measureCommands(t, nodelay, sz.cmds, acts).durable
 		compare(fmt.Sprintf("commands on %d actuator(s)", acts), nd, durable) // a rate: slower is smaller
 	}
+	add("what a command costs, by actuators: messages through the broker (a raw exchange: 4); CPU, mosquitto + gateway, cloud and operator (one process here); this machine's ceiling (its cores ÷ that CPU)⁶",
+		strings.Join(costs, "; "), "informative", true)
 
 	httpRows(t, sz.rtIters*3, add)
 
@@ -151,6 +158,7 @@ func TestPerformanceReport(t *testing.T) {
 	b.WriteString("\n³ On one actuator commands run in order, and each records its prior state durably before it touches the hardware: at most one command per commit. The floor is that rate, from raw bbolt in this run.\n")
 	b.WriteString("\n⁴ VmRSS is the process's own (anonymous) memory plus the pages of files it maps, nearly all of them the binary's. Linux maps the pages around each page fault in a file mapping (fault-around, 64 KB), and a Go program's start runs code and reads tables across the whole binary, so nearly all of it stays mapped however little runs later: one read every 256 KB of the binary maps 63 KB per read, with MADV_RANDOM too and from a copy on tmpfs with 4 KB pages alike (so it is not ext4's large folios, as this note said before). Those pages are clean and shared with the page cache: under memory pressure the kernel drops them and reads back what runs. The working set is what the daemon touches while idle (referenced bits cleared through /proc/PID/clear_refs, then counted in smaps_rollup): what it needs resident. Under 10 MB of VmRSS needs a binary under about 5 MB; shadowgated links TLS, paho's websocket (net/http), and the embedded broker, shadow and Jobs services of broker.embedded.\n")
 	b.WriteString("\n⁵ Store pages as counted above (4 KB each, the meta page included); the file system's journal and the card's own write amplification (small random writes on a consumer card: often several times) come on top.\n")
+	b.WriteString("\n⁶ Messages are every client's publishes and deliveries, counted by their links. A raw exchange is 4: the request in and out, the response in and out. A command is 6, the request, its RUNNING ack (written with the request) and its SUCCESS ack, each in and out, plus its share of a shadow report: the report in and out, the service's accepted answer in and out, its documents message in; commands close together share one report. CPU is each process's over the run (/proc schedstat): mosquitto's, and this test process's, which holds the gateway, the cloud's shadow service and the operator. The ceiling is the rate at which that CPU alone fills the machine's cores; no rate passes it here. Over ten actuators the target, 0.5× the raw exchanges, is above it.\n")
 	fmt.Println(b.String())
 	if full {
 		os.MkdirAll("../../bench", 0o755)

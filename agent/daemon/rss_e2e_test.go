@@ -66,7 +66,7 @@ func TestMeasureShadowUpdateWrites(t *testing.T) {
 }
 
 // procCPU is the CPU time all of a process's threads have run.
-func procCPU(t *testing.T, pid int) time.Duration {
+func procCPU(t testing.TB, pid int) time.Duration {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		t.Fatal(err)

@@ -161,6 +161,8 @@ type Link struct {
 
 	connected   atomic.Bool
 	connects    atomic.Int64
+	published   atomic.Int64 // messages handed to paho (Stats)
+	received    atomic.Int64 // messages the broker delivered
 	shed        atomic.Int64 // messages answered by a Shed because the queue was full
 	overflowed  atomic.Int64 // messages queued past QueueDepth
 	warned      atomic.Bool  // overflow logged since the queue was last empty
@@ -320,8 +322,12 @@ type Stats struct {
 	LastConnect time.Time // zero if never
 	LastError   string
 	Queued      int
-	Shed        int64 // received while the queue was full, answered by the subscriber
-	Overflowed  int64 // received while the queue was full, queued all the same
+	// Published counts the QoS 1 publishes handed to paho (presence
+	// included, paho's resends after a reconnect not), Received the
+	// messages the broker delivered, since New.
+	Published, Received int64
+	Shed                int64 // received while the queue was full, answered by the subscriber
+	Overflowed          int64 // received while the queue was full, queued all the same
 	// Refused are the optional subscriptions the broker refused in the
 	// current session (HandleOptional).
 	Refused []string
@@ -330,7 +336,7 @@ type Stats struct {
 // Stats returns the link's state.
 func (l *Link) Stats() Stats {
 	st := Stats{Broker: l.opts.Broker, Connected: l.Connected(), Connects: l.connects.Load(),
-		Shed: l.shed.Load(), Overflowed: l.overflowed.Load()}
+		Published: l.published.Load(), Received: l.received.Load(), Shed: l.shed.Load(), Overflowed: l.overflowed.Load()}
 	if ns := l.lastConnect.Load(); ns != 0 {
 		st.LastConnect = time.Unix(0, ns)
 	}
@@ -484,7 +490,7 @@ func (l *Link) currentDown() chan struct{} {
 
 func (l *Link) shutdown() {
 	if p := l.opts.Presence; l.client.IsConnectionOpen() && p.Topic != "" {
-		tok := l.client.Publish(p.Topic, 1, true, p.Offline)
+		tok := l.publish(p.Topic, true, p.Offline)
 		if !tok.WaitTimeout(2*time.Second) || tok.Error() != nil {
 			// Sent before the DISCONNECT on the same connection, the broker
 			// still reads it first if it arrives at all.
@@ -501,7 +507,7 @@ func (l *Link) Publish(ctx context.Context, topic string, retain bool, payload [
 		return ErrNotConnected
 	}
 	down := l.currentDown()
-	if err := wait(ctx, l.client.Publish(topic, 1, retain, payload), down); err != nil {
+	if err := wait(ctx, l.publish(topic, retain, payload), down); err != nil {
 		return fmt.Errorf("publish %s: %w", topic, err)
 	}
 	return nil
@@ -528,7 +534,13 @@ func (l *Link) PublishAsync(topic string, retain bool, payload []byte) (Pending,
 		return Pending{}, ErrNotConnected
 	}
 	down := l.currentDown()
-	return Pending{l.client.Publish(topic, 1, retain, payload), down}, nil
+	return Pending{l.publish(topic, retain, payload), down}, nil
+}
+
+// publish hands a QoS 1 message to paho and counts it.
+func (l *Link) publish(topic string, retain bool, payload []byte) mqtt.Token {
+	l.published.Add(1)
+	return l.client.Publish(topic, 1, retain, payload)
 }
 
 func wait(ctx context.Context, tok mqtt.Token, down <-chan struct{}) error {
@@ -550,6 +562,7 @@ func wait(ctx context.Context, tok mqtt.Token, down <-chan struct{}) error {
 // enqueue runs on paho's reader, which also reads the PUBACKs of our own
 // publishes: it never waits.
 func (l *Link) enqueue(m mqtt.Message, sub subscription) {
+	l.received.Add(1)
 	msg := &Message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained(), Duplicate: m.Duplicate(), ack: m.Ack, link: l}
 	l.mu.Lock()
 	full := len(l.queue) >= l.opts.QueueDepth

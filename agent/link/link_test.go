@@ -109,6 +109,14 @@ func TestRoundTripReconnectAndStatus(t *testing.T) {
 		defer mu.Unlock()
 		return strings.Join(got, "") == "abc"
 	})
+	// The counters: obs published three, dev received them; dev's one
+	// publish is its online presence.
+	if st := obs.Stats(); st.Published != 3 {
+		t.Errorf("obs published %d messages, want 3", st.Published)
+	}
+	if st := devLink.Stats(); st.Received != 3 || st.Published != 1 {
+		t.Errorf("dev received %d, published %d; want 3 and 1 (its presence)", st.Received, st.Published)
+	}
 
 	b.Restart()
 	waitFor(t, "reconnect with subscriptions restored", func() bool {

@@ -66,13 +66,17 @@ func (s *Server) routes() []route {
 
 // Status is GET /v1/status.
 type Status struct {
-	Version        string           `json:"version"`
-	Thing          string           `json:"thing"`
-	Broker         string           `json:"broker"`
-	Connected      bool             `json:"connected"`
-	Connects       int64            `json:"connects"`
-	LastConnect    time.Time        `json:"last_connect,omitzero"`
-	LastError      string           `json:"last_error,omitempty"`
+	Version     string    `json:"version"`
+	Thing       string    `json:"thing"`
+	Broker      string    `json:"broker"`
+	Connected   bool      `json:"connected"`
+	Connects    int64     `json:"connects"`
+	LastConnect time.Time `json:"last_connect,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	// Published and Received count MQTT messages on the current link
+	// (a reload that changes the broker starts a new one).
+	Published      int64            `json:"messages_published"`
+	Received       int64            `json:"messages_received"`
 	OutboxItems    int64            `json:"outbox_items"`
 	OutboxBytes    int64            `json:"outbox_bytes"`
 	OutboxDropped  uint64           `json:"outbox_dropped"`
@@ -116,6 +120,7 @@ func (s *Server) status(r *http.Request) (any, error) {
 		Clock: clk, Jobs: js,
 		Version: version.Version, Thing: d.Config.Gateway.Thing, Broker: ls.Broker, Connected: ls.Connected,
 		Connects: ls.Connects, LastConnect: ls.LastConnect, LastError: ls.LastError,
+		Published: ls.Published, Received: ls.Received,
 		OutboxItems: ob.Items, OutboxBytes: ob.Bytes, OutboxDropped: ob.Dropped, OutboxSent: d.Outbox.Sent(),
 		PendingCmds: pending, StoreBytes: d.Store.Size(), StorePath: d.Store.Path(), StoreWrites: d.Store.WriteStats(),
 		Uptime: time.Since(d.Started).Round(time.Second), Started: d.Started,
