@@ -97,13 +97,8 @@ func (t *Tx) RecordChange(c *Change) (uint64, error) {
 	// The ones that age out are deleted in batches of depth/8, so that most
 	// changes rewrite only the leaf they were added to, not also the leaf
 	// of the oldest entry.
-	ids := t.historyIDs(c.Actuator)
-	if over := len(ids) - t.s.opts.HistoryDepth; over > t.s.opts.HistoryDepth/8 {
-		for _, old := range ids[:over] {
-			if err := t.dropChange(c.Actuator, old); err != nil {
-				return 0, err
-			}
-		}
+	if err := t.trimHistory(c.Actuator); err != nil {
+		return 0, err
 	}
 	// Bytes: drop the oldest entries of any actuator, never the new one.
 	t.s.mu.Lock()
@@ -120,6 +115,33 @@ func (t *Tx) RecordChange(c *Change) (uint64, error) {
 		t.dropped = append(t.dropped, fmt.Sprintf("history #%d of %s (history_max_bytes)", oldest, act))
 	}
 	return id, nil
+}
+
+// trimHistory keeps an actuator's history to its depth after a change was
+// added: the entries that aged out are deleted in batches of depth/8, so
+// that most changes rewrite only the leaf they were added to, not also the
+// leaf of the oldest entry. Between batches it counts the entries (the
+// store's histCount) instead of scanning them.
+func (t *Tx) trimHistory(actuator string) error {
+	depth := t.s.opts.HistoryDepth
+	if n, ok := t.s.histCount[actuator]; ok && n+1-depth <= depth/8 {
+		t.s.histCount[actuator] = n + 1
+		return nil
+	}
+	ids := t.historyIDs(actuator)
+	if over := len(ids) - depth; over > depth/8 {
+		for _, old := range ids[:over] {
+			if err := t.dropChange(actuator, old); err != nil {
+				return err
+			}
+		}
+		ids = ids[over:]
+	}
+	if t.s.histCount == nil {
+		t.s.histCount = map[string]int{}
+	}
+	t.s.histCount[actuator] = len(ids)
+	return nil
 }
 
 // historyIDs returns an actuator's change ids, oldest first.
@@ -148,6 +170,7 @@ func (t *Tx) oldestChange() (string, uint64) {
 }
 
 func (t *Tx) dropChange(actuator string, id uint64) error {
+	delete(t.s.histCount, actuator) // counted again by the next change
 	b := t.bucket(bucketChanges)
 	k := histKey(actuator, id)
 	if v := b.Get(k); v != nil {

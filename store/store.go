@@ -119,6 +119,11 @@ type Store struct {
 	wal        *wal
 	checkpoint time.Time // when the bbolt file last took the log's records
 	closed     bool
+	// histCount is each actuator's number of history entries in wtx, where
+	// known (under txmu): RecordChange counts instead of scanning an
+	// actuator's whole history on every change. A new transaction (begin)
+	// and every deletion forget it; it is counted again by a scan.
+	histCount map[string]int
 }
 
 // checkpointInterval bounds how long the log's records wait for the bbolt
@@ -193,6 +198,7 @@ func (s *Store) begin() error {
 		return err
 	}
 	s.wtx = tx
+	clear(s.histCount)
 	return nil
 }
 
