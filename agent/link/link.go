@@ -523,6 +523,10 @@ type Pending struct {
 // connection the message went out on is lost first.
 func (p Pending) Wait(ctx context.Context) error { return wait(ctx, p.tok, p.down) }
 
+// Lost is closed when the connection the message went out on is lost
+// (Wait then fails with ErrNotConnected unless the PUBACK came first).
+func (p Pending) Lost() <-chan struct{} { return p.down }
+
 // Done is closed when the publish ended (PUBACK or error; Wait then returns
 // at once), so that a caller can skip setting a deadline for it.
 func (p Pending) Done() <-chan struct{} { return p.tok.Done() }

@@ -13,6 +13,7 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -47,6 +48,10 @@ type Drainer struct {
 	// goroutine touches these.
 	removing map[uint64]bool
 	removals []*removal
+	// The window in flight, oldest first (Run's goroutine only), and
+	// whether the last peek may have left messages behind.
+	inflight []flight
+	more     bool
 	// Tracker, when set, is told when each window is published.
 	Tracker *watchdog.Tracker
 }
@@ -63,6 +68,11 @@ const DefaultWindow = 512
 // removal always could (at least once); acks carry their tid, and a
 // requester takes one twice as once.
 const RemoveWithin = 50 * time.Millisecond
+
+type flight struct {
+	seq uint64
+	p   link.Pending
+}
 
 type removal struct {
 	seqs []uint64
@@ -94,96 +104,150 @@ func (d *Drainer) Kick() {
 func (d *Drainer) Sent() int64 { return d.sent.Load() }
 
 // Run drains until ctx ends.
+//
+// The window slides: a message goes out as soon as it is in the outbox and
+// fewer than a window are in flight, without waiting for the PUBACKs of the
+// messages before it (an ack enqueued while a window is in flight is not
+// held up by that window's round trip). PUBACKs are taken in order; the
+// removals of the acknowledged share commits (remove).
 func (d *Drainer) Run(ctx context.Context) {
 	// A slow poll catches anything a missed kick left behind.
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	defer d.reap(true)
+	defer func() { d.inflight, d.more = nil, false }()
+	fill := true
 	for {
-		for d.pub.Connected() {
-			d.Tracker.Begin()
-			n, err := d.drainOnce(ctx)
-			d.Tracker.End()
-			if err != nil {
-				if ctx.Err() == nil && !errors.Is(err, link.ErrNotConnected) {
-					d.log.Warn("outbox publish", "err", err)
-				}
-				break
-			}
-			if n == 0 {
-				break
-			}
+		if fill {
+			d.fill()
 		}
-		d.reap(false)
+		fill = false
+		var acked, lost <-chan struct{}
+		if len(d.inflight) > 0 {
+			acked, lost = d.inflight[0].p.Done(), d.inflight[0].p.Lost()
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-d.kick:
+			// Something new waits: taken now, or once the window has room.
+			fill, d.more = true, true
+		case <-acked:
+			d.settle()
+			// More waits in the outbox than was taken: take it once half a
+			// window has room (a peek per half window, not per message).
+			fill = d.more && len(d.inflight) <= d.window/2
+		case <-lost:
+			// The connection the window went out on is gone: the messages
+			// stay in the outbox and go out again after the reconnect (its
+			// OnConnect kicks), at least once, in order.
+			d.settle()
+			d.inflight, d.more = nil, false
+			d.Tracker.End()
 		case <-tick.C:
 			if len(d.removals) == 0 && len(d.removing) > 0 {
 				d.remove(nil) // the removal failed: try it again
 			}
+			fill = true
 		}
+		d.reap(false)
 	}
 }
 
-// drainOnce publishes one window and removes what the broker acknowledged.
-func (d *Drainer) drainOnce(ctx context.Context) (int, error) {
-	items, err := d.next()
+// fill publishes the oldest messages not yet in flight, up to a window in
+// flight.
+func (d *Drainer) fill() {
+	room := d.window - len(d.inflight)
+	if room <= 0 || !d.pub.Connected() {
+		return
+	}
+	items, more, err := d.next(room)
 	if err != nil {
-		return 0, err
+		d.log.Warn("outbox read", "err", err)
+		return
 	}
-	if len(items) == 0 {
-		return 0, nil
-	}
-	pending := make([]link.Pending, 0, len(items))
-	var pubErr error
+	d.more = more
 	for _, it := range items {
 		p, err := d.pub.PublishAsync(it.Topic, it.Retain, it.Payload)
 		if err != nil {
-			pubErr = err
+			if !errors.Is(err, link.ErrNotConnected) {
+				d.log.Warn("outbox publish", "err", err)
+			}
+			d.more = false // the reconnect kicks
 			break
 		}
-		pending = append(pending, p)
+		if len(d.inflight) == 0 {
+			d.Tracker.Begin()
+		}
+		d.inflight = append(d.inflight, flight{seq: it.Seq, p: p})
 	}
+}
+
+// settle takes the PUBACKs that arrived, oldest first, and starts removing
+// their messages. It stops at the first message not yet acknowledged, or
+// at one whose publish failed (the connection went: see Run). The
+// watchdog's outbox tracker counts from the last PUBACK while messages are
+// in flight: a broker that takes messages and never acknowledges them is
+// stuck work.
+func (d *Drainer) settle() {
 	var done []uint64
-	// One deadline for the whole window: a broker that stops acknowledging
-	// without dropping the connection costs 30s, not 30s per message.
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for i, p := range pending {
-		if err := p.Wait(wctx); err != nil {
-			pubErr = err
+take:
+	for len(d.inflight) > 0 {
+		f := d.inflight[0]
+		select {
+		case <-f.p.Done():
+		default:
+			break take
+		}
+		if err := f.p.Wait(context.Background()); err != nil {
+			if !errors.Is(err, link.ErrNotConnected) {
+				d.log.Warn("outbox publish", "err", err)
+			}
+			d.inflight, d.more = nil, false
 			break
 		}
-		done = append(done, items[i].Seq)
+		done = append(done, f.seq)
+		d.inflight[0] = flight{}
+		d.inflight = d.inflight[1:]
+	}
+	switch {
+	case len(d.inflight) == 0:
+		d.Tracker.End()
+	case len(done) > 0:
+		d.Tracker.Begin()
 	}
 	if len(done) > 0 {
-		d.reap(false)
 		d.remove(done)
 		d.sent.Add(int64(len(done)))
 	}
-	return len(done), pubErr
 }
 
-// next returns the next window: the oldest items that are neither being
-// removed nor reports or job statuses (see the package doc). Reports are coalesced per key,
-// so few of them sit among the rest; the peek grows until it finds a
-// window's worth or the outbox's end.
-func (d *Drainer) next() ([]store.OutItem, error) {
-	for n := d.window + len(d.removing); ; n *= 2 {
-		items, err := d.store.Peek(n)
+// next returns up to n of the oldest items that are neither in flight,
+// being removed, nor reports or job statuses (see the package doc), and
+// whether the outbox may hold more. Reports are coalesced per key, so few
+// of them sit among the rest; the peek grows until it finds n or the
+// outbox's end.
+func (d *Drainer) next(n int) (items []store.OutItem, more bool, err error) {
+	skip := len(d.removing) + len(d.inflight)
+	for want := n + skip; ; want *= 2 {
+		items, err := d.store.Peek(want)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		all := len(items)
 		items = slices.DeleteFunc(items, func(it store.OutItem) bool {
-			return d.removing[it.Seq] || it.Kind == store.KindReport || it.Kind == store.KindJob
+			return d.removing[it.Seq] || d.flying(it.Seq) || it.Kind == store.KindReport || it.Kind == store.KindJob
 		})
-		if len(items) >= d.window || all < n {
-			return items[:min(len(items), d.window)], nil
+		if len(items) >= n || all < want {
+			return items[:min(len(items), n)], all == want, nil
 		}
 	}
+}
+
+// flying says whether seq is in flight: the window is in seq order.
+func (d *Drainer) flying(seq uint64) bool {
+	_, ok := slices.BinarySearchFunc(d.inflight, seq, func(f flight, s uint64) int { return cmp.Compare(f.seq, s) })
+	return ok
 }
 
 // remove starts committing the removal of acknowledged items, with every

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,5 +150,59 @@ func TestReportsPassedBy(t *testing.T) {
 	defer mu.Unlock()
 	if got["reports"] != 0 {
 		t.Fatalf("the drainer published %d reports", got["reports"])
+	}
+}
+
+// An ack enqueued while the messages before it await their PUBACKs goes
+// out at once: the window slides, it is not sent window by window. The
+// proxy holds every PUBACK back, so the second message can reach the
+// subscriber only if the drainer sent it before the first one's PUBACK.
+func TestWindowSlides(t *testing.T) {
+	b := brokertest.Start(t)
+	hold := brokertest.NewHoldProxy(t, strings.TrimPrefix(b.URL(), "tcp://"))
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	var mu sync.Mutex
+	var got []string
+	sub, _ := link.New(link.Options{Broker: b.URL(), ClientID: "sub", CleanSession: true})
+	sub.Handle("acks", func(_ context.Context, m *link.Message) { mu.Lock(); got = append(got, string(m.Payload)); mu.Unlock() })
+	goRun := func(run func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); run(ctx) }()
+	}
+	goRun(func(c context.Context) { sub.Run(c) })
+	pub, _ := link.New(link.Options{Broker: hold.URL(), ClientID: "gw", CleanSession: true})
+	d := outbox.New(st, pub, 16, nil)
+	pub.OnConnect(func(context.Context) { d.Kick() })
+	goRun(func(c context.Context) { pub.Run(c) })
+	goRun(d.Run)
+	waitFor(t, "both connected", func() bool { return sub.Connected() && pub.Connected() })
+	received := func(n int) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == n }
+	}
+
+	hold.Hold()
+	for i, p := range []string{"first", "second"} {
+		if _, err := st.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "acks", Payload: []byte(p), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+		d.Kick()
+		waitFor(t, p+" message at the subscriber, no PUBACK yet", received(i+1))
+	}
+	if n := d.Sent(); n != 0 {
+		t.Fatalf("%d messages acknowledged while the proxy held every PUBACK", n)
+	}
+	hold.Release()
+	waitFor(t, "both acknowledged and removed", func() bool { return d.Sent() == 2 && st.OutboxStats().Items == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(got, ",") != "first,second" {
+		t.Fatalf("received %v", got)
 	}
 }
