@@ -109,6 +109,15 @@ func (s *Store) Peek(n int) (items []OutItem, err error) {
 	return items, err
 }
 
+// PeekAfter returns up to n items queued after seq, oldest first.
+func (s *Store) PeekAfter(seq uint64, n int) (items []OutItem, err error) {
+	err = s.View(func(tx *Tx) error {
+		items, err = tx.PeekAfter(seq, n)
+		return err
+	})
+	return items, err
+}
+
 // Remove deletes the item seq (after the broker's PUBACK). Removing an item
 // that is gone (coalesced away meanwhile) is not an error.
 func (s *Store) Remove(seq uint64) error {
@@ -201,10 +210,13 @@ func (t *Tx) makeRoom(n int64) error {
 }
 
 // Peek returns up to n of the oldest items, oldest first.
-func (t *Tx) Peek(n int) ([]OutItem, error) {
+func (t *Tx) Peek(n int) ([]OutItem, error) { return t.PeekAfter(0, n) }
+
+// PeekAfter returns up to n items queued after seq, oldest first.
+func (t *Tx) PeekAfter(seq uint64, n int) ([]OutItem, error) {
 	var out []OutItem
 	c := t.bucket(bucketOutbox).Cursor()
-	for k, v := c.First(); k != nil && len(out) < n; k, v = c.Next() {
+	for k, v := c.Seek(u64(seq + 1)); k != nil && len(out) < n; k, v = c.Next() {
 		it, err := decodeItem(k, v)
 		if err != nil {
 			return nil, err

@@ -13,7 +13,6 @@
 package outbox
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -50,8 +49,10 @@ type Drainer struct {
 	removals []*removal
 	// The window in flight, oldest first (Run's goroutine only), and
 	// whether the last peek may have left messages behind.
-	inflight []flight
-	more     bool
+	inflight    []flight
+	more        bool
+	last        uint64 // the newest seq put in flight on this connection
+	unsubmitted int    // acknowledged, marked removing, removal not yet submitted
 	// Tracker, when set, is told when each window is published.
 	Tracker *watchdog.Tracker
 }
@@ -142,7 +143,7 @@ func (d *Drainer) Run(ctx context.Context) {
 			// stay in the outbox and go out again after the reconnect (its
 			// OnConnect kicks), at least once, in order.
 			d.settle()
-			d.inflight, d.more = nil, false
+			d.inflight, d.more, d.last = nil, false, 0
 			d.Tracker.End()
 		case <-tick.C:
 			if len(d.removals) == 0 && len(d.removing) > 0 {
@@ -180,6 +181,7 @@ func (d *Drainer) fill() {
 			d.Tracker.Begin()
 		}
 		d.inflight = append(d.inflight, flight{seq: it.Seq, p: p})
+		d.last = it.Seq
 	}
 }
 
@@ -203,7 +205,7 @@ take:
 			if !errors.Is(err, link.ErrNotConnected) {
 				d.log.Warn("outbox publish", "err", err)
 			}
-			d.inflight, d.more = nil, false
+			d.inflight, d.more, d.last = nil, false, 0
 			break
 		}
 		done = append(done, f.seq)
@@ -216,9 +218,20 @@ take:
 	case len(done) > 0:
 		d.Tracker.Begin()
 	}
-	if len(done) > 0 {
-		d.remove(done)
-		d.sent.Add(int64(len(done)))
+	if len(done) == 0 {
+		return
+	}
+	d.sent.Add(int64(len(done)))
+	// Their removal is submitted per half window acknowledged, or once
+	// nothing is in flight: one commit's worth, not one per PUBACK.
+	if d.removing == nil {
+		d.removing = map[uint64]bool{}
+	}
+	for _, seq := range done {
+		d.removing[seq] = true
+	}
+	if d.unsubmitted += len(done); d.unsubmitted >= d.window/2 || len(d.inflight) == 0 {
+		d.remove(nil)
 	}
 }
 
@@ -228,26 +241,26 @@ take:
 // of them sit among the rest; the peek grows until it finds n or the
 // outbox's end.
 func (d *Drainer) next(n int) (items []store.OutItem, more bool, err error) {
-	skip := len(d.removing) + len(d.inflight)
+	// After the newest in flight: what is before it is in flight, being
+	// removed, or passed by. After a lost connection (last 0) the removals
+	// still pending are skipped.
+	skip := 0
+	if d.last == 0 {
+		skip = len(d.removing)
+	}
 	for want := n + skip; ; want *= 2 {
-		items, err := d.store.Peek(want)
+		items, err := d.store.PeekAfter(d.last, want)
 		if err != nil {
 			return nil, false, err
 		}
 		all := len(items)
 		items = slices.DeleteFunc(items, func(it store.OutItem) bool {
-			return d.removing[it.Seq] || d.flying(it.Seq) || it.Kind == store.KindReport || it.Kind == store.KindJob
+			return d.removing[it.Seq] || it.Kind == store.KindReport || it.Kind == store.KindJob
 		})
 		if len(items) >= n || all < want {
 			return items[:min(len(items), n)], all == want, nil
 		}
 	}
-}
-
-// flying says whether seq is in flight: the window is in seq order.
-func (d *Drainer) flying(seq uint64) bool {
-	_, ok := slices.BinarySearchFunc(d.inflight, seq, func(f flight, s uint64) int { return cmp.Compare(f.seq, s) })
-	return ok
 }
 
 // remove starts committing the removal of acknowledged items, with every
@@ -259,6 +272,7 @@ func (d *Drainer) flying(seq uint64) bool {
 // RemoveWithin for company (see there); past that (a backlog draining) it
 // commits at once, taking the waiting ones along.
 func (d *Drainer) remove(seqs []uint64) {
+	d.unsubmitted = 0
 	if d.removing == nil {
 		d.removing = map[uint64]bool{}
 	}
