@@ -129,6 +129,9 @@ func (d *Drainer) Run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
+			if d.unsubmitted > 0 {
+				d.remove(nil) // acknowledged: not sent again after the restart
+			}
 			return
 		case <-d.kick:
 			// Something new waits: taken now, or once the window has room.
