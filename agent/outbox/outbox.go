@@ -130,7 +130,7 @@ func (d *Drainer) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			if d.unsubmitted > 0 {
-				d.remove(nil) // acknowledged: not sent again after the restart
+				d.remove() // acknowledged: not sent again after the restart
 			}
 			return
 		case <-d.kick:
@@ -150,7 +150,7 @@ func (d *Drainer) Run(ctx context.Context) {
 			d.Tracker.End()
 		case <-tick.C:
 			if len(d.removals) == 0 && len(d.removing) > 0 {
-				d.remove(nil) // the removal failed: try it again
+				d.remove() // the removal failed: try it again
 			}
 			fill = true
 		}
@@ -225,17 +225,24 @@ take:
 		return
 	}
 	d.sent.Add(int64(len(done)))
+	d.acknowledged(done)
 	// Their removal is submitted per half window acknowledged, or once
 	// nothing is in flight: one commit's worth, not one per PUBACK.
+	if d.unsubmitted >= d.window/2 || len(d.inflight) == 0 {
+		d.remove()
+	}
+}
+
+// acknowledged marks messages the broker acknowledged for removal (next
+// skips them); remove submits it.
+func (d *Drainer) acknowledged(seqs []uint64) {
 	if d.removing == nil {
 		d.removing = map[uint64]bool{}
 	}
-	for _, seq := range done {
+	for _, seq := range seqs {
 		d.removing[seq] = true
 	}
-	if d.unsubmitted += len(done); d.unsubmitted >= d.window/2 || len(d.inflight) == 0 {
-		d.remove(nil)
-	}
+	d.unsubmitted += len(seqs)
 }
 
 // next returns up to n of the oldest items that are neither in flight,
@@ -266,22 +273,16 @@ func (d *Drainer) next(n int) (items []store.OutItem, more bool, err error) {
 	}
 }
 
-// remove starts committing the removal of acknowledged items, with every
-// earlier one whose removal is not known durable yet (one that failed is
+// remove starts committing the removal of the acknowledged items, every
+// one whose removal is not known durable yet (one that failed is
 // tried again, never sent again while the drainer runs): a removal that
 // lands takes all before it along, so the outbox never loses an earlier ack
 // and keeps a later one (after a crash that one would arrive last). While
 // fewer than a window's items wait for their removal, it waits up to
 // RemoveWithin for company (see there); past that (a backlog draining) it
 // commits at once, taking the waiting ones along.
-func (d *Drainer) remove(seqs []uint64) {
+func (d *Drainer) remove() {
 	d.unsubmitted = 0
-	if d.removing == nil {
-		d.removing = map[uint64]bool{}
-	}
-	for _, seq := range seqs {
-		d.removing[seq] = true
-	}
 	all := slices.Sorted(maps.Keys(d.removing))
 	if len(all) == 0 {
 		return

@@ -56,10 +56,7 @@ func TestDrainInOrderExactlyOnce(t *testing.T) {
 		got = append(got, n)
 		mu.Unlock()
 	})
-	goRun := func(run func(context.Context)) {
-		wg.Add(1)
-		go func() { defer wg.Done(); run(ctx) }()
-	}
+	goRun := runner(ctx, &wg)
 	goRun(func(c context.Context) { sub.Run(c) })
 	waitFor(t, "subscriber connected", sub.Connected)
 	pub, _ := link.New(link.Options{Broker: b.URL(), ClientID: "gw", CleanSession: true})
@@ -88,6 +85,14 @@ func TestDrainInOrderExactlyOnce(t *testing.T) {
 	}
 	if s := d.Sent(); s != backlog+later {
 		t.Fatalf("Sent() = %d", s)
+	}
+}
+
+// runner starts functions on goroutines that wg waits for, each given ctx.
+func runner(ctx context.Context, wg *sync.WaitGroup) func(run func(context.Context)) {
+	return func(run func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); run(ctx) }()
 	}
 }
 
@@ -132,10 +137,7 @@ func TestReportsPassedBy(t *testing.T) {
 	count := func(_ context.Context, m *link.Message) { mu.Lock(); got[m.Topic]++; mu.Unlock() }
 	sub.Handle("acks", count)
 	sub.Handle("reports", count)
-	goRun := func(run func(context.Context)) {
-		wg.Add(1)
-		go func() { defer wg.Done(); run(ctx) }()
-	}
+	goRun := runner(ctx, &wg)
 	goRun(func(c context.Context) { sub.Run(c) })
 	waitFor(t, "subscriber connected", sub.Connected)
 	pub, _ := link.New(link.Options{Broker: b.URL(), ClientID: "gw", CleanSession: true})
@@ -172,10 +174,7 @@ func TestWindowSlides(t *testing.T) {
 	var got []string
 	sub, _ := link.New(link.Options{Broker: b.URL(), ClientID: "sub", CleanSession: true})
 	sub.Handle("acks", func(_ context.Context, m *link.Message) { mu.Lock(); got = append(got, string(m.Payload)); mu.Unlock() })
-	goRun := func(run func(context.Context)) {
-		wg.Add(1)
-		go func() { defer wg.Done(); run(ctx) }()
-	}
+	goRun := runner(ctx, &wg)
 	goRun(func(c context.Context) { sub.Run(c) })
 	pub, _ := link.New(link.Options{Broker: hold.URL(), ClientID: "gw", CleanSession: true})
 	d := outbox.New(st, pub, 16, nil)

@@ -2,6 +2,7 @@ package brokertest
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -36,7 +37,7 @@ func NewHoldProxy(t testing.TB, target string) *HoldProxy {
 		p.mu.Lock()
 		p.down = append(p.down, h)
 		p.mu.Unlock()
-		go func() { r := bufio.NewReader(c); copyPackets(r, up); up.Close() }()
+		go func() { io.Copy(up, c); up.Close() }()
 		go func() { p.copyDown(bufio.NewReader(up), h); c.Close() }()
 	})
 	return p
@@ -84,19 +85,6 @@ func (p *HoldProxy) copyDown(r *bufio.Reader, h *heldConn) {
 		h.mu.Unlock()
 		p.mu.Unlock()
 		if err != nil {
-			return
-		}
-	}
-}
-
-// copyPackets copies whole packets from r to w until either fails.
-func copyPackets(r *bufio.Reader, w net.Conn) {
-	for {
-		head, body, err := readPacket(r)
-		if err != nil {
-			return
-		}
-		if _, err := w.Write(append(head, body...)); err != nil {
 			return
 		}
 	}
