@@ -60,7 +60,7 @@ test: deps lint
 ARM_PKGS := ./store/ ./agent/shadow/ ./agent/sync/ ./agent/actuate/ ./agent/link/ \
 	./agent/outbox/ ./agent/pipeline/ ./agent/jobs/ ./agent/jobrun/ ./agent/config/ \
 	./agent/clock/ ./agent/watchdog/ ./agent/localapi/ ./agent/awsapi/ ./agent/broker/ \
-	./agent/shadowsvc/ ./drivers/ ./drivers/gpio/ ./drivers/i2c/ ./drivers/serial/
+	./agent/shadowsvc/ ./agent/resident/ ./drivers/ ./drivers/gpio/ ./drivers/i2c/ ./drivers/serial/
 # make test runs the armhf half (about 2 minutes), the 32-bit one.
 test-arm: test-armhf test-arm64
 test-armhf: deps

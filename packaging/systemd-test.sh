@@ -127,6 +127,13 @@ if [ "$(prop shadowgated ActiveState)" = active ]; then ok "shadowgated active a
 status=$(prop shadowgated StatusText)
 case "$status" in *outbox*) ok "STATUS=$status" ;; *) fail "no STATUS= line: '$status'" ;; esac
 wait_for 20 "shadowgated's link to its embedded broker" "shadowctl status | grep -q 'connected to tcp://127.0.0.1:$port'" && ok "shadowctl status in the box: connected"
+# Start-up's memory goes back to the kernel under the hardened unit too
+# (madvise MADV_PAGEOUT; a refusal would be a warning, checked below). The
+# box's root is an overlay on a tmpfs (systemd-nspawn --volatile=overlay):
+# what dpkg installs there lives in memory, so the binary's pages are the
+# file itself and stay (RssShmem); on a disk they go.
+wait_for 70 "start-up's memory given back" "shadowctl status | grep -q 'before start-up.s memory was given back'" &&
+  ok "start-up's memory given back: $(box "shadowctl status | sed -n 's/^memory *//p'")"
 warns=$(journal_after shadowgated "$c" | grep -E "mode is different|level=WARN|level=ERROR" || true)
 if [ -z "$warns" ]; then ok "no warnings in the journal at start"; else fail "warnings at start: $warns"; fi
 for d in /etc/shadowgate /var/lib/shadowgate /run/shadowgate; do

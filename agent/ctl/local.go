@@ -18,6 +18,7 @@ import (
 
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/localapi"
+	"github.com/shadowgate/shadowgate/agent/resident"
 	"github.com/shadowgate/shadowgate/store"
 )
 
@@ -126,7 +127,11 @@ func localCommand(setup func(fs *flag.FlagSet), run func(e *env, f *localFlags, 
 		if err != nil {
 			return err
 		}
-		return run(e, &f, newAPIClient(t, also), pos)
+		c := newAPIClient(t, also)
+		// Main may run in a process that goes on (tests): leave no
+		// connection, and no goroutine of the daemon's, open.
+		defer c.http.CloseIdleConnections()
+		return run(e, &f, c, pos)
 	}
 }
 
@@ -194,8 +199,29 @@ func runStatus(e *env, f *localFlags, c *apiClient, args []string) error {
 	if st.Clock != nil {
 		row("clock", st.Clock.Summary())
 	}
+	row("memory", memoryLine(st.Memory))
 	row("uptime", st.Uptime.String())
 	return tw.Flush()
+}
+
+// memoryLine is the status's memory row: the resident memory, and what
+// the daemon gave back once start-up was over.
+func memoryLine(m resident.Stats) string {
+	mb := func(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
+	line := fmt.Sprintf("%s resident (%s its own, %s of the binary and other mapped files", mb(m.Resident), mb(m.Anon), mb(m.File))
+	if m.Shmem > 0 {
+		line += fmt.Sprintf(", %s of files held in memory (tmpfs)", mb(m.Shmem))
+	}
+	line += ")"
+	switch {
+	case m.Released.IsZero():
+		line += "; start-up's memory not given back yet"
+	case m.Unreleased != "":
+		line += fmt.Sprintf("; at %s start-up's heap was given back, the binary's pages not: %s", localTime(m.Released), m.Unreleased)
+	default:
+		line += fmt.Sprintf("; %s resident before start-up's memory was given back at %s", mb(m.Before.Resident), localTime(m.Released))
+	}
+	return line
 }
 
 func runActuators(e *env, f *localFlags, c *apiClient, args []string) error {

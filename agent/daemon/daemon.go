@@ -27,6 +27,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/localapi"
 	"github.com/shadowgate/shadowgate/agent/outbox"
+	"github.com/shadowgate/shadowgate/agent/resident"
 	"github.com/shadowgate/shadowgate/agent/shadowsvc"
 	"github.com/shadowgate/shadowgate/agent/sync"
 	"github.com/shadowgate/shadowgate/agent/version"
@@ -82,6 +83,8 @@ type Daemon struct {
 	// generations they replace (configjob.go).
 	cfgJobs configJobs
 
+	memory *resident.Releaser // nil: start-up's memory is not given back
+
 	linkTracker, intakeTracker *watchdog.Tracker
 	// The embedded shadow service's loops (its link's handler, its
 	// finisher), made once: reloads rebuild the service, not the trackers.
@@ -97,6 +100,10 @@ type Hooks struct {
 	// Clock, when set, replaces the system clock and the kernel's
 	// synchronization state (tests: a gateway booted days behind).
 	Clock *clock.Options
+	// Memory, when set, gives back the memory only start-up needed once
+	// it is over (see releaseStartup): the process's main sets it, as the
+	// memory is the process's, not one daemon's.
+	Memory *resident.Releaser
 }
 
 // NewLogger makes the daemon's logger from the config's log section. Its
@@ -152,6 +159,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks Hook
 func (d *Daemon) serve(ctx context.Context, hooks Hooks, hup <-chan os.Signal) {
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	d.ctx = runCtx
+	d.memory = hooks.Memory
 	var wg gosync.WaitGroup
 	if d.emb != nil {
 		d.emb.start(runCtx)
@@ -185,6 +193,10 @@ func (d *Daemon) serve(ctx context.Context, hooks Hooks, hup <-chan os.Signal) {
 	go func() { defer wg.Done(); d.watchdog.Run(runCtx, 0, d.statusLine) }()
 	if hooks.Ready != nil {
 		hooks.Ready(d)
+	}
+	if d.memory != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.releaseStartup(runCtx) }()
 	}
 	d.log.Info("shadowgated running", "version", version.Version, "thing", d.cfg.Gateway.Thing,
 		"broker", d.cfg.Cloud.Broker, "actuators", len(d.cfg.Actuators), "api", d.cfg.API.Socket)
@@ -595,11 +607,51 @@ func (d *Daemon) close() error {
 	return errors.Join(errs...)
 }
 
+// Start-up is over when the link's first session has gone this long
+// without a message (the shadows' first synchronization is done), or at
+// the latest this long after READY (a cloud that does not answer).
+const (
+	startupQuiet  = time.Second
+	startupAtMost = time.Minute
+)
+
+// releaseStartup gives back the memory only start-up needed
+// (agent/resident) once start-up is over, and logs what it gave back.
+func (d *Daemon) releaseStartup(ctx context.Context) {
+	tick := time.NewTicker(startupQuiet / 4)
+	defer tick.Stop()
+	deadline := time.Now().Add(startupAtMost)
+	last, since := int64(-1), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			st := d.up.current().Stats()
+			if n := st.Published + st.Received; !st.Connected || n != last {
+				last, since = n, now
+			}
+			if now.Sub(since) < startupQuiet && now.Before(deadline) {
+				continue
+			}
+			before, after, err := d.memory.Release()
+			if err != nil {
+				d.log.Warn("start-up's memory: the executable's pages stay", "err", err)
+			}
+			d.log.Info("gave back start-up's memory", "resident_mb", fmt.Sprintf("%.1f → %.1f", mib(before.Resident), mib(after.Resident)),
+				"binary_mb", fmt.Sprintf("%.1f → %.1f", mib(before.File), mib(after.File)), "own_mb", fmt.Sprintf("%.1f → %.1f", mib(before.Anon), mib(after.Anon)))
+			return
+		}
+	}
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
 // backend is the running parts as the local API sees them.
 func (d *Daemon) backend() *localapi.Backend {
 	return &localapi.Backend{
 		Config: d.cfg, Store: d.Store, Manager: d.Manager, Sync: d.gen.sync, Commands: d.gen.commands, Jobs: d.gen.jobs, Link: d.up.current(),
-		Outbox: d.Outbox, Clock: d.Clock, Started: d.Started, Reload: d.Reload,
+		Outbox: d.Outbox, Clock: d.Clock, Started: d.Started, Reload: d.Reload, Memory: d.memory,
 	}
 }
 

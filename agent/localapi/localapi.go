@@ -122,7 +122,10 @@ func Listen(path, group string, d *Backend, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, notFound("no route %s %s", r.Method, r.URL.Path))
 	})
-	s.srv = &http.Server{Handler: s.guard(mux), ReadHeaderTimeout: 5 * time.Second}
+	s.srv = &http.Server{Handler: s.guard(mux), ReadHeaderTimeout: 5 * time.Second,
+		// A client that keeps its connection open idle (a script's HTTP
+		// client) does not hold the daemon's goroutine and buffers for good.
+		IdleTimeout: 30 * time.Second}
 	return s, nil
 }
 

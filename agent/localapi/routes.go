@@ -21,6 +21,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/jobrun"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/outbox"
+	"github.com/shadowgate/shadowgate/agent/resident"
 	"github.com/shadowgate/shadowgate/agent/sync"
 	"github.com/shadowgate/shadowgate/agent/version"
 	"github.com/shadowgate/shadowgate/drivers"
@@ -39,6 +40,7 @@ type Backend struct {
 	Outbox   *outbox.Drainer
 	Clock    *clock.Clock // nil: not shown
 	Started  time.Time
+	Memory   *resident.Releaser // nil: start-up's memory is not given back
 	// Reload reads and checks the configuration file again and switches
 	// to it: the parts whose configuration changed are built beside the
 	// running ones and replace them once they started. It returns what
@@ -94,6 +96,9 @@ type Status struct {
 	Goroutines     int              `json:"goroutines"`
 	// Clock is the trusted time: its source and the system clock's offset.
 	Clock *clock.Status `json:"clock,omitempty"`
+	// Memory is the daemon's resident memory, and what it gave back once
+	// start-up was over.
+	Memory resident.Stats `json:"memory"`
 }
 
 func (s *Server) status(r *http.Request) (any, error) {
@@ -125,7 +130,7 @@ func (s *Server) status(r *http.Request) (any, error) {
 		PendingCmds: pending, StoreBytes: d.Store.Size(), StorePath: d.Store.Path(), StoreWrites: d.Store.WriteStats(),
 		Uptime: time.Since(d.Started).Round(time.Second), Started: d.Started,
 		Sync: d.Sync.Stats(), CommandsStats: d.Commands.Stats(), ActuatorsCount: len(d.Config.Actuators),
-		Goroutines: runtime.NumGoroutine(),
+		Goroutines: runtime.NumGoroutine(), Memory: d.Memory.Stats(),
 	}, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/shadowgate/shadowgate/agent/clock/clocktest"
 	"github.com/shadowgate/shadowgate/agent/config"
 	"github.com/shadowgate/shadowgate/agent/daemon"
+	"github.com/shadowgate/shadowgate/agent/resident"
 	"github.com/shadowgate/shadowgate/agent/version"
 )
 
@@ -61,7 +62,9 @@ func main() {
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	var hooks daemon.Hooks
+	// Once start-up is over, the memory only it needed goes back to the
+	// kernel: most of the binary's pages, the heap's garbage.
+	hooks := daemon.Hooks{Memory: new(resident.Releaser)}
 	if p := os.Getenv(clocktest.Env); p != "" {
 		// Tests only: a wrong system clock, as a Pi without an RTC has.
 		o := clocktest.Options(p)
