@@ -1,7 +1,9 @@
 package daemon_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/daemon"
 	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/link/brokertest"
@@ -203,6 +206,8 @@ func BenchmarkCommandThroughput(b *testing.B) {
 			b.ReportMetric(float64(f.cmd.broker.Microseconds()), "broker-µs/cmd")
 			b.ReportMetric(float64(f.cmd.clients.Microseconds()), "clients-µs/cmd")
 			b.ReportMetric(f.cmd.ceiling(), "ceiling-cmds/s")
+			b.ReportMetric(f.acked, "acked-req/s")
+			b.ReportMetric(f.durable/f.acked, "ratio-to-acked")
 		})
 	}
 }
@@ -212,6 +217,11 @@ func BenchmarkCommandThroughput(b *testing.B) {
 type cmdFigures struct {
 	durable, raw float64 // per second
 	cmd, rawWork work
+	// acked is the command's messages with nothing behind them: a
+	// request answered by two acks (RUNNING, SUCCESS) from an echo that
+	// neither stores nor runs anything, per second, and its work.
+	acked     float64
+	ackedWork work
 }
 
 // measureCommands returns durable commands per second, spread round-robin
@@ -247,6 +257,12 @@ func measureCommands(b testing.TB, bc brokertest.Config, n, actuators int) (f cm
 	rawDone := make(chan int, n)
 	reqr, _ := link.New(link.Options{Broker: c.broker.URL(), ClientID: "tp-req", CleanSession: true})
 	reqr.Handle("tp/resp", func(_ context.Context, m *link.Message) { rawDone <- 0 })
+	ackedDone := make(chan int, n)
+	reqr.Handle("tp/ack", func(_ context.Context, m *link.Message) {
+		if bytes.Contains(m.Payload, []byte(command.StatusSuccess)) {
+			ackedDone <- 0
+		}
+	})
 	for _, l := range []*link.Link{echo, reqr} {
 		go l.Run(ctx)
 	}
@@ -257,6 +273,27 @@ func measureCommands(b testing.TB, bc brokertest.Config, n, actuators int) (f cm
 	counted := opWork(b, c.broker, echo, reqr)
 	f.raw = pipelined(b, n, window, func(i int) { reqr.PublishAsync("tp/req", false, []byte(fmt.Sprint(i))) }, rawDone)
 	f.rawWork = counted(n)
+
+	// The command's own messages, with nothing behind them: the real
+	// request, and two acks of the real acks' size from an echo.
+	acker, _ := link.New(link.Options{Broker: c.broker.URL(), ClientID: "tp-acker", CleanSession: true})
+	acker.Handle("tp/cmd", func(_ context.Context, m *link.Message) {
+		var r struct{ TID string }
+		json.Unmarshal(m.Payload, &r)
+		for _, st := range []string{command.StatusRunning, command.StatusSuccess} {
+			acker.PublishAsync("tp/ack", false, fmt.Appendf(nil, `{"tid":%q,"status":%q,"ts":"2026-12-02T17:00:00.000000000Z"}`, r.TID, st))
+		}
+	})
+	go acker.Run(ctx)
+	for !acker.Connected() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	counted = opWork(b, c.broker, acker, reqr)
+	f.acked = pipelined(b, n, window, func(i int) {
+		reqr.PublishAsync("tp/cmd", false, []byte(req(fmt.Sprintf("SET%d", i%actuators), fmt.Sprintf("tp-%d", i), fmt.Sprintf(`{"speed":%d}`, i%100))))
+	}, ackedDone)
+	f.ackedWork = counted(n)
 
 	// Steady state: after a connect commands wait for the broker's
 	// backlog (a second of quiet on the command topic, agent/command's
