@@ -205,3 +205,63 @@ func TestWindowSlides(t *testing.T) {
 		t.Fatalf("received %v", got)
 	}
 }
+
+// A drainer that stops while the removal of acknowledged messages waits
+// for company (half a window) submits it before it returns: those
+// messages are not sent again after the restart; the unacknowledged ones
+// are. The proxy lets the first three PUBACKs of five through.
+func TestStopRemovesTheAcknowledged(t *testing.T) {
+	b := brokertest.Start(t)
+	hold := brokertest.NewHoldProxy(t, strings.TrimPrefix(b.URL(), "tcp://"))
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	var mu sync.Mutex
+	var got []string
+	sub, _ := link.New(link.Options{Broker: b.URL(), ClientID: "sub", CleanSession: true})
+	sub.Handle("acks", func(_ context.Context, m *link.Message) { mu.Lock(); got = append(got, string(m.Payload)); mu.Unlock() })
+	goRun := runner(ctx, &wg)
+	goRun(func(c context.Context) { sub.Run(c) })
+	pub, _ := link.New(link.Options{Broker: hold.URL(), ClientID: "gw", CleanSession: true})
+	const window = 16 // removals wait for 8 acknowledged, or none in flight
+	d := outbox.New(st, pub, window, nil)
+	pub.OnConnect(func(context.Context) { d.Kick() })
+	goRun(func(c context.Context) { pub.Run(c) })
+	drainCtx, stopDrain := context.WithCancel(ctx)
+	drained := make(chan struct{})
+	go func() { defer close(drained); d.Run(drainCtx) }()
+	defer func() { stopDrain(); <-drained }()
+	waitFor(t, "both connected", func() bool { return sub.Connected() && pub.Connected() })
+
+	hold.Hold()
+	for i := range 5 {
+		if _, err := st.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "acks", Payload: []byte(strconv.Itoa(i)), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Kick()
+	waitFor(t, "five messages at the subscriber", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 5 })
+	hold.ReleasePubacks(3)
+	waitFor(t, "three acknowledged", func() bool { return d.Sent() == 3 })
+	if n := st.OutboxStats().Items; n != 5 {
+		t.Fatalf("%d in the outbox before the stop: the removal of the three did not wait for company", n)
+	}
+	stopDrain()
+	<-drained
+	items, err := st.Peek(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, it := range items {
+		left = append(left, string(it.Payload))
+	}
+	if strings.Join(left, ",") != "3,4" {
+		t.Fatalf("after the stop the outbox holds %v, want the two unacknowledged [3 4]", left)
+	}
+}

@@ -66,6 +66,27 @@ func (p *HoldProxy) Release() {
 	}
 }
 
+// ReleasePubacks sends what was held up to and including the n-th PUBACK
+// on each connection, in order, and goes on holding the rest: the client
+// hears of its first n messages only.
+func (p *HoldProxy) ReleasePubacks(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, h := range p.down {
+		h.mu.Lock()
+		sent := 0
+		for len(h.held) > 0 && sent < n {
+			pkt := h.held[0]
+			h.c.Write(pkt)
+			h.held = h.held[1:]
+			if pkt[0]>>4 == 4 {
+				sent++
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
 func (p *HoldProxy) copyDown(r *bufio.Reader, h *heldConn) {
 	for {
 		head, body, err := readPacket(r)
