@@ -5,6 +5,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -609,7 +610,8 @@ func (d *Daemon) close() error {
 
 // Start-up is over when the link's first session has gone this long
 // without a message (the shadows' first synchronization is done), or at
-// the latest this long after READY (a cloud that does not answer).
+// the latest this long after READY (a cloud that does not answer), unless
+// the Releaser says otherwise.
 const (
 	startupQuiet  = time.Second
 	startupAtMost = time.Minute
@@ -618,9 +620,10 @@ const (
 // releaseStartup gives back the memory only start-up needed
 // (agent/resident) once start-up is over, and logs what it gave back.
 func (d *Daemon) releaseStartup(ctx context.Context) {
-	tick := time.NewTicker(startupQuiet / 4)
+	quiet, atMost := cmp.Or(d.memory.Quiet, startupQuiet), cmp.Or(d.memory.AtMost, startupAtMost)
+	tick := time.NewTicker(quiet / 4)
 	defer tick.Stop()
-	deadline := time.Now().Add(startupAtMost)
+	deadline := time.Now().Add(atMost)
 	last, since := int64(-1), time.Now()
 	for {
 		select {
@@ -631,7 +634,7 @@ func (d *Daemon) releaseStartup(ctx context.Context) {
 			if n := st.Published + st.Received; !st.Connected || n != last {
 				last, since = n, now
 			}
-			if now.Sub(since) < startupQuiet && now.Before(deadline) {
+			if now.Sub(since) < quiet && now.Before(deadline) {
 				continue
 			}
 			before, after, err := d.memory.Release()

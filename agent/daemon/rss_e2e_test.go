@@ -3,12 +3,15 @@ package daemon_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/shadowgate/shadowgate/agent/ctl"
+	"github.com/shadowgate/shadowgate/agent/daemon"
 	"github.com/shadowgate/shadowgate/agent/resident"
 	"github.com/shadowgate/shadowgate/agent/shadow"
 )
@@ -132,4 +135,42 @@ func procCPU(t testing.TB, pid int) time.Duration {
 		sum += time.Duration(ns)
 	}
 	return sum
+}
+
+// TestStartupMemoryGivenBackOffline: a gateway whose cloud never answers
+// gives start-up's memory back all the same, once its bound after READY
+// has passed.
+func TestStartupMemoryGivenBackOffline(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "tcp://" + l.Addr().String()
+	l.Close() // nobody answers there
+	cfg, _ := gatewayConfig(t, "gw-offline", dead, t.TempDir(), "")
+	const atMost = 300 * time.Millisecond
+	mem := &resident.Releaser{AtMost: atMost}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	readyAt := make(chan time.Time, 1)
+	go func() {
+		done <- daemon.Run(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)), daemon.Hooks{
+			Memory: mem, Ready: func(*daemon.Daemon) { readyAt <- time.Now() }})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon stopped with %v", err)
+		}
+	}()
+	var ready time.Time
+	select {
+	case ready = <-readyAt:
+	case err := <-done:
+		t.Fatalf("daemon did not start: %v", err)
+	}
+	waitFor(t, "start-up's memory given back", func() bool { return !mem.Stats().Released.IsZero() })
+	if st := mem.Stats(); st.Released.Sub(ready) < atMost {
+		t.Errorf("given back %s after READY, offline: before its bound of %s", st.Released.Sub(ready), atMost)
+	}
 }

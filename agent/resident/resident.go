@@ -55,6 +55,11 @@ type Stats struct {
 // Releaser gives start-up's memory back once and remembers what it did.
 // The zero value is ready to use.
 type Releaser struct {
+	// When start-up is over is its user's to say (the daemon's: its first
+	// session this long without a message, Quiet, or at the latest AtMost
+	// after it is ready); zero: the user's defaults.
+	Quiet, AtMost time.Duration
+
 	mu    sync.Mutex
 	st    Stats
 	after Memory // just after the release
