@@ -60,12 +60,14 @@ func TestStartupMemoryGivenBack(t *testing.T) {
 	if m.Before.File < 2<<20 {
 		t.Fatalf("before the release only %.1f MB of the binary was resident: start-up maps most of it", mb(m.Before.File))
 	}
-	// What the status call ran since is read back; most is not.
-	if m.File > m.Before.File/2 {
-		t.Errorf("mapped files: %.1f MB before the release, %.1f MB after", mb(m.Before.File), mb(m.File))
+	// Right after it. What runs later is read back, a page-cache folio at
+	// a time: with large folios (ext4 since Linux 6.16, after a read from
+	// the disk) that is up to half of it again within a second.
+	if m.After.File > m.Before.File/2 {
+		t.Errorf("mapped files: %.1f MB before the release, %.1f MB right after it", mb(m.Before.File), mb(m.After.File))
 	}
-	if m.Resident >= m.Before.Resident {
-		t.Errorf("resident: %.1f MB before the release, %.1f MB after", mb(m.Before.Resident), mb(m.Resident))
+	if m.After.Resident >= m.Before.Resident {
+		t.Errorf("resident: %.1f MB before the release, %.1f MB right after it", mb(m.Before.Resident), mb(m.After.Resident))
 	}
 	var out, errOut strings.Builder
 	if code := ctl.Main(context.Background(), []string{"status", "--socket", p.sock}, &out, &errOut); code != 0 {

@@ -44,9 +44,10 @@ type Memory struct {
 type Stats struct {
 	Memory
 	// Released is when start-up's memory was given back (zero: not yet),
-	// and Before the Memory just before it.
+	// Before and After the Memory just before and just after it.
 	Released time.Time `json:"released,omitzero"`
 	Before   Memory    `json:"before,omitzero"`
+	After    Memory    `json:"after,omitzero"`
 	// Unreleased says why the executable's pages could not be given back
 	// (an old kernel without MADV_PAGEOUT); the heap's still were.
 	Unreleased string `json:"unreleased,omitempty"`
@@ -60,10 +61,9 @@ type Releaser struct {
 	// after it is ready); zero: the user's defaults.
 	Quiet, AtMost time.Duration
 
-	mu    sync.Mutex
-	st    Stats
-	after Memory // just after the release
-	err   error  // the release's
+	mu  sync.Mutex
+	st  Stats
+	err error // the release's
 }
 
 // Release gives back start-up's memory: the heap's garbage, and the pages
@@ -80,9 +80,9 @@ func (r *Releaser) Release() (before, after Memory, err error) {
 			r.st.Unreleased = r.err.Error()
 		}
 		r.st.Released = time.Now()
-		r.after, _ = Read()
+		r.st.After, _ = Read()
 	}
-	return r.st.Before, r.after, r.err
+	return r.st.Before, r.st.After, r.err
 }
 
 // Stats returns the memory now and what Release did (nothing, on a nil

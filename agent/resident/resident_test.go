@@ -105,7 +105,7 @@ func TestReleasePagesOutTheExecutable(t *testing.T) {
 		t.Errorf("mapped files: %d bytes before, %d after", before.File, after.File)
 	}
 	st := r.Stats()
-	if st.Released.IsZero() || st.Before != before || st.Unreleased != "" {
+	if st.Released.IsZero() || st.Before != before || st.After != after || st.Unreleased != "" {
 		t.Errorf("Stats after Release = %+v", st)
 	}
 	if b2, a2, err := r.Release(); err != nil || b2 != before || a2 != after {
