@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,7 @@ type scriptedJobs struct {
 	script    []string // the answers to the next updates: "accept", "drop", or an error code
 	getCode   string   // the answer to gets: "" (the execution) or an error code
 	requests  []map[string]any
+	stopping  atomic.Bool // the test is over: its link is being stopped
 }
 
 func newScriptedJobs(t *testing.T, b *brokertest.Broker, thing string) *scriptedJobs {
@@ -42,13 +44,17 @@ func newScriptedJobs(t *testing.T, b *brokertest.Broker, thing string) *scripted
 	s.l.Handle(base+"+/update", s.update)
 	s.l.Handle(base+"+/get", s.get)
 	runLink(t, s.l)
+	// Cleanups run last first: this one before the link's stops it. A
+	// reply the stop cuts off (a start-next the gateway sent as the test
+	// ended) is no failure.
+	t.Cleanup(func() { s.stopping.Store(true) })
 	waitFor(t, "scripted jobs connected", s.l.Connected)
 	return s
 }
 
 func (s *scriptedJobs) reply(topic string, v any) {
 	b, _ := json.Marshal(v)
-	if err := s.l.Publish(context.Background(), topic, false, b); err != nil {
+	if err := s.l.Publish(context.Background(), topic, false, b); err != nil && !s.stopping.Load() {
 		s.t.Errorf("scripted reply: %v", err)
 	}
 }
