@@ -638,7 +638,10 @@ func (d *Daemon) releaseStartup(ctx context.Context) {
 				continue
 			}
 			before, after, err := d.memory.Release()
-			if err != nil {
+			switch {
+			case errors.Is(err, resident.ErrNoPageout): // nothing to mend: an old kernel
+				d.log.Info("start-up's memory: the executable's pages stay", "why", err)
+			case err != nil:
 				d.log.Warn("start-up's memory: the executable's pages stay", "err", err)
 			}
 			d.log.Info("gave back start-up's memory", "resident_mb", fmt.Sprintf("%.1f → %.1f", mib(before.Resident), mib(after.Resident)),

@@ -8,9 +8,11 @@
 // kilobytes of code when idle keeps nearly all of its 10 MB binary
 // resident, and in its cgroup's memory (systemctl status). Release asks the
 // kernel to reclaim the executable's pages this process alone maps
-// (madvise MADV_PAGEOUT, Linux 5.4 and later): they leave the process and
-// the page cache, and what runs later is read back from the disk once, as
-// it runs. It also returns the heap's start-up garbage to the kernel.
+// (madvise MADV_PAGEOUT, Linux 5.4 and later): they leave the process and,
+// where the kernel can reclaim them, the page cache; what runs later is
+// mapped again, a page-cache folio at a time (4 KB, or more on a file
+// system that reads into large folios), and read back from the disk if it
+// left. It also returns the heap's start-up garbage to the kernel.
 package resident
 
 import (
@@ -138,8 +140,9 @@ func parseStatus(data []byte) (m Memory) {
 	return m
 }
 
-// errNoPageout: the kernel has no MADV_PAGEOUT (before Linux 5.4).
-var errNoPageout = errors.New("the kernel cannot page out on request (MADV_PAGEOUT needs Linux 5.4)")
+// ErrNoPageout: the kernel has no MADV_PAGEOUT (before Linux 5.4); only
+// the heap is given back.
+var ErrNoPageout = errors.New("the kernel cannot page out on request (MADV_PAGEOUT needs Linux 5.4)")
 
 // pageOutExecutable asks the kernel to reclaim the read-only mappings of
 // the executable (its code and read-only data; the data it wrote is its
@@ -152,7 +155,7 @@ func pageOutExecutable() error {
 	for _, r := range rs {
 		if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, r.start, r.end-r.start, madvPageout); e != 0 {
 			if e == syscall.EINVAL {
-				return errNoPageout
+				return ErrNoPageout
 			}
 			return fmt.Errorf("page out the executable: madvise: %w", e)
 		}

@@ -73,8 +73,12 @@ func TestFindExecutable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := executableRanges(maps, exe{dev: uint64(st.Dev), ino: uint64(st.Ino)}); err != nil {
-		t.Errorf("by device and inode: %v", err)
+	// qemu-user shows the guest's mappings in maps, but stat reaches the
+	// host's file: there only the path matches.
+	if os.Getenv("SHADOWGATE_TEST_EMULATOR") == "" {
+		if _, err := executableRanges(maps, exe{dev: uint64(st.Dev), ino: uint64(st.Ino)}); err != nil {
+			t.Errorf("by device and inode: %v", err)
+		}
 	}
 	if _, err := executableRanges(maps, exe{path: path}); err != nil {
 		t.Errorf("by path: %v", err)
@@ -95,7 +99,7 @@ func TestReleasePagesOutTheExecutable(t *testing.T) {
 		t.Fatalf("before Release: %+v", st)
 	}
 	before, after, err := r.Release()
-	if errors.Is(err, errNoPageout) {
+	if errors.Is(err, ErrNoPageout) {
 		t.Skip(err)
 	}
 	if err != nil {
