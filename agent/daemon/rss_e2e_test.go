@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shadowgate/shadowgate/agent/command"
 	"github.com/shadowgate/shadowgate/agent/ctl"
 	"github.com/shadowgate/shadowgate/agent/daemon"
+	"github.com/shadowgate/shadowgate/agent/link"
 	"github.com/shadowgate/shadowgate/agent/resident"
 	"github.com/shadowgate/shadowgate/agent/shadow"
 )
@@ -175,4 +177,44 @@ func TestStartupMemoryGivenBackOffline(t *testing.T) {
 	if st := mem.Stats(); st.Released.Sub(ready) < atMost {
 		t.Errorf("given back %s after READY, offline: before its bound of %s", st.Released.Sub(ready), atMost)
 	}
+}
+
+// TestMeasureFirstCommandAfterRelease: what giving back start-up's memory
+// costs the first command after it, whose code is read back from the disk
+// (this machine's disk; an SD card is slower): its request → SUCCESS time
+// next to the commands after it, one at a time.
+//
+// SHADOWGATE_MEASURE_BIN names another build to measure instead (one from
+// before the release, for the baseline).
+func TestMeasureFirstCommandAfterRelease(t *testing.T) {
+	measureOnly(t)
+	other := os.Getenv("SHADOWGATE_MEASURE_BIN")
+	if other != "" {
+		defer func(b string) { gatewayBin = b }(gatewayBin)
+		gatewayBin = other
+	}
+	p := startPerfDaemon(t, 100)
+	if other == "" {
+		awaitMemoryReleased(t, p.sock)
+	}
+	time.Sleep(3 * time.Second) // past the commands' backlog hold, idle
+	done := make(chan string, 1)
+	p.cloud.onMessage = func(m *link.Message) {
+		if m.Topic == "commands/gw-perf/ack" && strings.Contains(string(m.Payload), `"SUCCESS"`) {
+			done <- string(m.Payload)
+		}
+	}
+	var took latencies
+	for i := range 21 {
+		t0 := time.Now()
+		p.cloud.op.PublishAsync("commands/gw-perf", false, []byte(fmt.Sprintf(`{"cmd":"SET","tid":"f%d","status":%q,"args":{"on":%v}}`, i, command.StatusRequest, i%2 == 0)))
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("command %d: no SUCCESS", i)
+		}
+		took = append(took, time.Since(t0))
+	}
+	rest := took[1:]
+	t.Logf("the first command (after the release, if the build has one): %.2f ms; the 20 after it: p50 %.2f ms, max %.2f ms", ms(took[0]), ms(rest.pct(0.5)), ms(rest.pct(1)))
 }
