@@ -271,9 +271,7 @@ func actuatorNames(ctx context.Context, vals map[string]string) []string {
 	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	var acts []localapi.ActuatorView
-	c := newAPIClient(t, nil)
-	defer c.http.CloseIdleConnections()
-	if c.call(ctx, "GET", "/v1/actuators", nil, &acts) != nil {
+	if newAPIClient(t, nil).call(ctx, "GET", "/v1/actuators", nil, &acts) != nil {
 		return nil
 	}
 	var out []string

@@ -52,7 +52,10 @@ type apiClient struct {
 func newAPIClient(t socketTarget, also []socketTarget) *apiClient {
 	return &apiClient{target: t, also: also, http: &http.Client{
 		Timeout: 90 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		// A connection per request (a unix socket's connect is cheap): none
+		// stays open idle after Main returns in a process that goes on
+		// (tests), holding goroutines here and in the daemon.
+		Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", t.path)
 		}},
@@ -127,11 +130,7 @@ func localCommand(setup func(fs *flag.FlagSet), run func(e *env, f *localFlags, 
 		if err != nil {
 			return err
 		}
-		c := newAPIClient(t, also)
-		// Main may run in a process that goes on (tests): leave no
-		// connection, and no goroutine of the daemon's, open.
-		defer c.http.CloseIdleConnections()
-		return run(e, &f, c, pos)
+		return run(e, &f, newAPIClient(t, also), pos)
 	}
 }
 

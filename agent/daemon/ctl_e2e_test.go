@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -176,4 +178,25 @@ func TestShadowctlOperator(t *testing.T) {
 
 	// The broker is unreachable.
 	shadowctl(t, "shadow", "get", "gw-op", "--broker", "tcp://127.0.0.1:1", "--timeout", "500ms").must(t, 3, "cannot reach the broker tcp://127.0.0.1:1")
+}
+
+// TestShadowctlLeavesNoConnection: shadowctl run in a process that goes
+// on (as here) leaves no connection open to the daemon, nor the goroutines
+// each would hold on both sides, after it returns.
+func TestShadowctlLeavesNoConnection(t *testing.T) {
+	c := newCloud(t)
+	cfg, _ := gatewayConfig(t, "gw-conns", c.broker.URL(), t.TempDir(), "cloud_wins")
+	d := gateway(t, cfg)
+	waitFor(t, "link up", d.Link.Connected)
+	shadowctl(t, "status", "--socket", cfg.API.Socket).must(t, 0, "gw-conns")
+	before := runtime.NumGoroutine()
+	const calls = 20
+	for range calls {
+		shadowctl(t, "status", "--socket", cfg.API.Socket).must(t, 0, "gw-conns")
+	}
+	// The daemon's side of a closed connection ends a moment later; the
+	// daemon's own goroutines come and go by a few.
+	waitWithin(t, 5*time.Second, fmt.Sprintf("goroutines back near %d after %d status calls", before, calls), func() bool {
+		return runtime.NumGoroutine() <= before+calls/4
+	})
 }

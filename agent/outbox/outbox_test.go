@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -155,53 +156,83 @@ func TestReportsPassedBy(t *testing.T) {
 	}
 }
 
+// heldRig is a drainer (not yet running) of a store of its own, whose
+// link reaches the broker through a HoldProxy, and a subscriber that
+// records what arrives on "acks"; both links run until the test ends.
+type heldRig struct {
+	st   *store.Store
+	hold *brokertest.HoldProxy
+	d    *outbox.Drainer
+	mu   sync.Mutex
+	got  []string
+}
+
+func newHeldRig(t *testing.T, goRun func(func(context.Context)), window int) *heldRig {
+	t.Helper()
+	b := brokertest.Start(t)
+	r := &heldRig{hold: brokertest.NewHoldProxy(t, strings.TrimPrefix(b.URL(), "tcp://"))}
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r.st = st
+	sub, _ := link.New(link.Options{Broker: b.URL(), ClientID: "sub", CleanSession: true})
+	sub.Handle("acks", func(_ context.Context, m *link.Message) {
+		r.mu.Lock()
+		r.got = append(r.got, string(m.Payload))
+		r.mu.Unlock()
+	})
+	goRun(func(c context.Context) { sub.Run(c) })
+	pub, _ := link.New(link.Options{Broker: r.hold.URL(), ClientID: "gw", CleanSession: true})
+	r.d = outbox.New(st, pub, window, nil)
+	pub.OnConnect(func(context.Context) { r.d.Kick() })
+	goRun(func(c context.Context) { pub.Run(c) })
+	waitFor(t, "both connected", func() bool { return sub.Connected() && pub.Connected() })
+	return r
+}
+
+// received is what the subscriber has had, in order.
+func (r *heldRig) received() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got)
+}
+
+// enqueue puts acks with these payloads in the outbox.
+func (r *heldRig) enqueue(t *testing.T, payloads ...string) {
+	t.Helper()
+	for _, p := range payloads {
+		if _, err := r.st.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "acks", Payload: []byte(p), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // An ack enqueued while the messages before it await their PUBACKs goes
 // out at once: the window slides, it is not sent window by window. The
 // proxy holds every PUBACK back, so the second message can reach the
 // subscriber only if the drainer sent it before the first one's PUBACK.
 func TestWindowSlides(t *testing.T) {
-	b := brokertest.Start(t)
-	hold := brokertest.NewHoldProxy(t, strings.TrimPrefix(b.URL(), "tcp://"))
-	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	var mu sync.Mutex
-	var got []string
-	sub, _ := link.New(link.Options{Broker: b.URL(), ClientID: "sub", CleanSession: true})
-	sub.Handle("acks", func(_ context.Context, m *link.Message) { mu.Lock(); got = append(got, string(m.Payload)); mu.Unlock() })
 	goRun := runner(ctx, &wg)
-	goRun(func(c context.Context) { sub.Run(c) })
-	pub, _ := link.New(link.Options{Broker: hold.URL(), ClientID: "gw", CleanSession: true})
-	d := outbox.New(st, pub, 16, nil)
-	pub.OnConnect(func(context.Context) { d.Kick() })
-	goRun(func(c context.Context) { pub.Run(c) })
-	goRun(d.Run)
-	waitFor(t, "both connected", func() bool { return sub.Connected() && pub.Connected() })
-	received := func(n int) func() bool {
-		return func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == n }
-	}
+	r := newHeldRig(t, goRun, 16)
+	goRun(r.d.Run)
 
-	hold.Hold()
+	r.hold.Hold()
 	for i, p := range []string{"first", "second"} {
-		if _, err := st.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "acks", Payload: []byte(p), QoS: 1}); err != nil {
-			t.Fatal(err)
-		}
-		d.Kick()
-		waitFor(t, p+" message at the subscriber, no PUBACK yet", received(i+1))
+		r.enqueue(t, p)
+		r.d.Kick()
+		waitFor(t, p+" message at the subscriber, no PUBACK yet", func() bool { return len(r.received()) == i+1 })
 	}
-	if n := d.Sent(); n != 0 {
+	if n := r.d.Sent(); n != 0 {
 		t.Fatalf("%d messages acknowledged while the proxy held every PUBACK", n)
 	}
-	hold.Release()
-	waitFor(t, "both acknowledged and removed", func() bool { return d.Sent() == 2 && st.OutboxStats().Items == 0 })
-	mu.Lock()
-	defer mu.Unlock()
-	if strings.Join(got, ",") != "first,second" {
+	r.hold.Release()
+	waitFor(t, "both acknowledged and removed", func() bool { return r.d.Sent() == 2 && r.st.OutboxStats().Items == 0 })
+	if got := strings.Join(r.received(), ","); got != "first,second" {
 		t.Fatalf("received %v", got)
 	}
 }
@@ -211,49 +242,28 @@ func TestWindowSlides(t *testing.T) {
 // messages are not sent again after the restart; the unacknowledged ones
 // are. The proxy lets the first three PUBACKs of five through.
 func TestStopRemovesTheAcknowledged(t *testing.T) {
-	b := brokertest.Start(t)
-	hold := brokertest.NewHoldProxy(t, strings.TrimPrefix(b.URL(), "tcp://"))
-	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	var mu sync.Mutex
-	var got []string
-	sub, _ := link.New(link.Options{Broker: b.URL(), ClientID: "sub", CleanSession: true})
-	sub.Handle("acks", func(_ context.Context, m *link.Message) { mu.Lock(); got = append(got, string(m.Payload)); mu.Unlock() })
-	goRun := runner(ctx, &wg)
-	goRun(func(c context.Context) { sub.Run(c) })
-	pub, _ := link.New(link.Options{Broker: hold.URL(), ClientID: "gw", CleanSession: true})
 	const window = 16 // removals wait for 8 acknowledged, or none in flight
-	d := outbox.New(st, pub, window, nil)
-	pub.OnConnect(func(context.Context) { d.Kick() })
-	goRun(func(c context.Context) { pub.Run(c) })
+	r := newHeldRig(t, runner(ctx, &wg), window)
 	drainCtx, stopDrain := context.WithCancel(ctx)
 	drained := make(chan struct{})
-	go func() { defer close(drained); d.Run(drainCtx) }()
+	go func() { defer close(drained); r.d.Run(drainCtx) }()
 	defer func() { stopDrain(); <-drained }()
-	waitFor(t, "both connected", func() bool { return sub.Connected() && pub.Connected() })
 
-	hold.Hold()
-	for i := range 5 {
-		if _, err := st.Enqueue(store.OutItem{Kind: store.KindAck, Topic: "acks", Payload: []byte(strconv.Itoa(i)), QoS: 1}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	d.Kick()
-	waitFor(t, "five messages at the subscriber", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 5 })
-	hold.ReleasePubacks(3)
-	waitFor(t, "three acknowledged", func() bool { return d.Sent() == 3 })
-	if n := st.OutboxStats().Items; n != 5 {
+	r.hold.Hold()
+	r.enqueue(t, "0", "1", "2", "3", "4")
+	r.d.Kick()
+	waitFor(t, "five messages at the subscriber", func() bool { return len(r.received()) == 5 })
+	r.hold.ReleasePubacks(3)
+	waitFor(t, "three acknowledged", func() bool { return r.d.Sent() == 3 })
+	if n := r.st.OutboxStats().Items; n != 5 {
 		t.Fatalf("%d in the outbox before the stop: the removal of the three did not wait for company", n)
 	}
 	stopDrain()
 	<-drained
-	items, err := st.Peek(10)
+	items, err := r.st.Peek(10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package brokertest
 import (
 	"bufio"
 	"io"
+	"math"
 	"net"
 	"sync"
 	"testing"
@@ -57,12 +58,7 @@ func (p *HoldProxy) Release() {
 	defer p.mu.Unlock()
 	p.holding = false
 	for _, h := range p.down {
-		h.mu.Lock()
-		for _, pkt := range h.held {
-			h.c.Write(pkt)
-		}
-		h.held = nil
-		h.mu.Unlock()
+		h.send(math.MaxInt)
 	}
 }
 
@@ -73,17 +69,22 @@ func (p *HoldProxy) ReleasePubacks(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, h := range p.down {
-		h.mu.Lock()
-		sent := 0
-		for len(h.held) > 0 && sent < n {
-			pkt := h.held[0]
-			h.c.Write(pkt)
-			h.held = h.held[1:]
-			if pkt[0]>>4 == 4 {
-				sent++
-			}
+		h.send(n)
+	}
+}
+
+// send writes what h holds, in order, up to and including its n-th
+// PUBACK (under the proxy's lock).
+func (h *heldConn) send(n int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for sent := 0; len(h.held) > 0 && sent < n; {
+		pkt := h.held[0]
+		h.c.Write(pkt)
+		h.held = h.held[1:]
+		if pkt[0]>>4 == 4 {
+			sent++
 		}
-		h.mu.Unlock()
 	}
 }
 
