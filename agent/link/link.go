@@ -101,6 +101,13 @@ type Options struct {
 	Presence   Presence
 	MinBackoff time.Duration // default 500ms
 	MaxBackoff time.Duration // default 60s
+	// StableAfter is how long a session must have been up for the next
+	// outage to start over at MinBackoff (default 30s, as the AWS IoT
+	// Device SDKs' minimum connected time to reset the reconnect delay): a
+	// link that held survives a cut with a quick reconnect, while a broker
+	// that drops the session at once (a policy that refuses a publish, a
+	// client id taken over) is not hammered at MinBackoff.
+	StableAfter time.Duration
 	// QueueDepth is how many received messages may wait for their handler
 	// (default 4096) before more are shed (see Shed), or, for a
 	// subscription without Shed, queued still and counted as Overflowed:
@@ -208,6 +215,9 @@ func New(o Options) (*Link, error) {
 	}
 	if o.MaxBackoff < o.MinBackoff {
 		o.MaxBackoff = 60 * time.Second
+	}
+	if o.StableAfter <= 0 {
+		o.StableAfter = 30 * time.Second
 	}
 	if o.QueueDepth <= 0 {
 		o.QueueDepth = 4096
@@ -366,10 +376,14 @@ func (l *Link) Run(ctx context.Context) error {
 		if l.opts.Clock != nil {
 			clockChanged = l.opts.Clock.Changed() // before the attempt: no change is missed
 		}
+		connects := l.connects.Load()
 		err := l.session(ctx)
 		if ctx.Err() != nil {
 			l.shutdown()
 			return ctx.Err()
+		}
+		if l.connects.Load() != connects && time.Since(time.Unix(0, l.lastConnect.Load())) >= l.opts.StableAfter {
+			backoff = l.opts.MinBackoff // the session held: this outage starts over
 		}
 		var ce *ClockError
 		clockWait := errors.As(err, &ce)
@@ -395,16 +409,12 @@ func (l *Link) Run(ctx context.Context) error {
 		case <-clockChanged:
 			l.log.Info("the clock changed; connecting again")
 		}
-		if err == nil {
-			backoff = l.opts.MinBackoff // the session was up: start over
-		} else {
-			backoff = min(backoff*2, l.opts.MaxBackoff)
-		}
+		backoff = min(backoff*2, l.opts.MaxBackoff)
 	}
 }
 
 // session connects, subscribes, runs the OnConnect functions and waits for
-// the connection to drop. It returns nil if the session was up.
+// the connection to drop, or for ctx to end (then it returns nil).
 func (l *Link) session(ctx context.Context) error {
 	select { // forget a loss signalled by a previous session
 	case <-l.lost:
