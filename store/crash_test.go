@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -19,8 +18,8 @@ import (
 	"github.com/shadowgate/shadowgate/store"
 )
 
-// TestHelperProcess is not a test: it is the child process of the crash and
-// lock tests, selected by STORE_HELPER.
+// TestHelperProcess is not a test: it is the child process of the crash,
+// power-cut and lock tests, selected by STORE_HELPER.
 func TestHelperProcess(t *testing.T) {
 	mode, path := os.Getenv("STORE_HELPER"), os.Getenv("STORE_PATH")
 	if mode == "" {
@@ -37,6 +36,8 @@ func TestHelperProcess(t *testing.T) {
 		time.Sleep(time.Hour)
 	case "crash":
 		crashWorkload(s)
+	case "powercut":
+		powercutWorkload(s, filepath.Join(filepath.Dir(path), "control"))
 	}
 	os.Exit(0)
 }
@@ -99,14 +100,7 @@ func TestCrashKill9(t *testing.T) {
 	const rounds = 24
 	for round := 0; round < rounds; round++ {
 		c := helper(t, "crash", path)
-		lines := make(chan string, 1<<16)
-		go func() {
-			sc := bufio.NewScanner(c.stdout)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-			close(lines)
-		}()
+		lines := c.lines()
 		time.Sleep(time.Duration(30+r.IntN(250)) * time.Millisecond)
 		c.cmd.Process.Signal(syscall.SIGKILL)
 		c.cmd.Wait()

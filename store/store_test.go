@@ -453,6 +453,19 @@ type child struct {
 
 func (c *child) kill() { c.cmd.Process.Kill(); c.cmd.Wait() }
 
+// lines returns the child's stdout line by line, closed when it ends.
+func (c *child) lines() <-chan string {
+	lines := make(chan string, 1<<16)
+	go func() {
+		sc := bufio.NewScanner(c.stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	return lines
+}
+
 func helper(t *testing.T, mode, path string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
