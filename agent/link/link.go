@@ -461,7 +461,7 @@ func (l *Link) session(ctx context.Context) error {
 		if err := wait(ctx, b.tok, down); err != nil {
 			l.markDown()
 			l.client.Disconnect(0)
-			return fmt.Errorf("subscribe %s on %s: %w", b.subs[0].filter, l.opts.Broker, err)
+			return fmt.Errorf("subscribe %s (and %d more) on %s: %w", b.subs[0].filter, len(b.subs)-1, l.opts.Broker, err)
 		}
 		st, _ := b.tok.(*mqtt.SubscribeToken)
 		for _, s := range b.subs {
