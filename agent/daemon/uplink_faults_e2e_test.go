@@ -101,8 +101,8 @@ func behindUplink(t *testing.T, c *cloud, thing string, edit func(cfg *config.Co
 	return up, d
 }
 
-// finals returns, for each tid, how many of its acks were final (SUCCESS
-// or FAILURE) and whether any of them failed.
+// finals returns each tid's final acks (SUCCESS or FAILURE), in arrival
+// order: more than one is a resend of the same after a reconnect.
 func (c *cloud) finals(thing string) map[string][]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
